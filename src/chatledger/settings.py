@@ -1,0 +1,52 @@
+"""Settings, read from the environment once, at the edge (the CLI or the app factory).
+
+Every variable has the `CHATLEDGER_` prefix. For compatibility with the seeds' deployments
+the unprefixed `DATABASE_URL` and `BETTER_AUTH_SECRET` are honoured too; `OPENAI_API_KEY`
+and `OPENAI_BASE_URL` are read by the OpenAI client itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHATLEDGER_", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str = Field(
+        default="sqlite:///./chatledger.db",
+        validation_alias=AliasChoices("CHATLEDGER_DATABASE_URL", "DATABASE_URL", "database_url"),
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CHATLEDGER_JWT_SECRET", "BETTER_AUTH_SECRET", "jwt_secret"),
+    )
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwks_url: str | None = None
+    agent: Literal["rules", "openai"] | None = None
+    model: str = "gpt-4o-mini"
+    openai_api: Literal["chat_completions", "responses"] = "chat_completions"
+    cors_origins: Annotated[list[str], NoDecode] = []
+    context_tokens: int = Field(default=8000, ge=256)
+    max_message_chars: int = Field(default=32_000, ge=1)
+    agent_timeout: float = Field(default=60.0, gt=0)
+    max_tool_calls_per_turn: int = Field(default=10, ge=1)
+    dev_login: bool = False
+    log_level: str = "info"
+
+    @field_validator("jwt_algorithms", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # "HS256,RS256" in the environment, a list when built in code.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

@@ -1,0 +1,25 @@
+"""The persistence layer: conversations, messages, tasks and idempotency keys.
+
+store = SQLAlchemyStore.from_url("sqlite:///./chatledger.db")
+await store.migrate()
+conversation = await store.create_conversation("alice")
+await store.append("alice", conversation.id, [ChatMessage.user("hello")])
+"""
+
+from chatledger.store.core import UNSET
+from chatledger.store.engine import Connector, connect, normalize_url
+from chatledger.store.idempotency import IdempotencyRecord, IdempotencyStore
+from chatledger.store.sqlalchemy import Lease, SQLAlchemyStore
+from chatledger.store.tasks import TaskStore
+
+__all__ = [
+    "UNSET",
+    "Connector",
+    "IdempotencyRecord",
+    "IdempotencyStore",
+    "Lease",
+    "SQLAlchemyStore",
+    "TaskStore",
+    "connect",
+    "normalize_url",
+]

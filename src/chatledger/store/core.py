@@ -1,0 +1,55 @@
+"""What every part of the store shares: ids, clocks and argument checks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Final, TypeAlias
+
+from sqlalchemy import Row
+
+from chatledger.domain import check_text
+from chatledger.errors import NotFoundError, ValidationError
+
+MAX_BIGINT: Final = 2**63 - 1
+
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+
+
+class Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = Unset()
+"""Default for update arguments: leave the field as it is (None would clear it)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_user_id(user_id: object) -> str:
+    text = check_text("user_id", user_id, max_chars=255)
+    if not text:
+        raise ValidationError("user_id must not be empty", field="user_id")
+    return text
+
+
+def check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValidationError("limit must be a positive integer", field="limit")
+    return limit
+
+
+def check_conversation_id(value: object) -> str:
+    # Ids are opaque to callers: a value that cannot be an id simply matches nothing, and
+    # must not reach the database (PostgreSQL rejects NUL in a parameter).
+    try:
+        return check_text("conversation_id", value, max_chars=64)
+    except ValidationError:
+        raise NotFoundError("conversation not found") from None

@@ -1,0 +1,57 @@
+"""Opaque keyset cursors for listing conversations.
+
+A cursor holds the sort key of the last row of a page, signed with HMAC over the user id.
+Paging never uses OFFSET (cost grows with depth, rows shift under concurrent writes), and
+a cursor edited by hand, or issued to another user, fails verification instead of
+steering the query.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from datetime import datetime
+
+from chatledger.errors import ValidationError
+
+__all__ = ["decode_cursor", "encode_cursor"]
+
+_MAC_BYTES = 16
+
+
+def _mac(key: bytes, user_id: str, payload: bytes) -> bytes:
+    message = user_id.encode("utf-8") + b"\x00" + payload
+    return hmac.new(key, message, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def encode_cursor(key: bytes, user_id: str, updated_at: datetime, conversation_id: str) -> str:
+    payload = json.dumps([updated_at.isoformat(), conversation_id], separators=(",", ":"))
+    raw = payload.encode("utf-8")
+    return base64.urlsafe_b64encode(raw + _mac(key, user_id, raw)).decode("ascii").rstrip("=")
+
+
+def decode_cursor(key: bytes, user_id: str, cursor: str) -> tuple[datetime, str]:
+    """Return the `(updated_at, conversation_id)` a cursor points after.
+
+    Raises:
+        ValidationError: the cursor is malformed, tampered with, or another user's.
+    """
+    invalid = ValidationError("cursor is not valid", field="cursor")
+    try:
+        blob = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    raw, mac = blob[:-_MAC_BYTES], blob[-_MAC_BYTES:]
+    if len(blob) <= _MAC_BYTES or not hmac.compare_digest(mac, _mac(key, user_id, raw)):
+        raise invalid
+    try:
+        stamp, conversation_id = json.loads(raw)
+        updated_at = datetime.fromisoformat(stamp)
+    except (ValueError, TypeError):
+        raise invalid from None
+    if not isinstance(conversation_id, str) or updated_at.tzinfo is None:
+        raise invalid
+    return updated_at, conversation_id

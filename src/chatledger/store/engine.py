@@ -1,0 +1,288 @@
+"""Where statements run: `Connector`, one unit of work at a time, on SQLite or PostgreSQL.
+
+The store writes each operation as one synchronous function over a SQLAlchemy
+`Connection` (a *unit of work*: a few statements, no waiting on anything but the
+database). A connector runs units:
+
+- `AsyncConnector` (PostgreSQL, asyncpg): the unit runs in a greenlet via
+  `AsyncConnection.run_sync`; every statement is non-blocking network I/O.
+- `SQLiteConnector`: the unit runs in a worker thread on the standard library's sqlite3
+  driver. SQLite has no network to wait on; aiosqlite is also sqlite3 in a thread, but
+  takes three or four thread hops per statement, which measured 4.7x slower per append
+  than one hop per unit (docs/benchmarks.md). It also keeps write transactions short: the
+  write lock is never held across a wait for the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, event, exc
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.schema import Table
+
+from chatledger.errors import UnavailableError
+
+__all__ = ["AsyncConnector", "Connector", "SQLiteConnector", "connect", "normalize_url"]
+
+T = TypeVar("T")
+Work = Callable[[Connection], T]
+
+# Execution option marking the engine that write units use (see `_sqlite_begin`).
+_WRITE = "chatledger_write"
+
+_ASYNC_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+}
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Map a plain `postgresql://` URL to asyncpg and any SQLite URL to the sqlite3 driver."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.set(drivername="sqlite+pysqlite")
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def connect(url: str | URL, **engine_options: Any) -> Connector:
+    """The connector for a database URL (`sqlite...` or `postgresql...`)."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return SQLiteConnector(parsed, **engine_options)
+    return AsyncConnector(create_async_engine(parsed, **engine_options))
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Turn "the database cannot be reached" into `UnavailableError`; let bugs through."""
+    try:
+        yield
+    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError) as error:
+        raise UnavailableError("the database is unavailable") from error
+    except exc.DBAPIError as error:
+        if error.connection_invalidated:
+            raise UnavailableError("the database is unavailable") from error
+        raise
+
+
+class Connector(ABC):
+    """Runs units of work: each `write` is one transaction, each `read` one snapshot.
+
+    Inside `transaction()` the connector is bound to one open transaction, and every
+    `read` and `write` joins it; it commits when the block exits and rolls back if the
+    block raises.
+    """
+
+    dialect: str
+
+    @property
+    @abstractmethod
+    def sync_engine(self) -> Engine:
+        """The engine statements go through (for event listeners and inspection)."""
+
+    @abstractmethod
+    async def write(self, work: Work[T]) -> T: ...
+
+    @abstractmethod
+    async def read(self, work: Work[T]) -> T: ...
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """An async context manager yielding a `Connector` bound to one transaction."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    def upsert(self, table: Table) -> Any:
+        """`INSERT` with `ON CONFLICT` support, in this database's dialect."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+
+class AsyncConnector(Connector):
+    """Units of work on an `AsyncEngine` (PostgreSQL with asyncpg)."""
+
+    def __init__(self, engine: AsyncEngine, connection: AsyncConnection | None = None) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._connection = connection
+        self._writer = engine
+        # Reads need no transaction: skipping BEGIN and ROLLBACK saves two round trips.
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @property
+    def sync_engine(self) -> Engine:
+        return self.engine.sync_engine
+
+    async def write(self, work: Work[T]) -> T:
+        if self._connection is not None:
+            return await self._connection.run_sync(work)
+        with database_errors():
+            async with self._writer.begin() as connection:
+                return await connection.run_sync(work)
+
+    async def read(self, work: Work[T]) -> T:
+        if self._connection is not None:
+            return await self._connection.run_sync(work)
+        with database_errors():
+            async with self._reader.connect() as connection:
+                return await connection.run_sync(work)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connector]:
+        if self._connection is not None:
+            yield self
+            return
+        with database_errors():
+            async with self._writer.begin() as connection:
+                yield AsyncConnector(self.engine, connection)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+class SQLiteConnector(Connector):
+    """Units of work on SQLite, each run in one hop to a worker thread.
+
+    Connections use WAL (readers never block the writer), a busy timeout (a writer from
+    another process waits for the lock instead of failing), foreign keys (deleting a
+    conversation cascades to its messages) and `BEGIN IMMEDIATE` for writes (a
+    transaction that reads then writes takes the lock up front, instead of failing with
+    "database is locked" when two of them try to upgrade a read lock). Writers of this
+    process queue on an asyncio lock, in order, rather than in SQLite's sleeping retry loop.
+    """
+
+    def __init__(self, url: URL, *, threads: int = 4, **engine_options: Any) -> None:
+        if url.database in (None, "", ":memory:"):
+            raise ValueError("chatledger needs an SQLite file, not an in-memory database")
+        engine_options.setdefault("pool_size", threads)
+        self._engine = create_sync_engine(
+            url, connect_args={"check_same_thread": False}, **engine_options
+        )
+        event.listen(self._engine, "connect", _sqlite_connect)
+        event.listen(self._engine, "begin", _sqlite_begin)
+        self._writer = self._engine.execution_options(**{_WRITE: True})
+        self.dialect = "sqlite"
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="chatledger-sqlite")
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def sync_engine(self) -> Engine:
+        return self._engine
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread cannot be interrupted: wait until it is done with the
+            # connection (and the write lock) before letting the cancellation through.
+            await asyncio.wait([future])
+            raise
+
+    def _write_unit(self, work: Work[T]) -> T:
+        with database_errors(), self._writer.begin() as connection:
+            return work(connection)
+
+    def _read_unit(self, work: Work[T]) -> T:
+        with database_errors(), self._engine.connect() as connection:
+            return work(connection)
+
+    async def write(self, work: Work[T]) -> T:
+        async with self._write_lock:
+            return await self._in_thread(lambda: self._write_unit(work))
+
+    async def read(self, work: Work[T]) -> T:
+        return await self._in_thread(lambda: self._read_unit(work))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connector]:
+        async with self._write_lock:
+            connection = await self._in_thread(self._begin)
+            bound = _BoundSQLite(self, connection)
+            try:
+                yield bound
+            except BaseException:
+                await asyncio.shield(self._in_thread(lambda: _finish(connection, commit=False)))
+                raise
+            await asyncio.shield(self._in_thread(lambda: _finish(connection, commit=True)))
+
+    def _begin(self) -> Connection:
+        with database_errors():
+            connection = self._writer.connect()
+            connection.begin()
+            return connection
+
+    async def close(self) -> None:
+        self._engine.dispose()
+        self._executor.shutdown(wait=True)
+
+
+class _BoundSQLite(Connector):
+    """A `SQLiteConnector` inside `transaction()`: every unit joins the open transaction."""
+
+    def __init__(self, parent: SQLiteConnector, connection: Connection) -> None:
+        self.dialect = "sqlite"
+        self._parent = parent
+        self._connection = connection
+
+    @property
+    def sync_engine(self) -> Engine:
+        return self._parent.sync_engine
+
+    async def write(self, work: Work[T]) -> T:
+        return await self._parent._in_thread(lambda: self._run(work))
+
+    read = write
+
+    def _run(self, work: Work[T]) -> T:
+        with database_errors():
+            return work(self._connection)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connector]:
+        yield self
+
+    async def close(self) -> None:
+        raise RuntimeError("close the store, not a transaction")
+
+
+def _finish(connection: Connection, *, commit: bool) -> None:
+    with database_errors():
+        try:
+            if commit:
+                connection.commit()
+            else:
+                connection.rollback()
+        finally:
+            connection.close()
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control away from the driver; `_sqlite_begin` emits BEGIN itself.
+    dbapi_connection.isolation_level = None
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "busy_timeout=10000",
+        "foreign_keys=ON",
+    ):
+        dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # SQLAlchemy "begins" reads too; they run without BEGIN, each SELECT atomic on its
+    # own, so that a reader never takes the write lock.
+    if connection.get_execution_options().get(_WRITE):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,132 @@
+"""`IdempotencyStore`: responses kept under client-chosen keys, so a retry never runs twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, or_, select, update
+
+from chatledger.domain import check_text
+from chatledger.errors import ValidationError
+from chatledger.store.core import check_user_id, utcnow
+from chatledger.store.engine import Connector
+from chatledger.store.schema import idempotency_keys
+
+__all__ = ["IdempotencyRecord", "IdempotencyStore"]
+
+_t = idempotency_keys.c
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotencyRecord:
+    """What is stored under a key. `status_code` is None while the first request runs."""
+
+    request_hash: str
+    conversation_id: str | None
+    status_code: int | None
+    response: Any
+    created_at: datetime
+
+
+def _check_key(key: object) -> str:
+    text = check_text("idempotency_key", key, max_chars=255)
+    if not text:
+        raise ValidationError("idempotency key must not be empty", field="idempotency_key")
+    return text
+
+
+class IdempotencyStore:
+    """Idempotency keys of each user; reach it as `SQLAlchemyStore.idempotency`."""
+
+    def __init__(self, db: Connector) -> None:
+        self._db = db
+
+    async def claim(
+        self,
+        user_id: str,
+        key: str,
+        *,
+        request_hash: str,
+        stale_after: timedelta,
+        expire_after: timedelta = timedelta(hours=24),
+    ) -> IdempotencyRecord | None:
+        """Claim `key` for a new request, or return what is already stored under it.
+
+        Returns None when the caller now owns the key and must run the request: the key
+        was new, had expired, or was left in flight for longer than `stale_after` by a run
+        that crashed. Otherwise returns the stored record, finished or in flight; the
+        caller compares `request_hash` to tell a retry from a different request.
+        """
+        user_id = check_user_id(user_id)
+        key = _check_key(key)
+        now = utcnow()
+        fresh = {
+            "request_hash": request_hash,
+            "conversation_id": None,
+            "status_code": None,
+            "response": None,
+            "created_at": now,
+        }
+        # One statement claims a new key or takes over an abandoned one; a live key is
+        # left alone, and the caller reads it instead.
+        claim = (
+            self._db.upsert(idempotency_keys)
+            .values(user_id=user_id, key=key, **fresh)
+            .on_conflict_do_update(
+                index_elements=[_t.user_id, _t.key],
+                set_=fresh,
+                where=or_(
+                    _t.created_at <= now - expire_after,
+                    _t.status_code.is_(None) & (_t.created_at <= now - stale_after),
+                ),
+            )
+            .returning(_t.key)
+        )
+        stored = select(
+            _t.request_hash, _t.conversation_id, _t.status_code, _t.response, _t.created_at
+        ).where(_t.user_id == user_id, _t.key == key)
+
+        def work(conn: Connection) -> IdempotencyRecord | None:
+            if conn.execute(claim).first() is not None:
+                return None
+            row = conn.execute(stored).one()
+            return IdempotencyRecord(
+                request_hash=row.request_hash,
+                conversation_id=row.conversation_id,
+                status_code=row.status_code,
+                response=row.response,
+                created_at=row.created_at,
+            )
+
+        return await self._db.write(work)
+
+    async def complete(
+        self,
+        user_id: str,
+        key: str,
+        *,
+        conversation_id: str | None,
+        status_code: int,
+        response: Any,
+    ) -> None:
+        """Store the finished response under a key taken with `claim`."""
+        statement = (
+            update(idempotency_keys)
+            .where(_t.user_id == user_id, _t.key == key)
+            .values(conversation_id=conversation_id, status_code=status_code, response=response)
+        )
+        await self._db.write(lambda conn: conn.execute(statement))
+
+    async def release(self, user_id: str, key: str) -> None:
+        """Forget an in-flight key whose request failed before it changed anything."""
+        statement = delete(idempotency_keys).where(
+            _t.user_id == user_id, _t.key == key, _t.status_code.is_(None)
+        )
+        await self._db.write(lambda conn: conn.execute(statement))
+
+    async def purge(self, *, older_than: timedelta) -> int:
+        """Delete every user's keys older than `older_than`; returns how many went."""
+        statement = delete(idempotency_keys).where(_t.created_at < utcnow() - older_than)
+        return await self._db.write(lambda conn: int(conn.execute(statement).rowcount))

@@ -1,0 +1,160 @@
+"""The tables. Every primary key leads with `user_id`, the tenant key.
+
+That makes a cross-user read impossible to write by accident (every index is useless
+without the user), and it is exactly the distribution column a sharded PostgreSQL needs.
+These definitions are the source of truth for Alembic's autogenerate; the database itself
+is only ever created by the migrations in `migrations/` (tests check the two agree).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "conversations",
+    "idempotency_keys",
+    "messages",
+    "metadata",
+    "task_counters",
+    "tasks",
+]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both databases.
+
+    PostgreSQL stores `timestamptz`; SQLite has no time zones, so UTC is stored naive and
+    made aware again on the way out. Naive input is refused rather than guessed at.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+def _json() -> Any:
+    # none_as_null: Python None is SQL NULL, not the JSON text 'null' that would have
+    # to be parsed back on every read.
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+USER_ID = 255
+ID = 64
+
+metadata = MetaData(naming_convention={"pk": "pk_%(table_name)s"})
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("title", Text),
+    Column("metadata", _json(), nullable=False),
+    # The seq the next appended message gets; bumped inside every append transaction.
+    Column("next_seq", BigInteger, nullable=False),
+    # One turn at a time per conversation, across replicas: the running turn's id and
+    # when its claim lapses (so a crashed replica cannot lock a conversation forever).
+    Column("lease_id", String(ID)),
+    Column("lease_expires_at", UTCDateTime()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("user_id", "id"),
+    Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("conversation_id", String(ID), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("tool_calls", _json()),
+    Column("tool_call_id", String(255)),
+    Column("name", String(255)),
+    # NULL when empty, which almost every message's is: nothing to parse on read.
+    Column("metadata", _json()),
+    Column("token_count", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("user_id", "conversation_id", "seq"),
+    ForeignKeyConstraint(
+        ["user_id", "conversation_id"],
+        ["conversations.user_id", "conversations.id"],
+        ondelete="CASCADE",
+        name="fk_messages_conversation",
+    ),
+    CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="ck_messages_role"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("id", BigInteger, nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("description", String(1000)),
+    Column("completed", Boolean, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("user_id", "id"),
+)
+
+# Task ids count per user (1, 2, 3 ...) so people can say "task 3"; never reused, so
+# "task 3" in an old message cannot silently come to mean a different task.
+task_counters = Table(
+    "task_counters",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("next_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("conversation_id", String(ID)),
+    # NULL while the first request is still running.
+    Column("status_code", Integer),
+    Column("response", _json()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("user_id", "key"),
+    Index("ix_idempotency_keys_created", "created_at"),
+)

@@ -1,0 +1,519 @@
+"""`SQLAlchemyStore`: the conversation store on SQLite or PostgreSQL.
+
+Every public method takes the `user_id` first and every statement filters on it, so
+isolation holds by construction. Each method runs in its own short transaction, or joins
+the one opened by `transaction()` when several changes must commit together (a task
+tool's effect and the messages that record it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any, Final, NoReturn
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import URL
+
+from chatledger.domain import (
+    ChatMessage,
+    Conversation,
+    Message,
+    Page,
+    Role,
+    ToolCall,
+    check_metadata,
+    check_new_message,
+    check_text,
+)
+from chatledger.errors import ConflictError, NotFoundError, ValidationError
+from chatledger.store.core import (
+    MAX_BIGINT,
+    UNSET,
+    AnyRow,
+    Unset,
+    check_conversation_id,
+    check_limit,
+    check_user_id,
+    new_id,
+    utcnow,
+)
+from chatledger.store.cursor import decode_cursor, encode_cursor
+from chatledger.store.engine import Connector, connect
+from chatledger.store.idempotency import IdempotencyStore
+from chatledger.store.migrate import upgrade
+from chatledger.store.schema import conversations, idempotency_keys, task_counters, tasks
+from chatledger.store.schema import messages as message_table
+from chatledger.store.tasks import TaskStore
+from chatledger.tokens import TokenCounter, approximate_tokens, count_message_tokens
+
+__all__ = ["Lease", "SQLAlchemyStore"]
+
+MAX_PAGE_SIZE: Final = 100
+# Bigger than any reply a model writes, small enough that one row cannot exhaust memory.
+DEFAULT_MAX_MESSAGE_CHARS: Final = 256 * 1024
+
+_c = conversations.c
+_m = message_table.c
+_CONVERSATION_COLUMNS = (_c.id, _c.title, _c.metadata, _c.next_seq, _c.created_at, _c.updated_at)
+_MESSAGE_COLUMNS = tuple(column for column in message_table.c if column.name != "user_id")
+
+# The statements of a chat turn are built once: constructing them per call cost more
+# than executing them (docs/benchmarks.md).
+_SELECT_CONVERSATION = select(*_CONVERSATION_COLUMNS).where(
+    _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
+)
+_CONVERSATION_EXISTS = select(_c.id).where(
+    _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
+)
+_RESERVE_SEQ = (
+    update(conversations)
+    .where(
+        _c.user_id == bindparam("user"),
+        _c.id == bindparam("conversation"),
+        or_(_c.lease_id.is_(None), _c.lease_expires_at <= bindparam("now")),
+    )
+    .values(next_seq=_c.next_seq + bindparam("count"), updated_at=bindparam("now"))
+    .returning(_c.next_seq)
+)
+_RESERVE_SEQ_LEASED = (
+    update(conversations)
+    .where(
+        _c.user_id == bindparam("user"),
+        _c.id == bindparam("conversation"),
+        or_(
+            _c.lease_id.is_(None),
+            _c.lease_expires_at <= bindparam("now"),
+            _c.lease_id == bindparam("held_lease"),
+        ),
+    )
+    .values(
+        next_seq=_c.next_seq + bindparam("count"),
+        updated_at=bindparam("now"),
+        lease_id=bindparam("new_lease_id"),
+        lease_expires_at=bindparam("new_lease_expires_at"),
+    )
+    .returning(_c.next_seq)
+)
+_INSERT_MESSAGES = insert(message_table)
+_HISTORY = (
+    select(*_MESSAGE_COLUMNS)
+    .where(_m.user_id == bindparam("user"), _m.conversation_id == bindparam("conversation"))
+    .order_by(_m.seq.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+_HISTORY_BEFORE = _HISTORY.where(_m.seq < bindparam("before_seq"))
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A claim on a conversation for one turn; see `SQLAlchemyStore.append`."""
+
+    id: str
+    expires_at: datetime
+
+    @classmethod
+    def new(cls, ttl: timedelta) -> Lease:
+        return cls(new_id(), utcnow() + ttl)
+
+
+_ROLES = {role.value: role for role in Role}
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
+def _conversation(row: AnyRow) -> Conversation:
+    return Conversation(
+        id=row.id,
+        title=row.title,
+        metadata=row.metadata,
+        message_count=row.next_seq - 1,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _message(row: AnyRow) -> Message:
+    return Message(
+        conversation_id=row.conversation_id,
+        seq=row.seq,
+        id=row.id,
+        role=_ROLES[row.role],
+        content=row.content,
+        tool_calls=tuple(ToolCall(**call) for call in row.tool_calls or ()),
+        tool_call_id=row.tool_call_id,
+        name=row.name,
+        metadata=row.metadata or _NO_METADATA,
+        token_count=row.token_count,
+        created_at=row.created_at,
+    )
+
+
+def _check_title(title: object) -> str | None:
+    if title is None:
+        return None
+    return check_text("title", title, max_chars=200).strip() or None
+
+
+class SQLAlchemyStore:
+    """The conversation store on SQLite or PostgreSQL, through SQLAlchemy Core.
+
+    Tasks and idempotency keys live in the same database, as `store.tasks` and
+    `store.idempotency`.
+
+    Args:
+        connector: where statements run; `from_url` makes the right one for a URL.
+        max_message_chars: longest content or metadata a message may have.
+        token_counter: counts the tokens of a text; stored per message at append time.
+        cursor_key: signs listing cursors. Replicas behind one load balancer must share
+            it; by default a random key, valid for this process only.
+    """
+
+    def __init__(
+        self,
+        connector: Connector,
+        *,
+        max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+        token_counter: TokenCounter = approximate_tokens,
+        cursor_key: bytes | None = None,
+    ) -> None:
+        self._max_message_chars = max_message_chars
+        self._token_counter = token_counter
+        self._cursor_key = cursor_key if cursor_key is not None else os.urandom(32)
+        self._use(connector)
+
+    def _use(self, db: Connector) -> None:
+        self._db = db
+        self.tasks = TaskStore(db)
+        self.idempotency = IdempotencyStore(db)
+
+    @classmethod
+    def from_url(
+        cls, url: str | URL, *, engine_options: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> SQLAlchemyStore:
+        """A store for a database URL: `sqlite:///path.db` or `postgresql://...`.
+
+        A plain `postgresql://` URL is mapped to asyncpg; `engine_options` go to
+        SQLAlchemy's `create_engine`; other keyword arguments to the constructor.
+        """
+        return cls(connect(url, **(engine_options or {})), **kwargs)
+
+    @property
+    def dialect(self) -> str:
+        """ "sqlite" or "postgresql"."""
+        return self._db.dialect
+
+    @property
+    def sync_engine(self) -> Engine:
+        """The engine statements go through, for event listeners and inspection."""
+        return self._db.sync_engine
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Bring the schema up to date; see `chatledger.store.migrate.upgrade`."""
+        await self._db.write(lambda conn: upgrade(conn, revision))
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLAlchemyStore]:
+        """A store whose methods (and `tasks`, `idempotency`) share one write transaction.
+
+        Committed when the block exits, rolled back if it raises. Nested use joins the
+        outer transaction.
+        """
+        async with self._db.transaction() as bound_db:
+            if bound_db is self._db:
+                yield self
+                return
+            bound = object.__new__(SQLAlchemyStore)
+            bound.__dict__.update(self.__dict__)
+            bound._use(bound_db)
+            yield bound
+
+    async def ping(self) -> None:
+        """Raise `UnavailableError` unless the database answers a query."""
+        await self._db.read(lambda conn: conn.execute(select(1)).scalar())
+
+    # -- conversations ------------------------------------------------------------------
+
+    async def create_conversation(
+        self,
+        user_id: str,
+        *,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Conversation:
+        """Create an empty conversation with a random, unguessable id."""
+        now = utcnow()
+        conversation = Conversation(
+            id=new_id(),
+            title=_check_title(title),
+            metadata=check_metadata("metadata", metadata or {}, max_chars=self._max_message_chars),
+            message_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+        row = {
+            "user_id": check_user_id(user_id),
+            "id": conversation.id,
+            "title": conversation.title,
+            "metadata": conversation.metadata,
+            "next_seq": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self._db.write(lambda conn: conn.execute(insert(conversations), row))
+        return conversation
+
+    async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
+        """Raises `NotFoundError` alike whether the id does not exist or is another user's."""
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        key = {"user": user_id, "conversation": conversation_id}
+        row = await self._db.read(lambda conn: conn.execute(_SELECT_CONVERSATION, key).first())
+        if row is None:
+            raise NotFoundError("conversation not found")
+        return _conversation(row)
+
+    async def list_conversations(
+        self, user_id: str, *, limit: int = 20, cursor: str | None = None
+    ) -> Page[Conversation]:
+        """The user's conversations, most recently updated first.
+
+        `limit` is clamped to 100. Raises `ValidationError` for a cursor that is
+        malformed, tampered with, or was issued to another user.
+        """
+        user_id = check_user_id(user_id)
+        limit = min(check_limit(limit), MAX_PAGE_SIZE)
+        query = select(*_CONVERSATION_COLUMNS).where(_c.user_id == user_id)
+        if cursor is not None:
+            after = decode_cursor(self._cursor_key, user_id, check_text("cursor", cursor))
+            query = query.where(tuple_(_c.updated_at, _c.id) < tuple_(*after))
+        query = query.order_by(_c.updated_at.desc(), _c.id.desc()).limit(limit + 1)
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        items = [_conversation(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = items[-1]
+            next_cursor = encode_cursor(self._cursor_key, user_id, last.updated_at, last.id)
+        return Page(items, next_cursor)
+
+    async def update_conversation(
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        title: str | Unset | None = UNSET,
+        metadata: Mapping[str, Any] | Unset = UNSET,
+    ) -> Conversation:
+        """Change the title (None clears it) and/or replace the metadata."""
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if not isinstance(title, Unset):
+            values["title"] = _check_title(title)
+        if not isinstance(metadata, Unset):
+            values["metadata"] = check_metadata(
+                "metadata", metadata, max_chars=self._max_message_chars
+            )
+        statement = (
+            update(conversations)
+            .where(_c.user_id == user_id, _c.id == conversation_id)
+            .values(values)
+            .returning(*_CONVERSATION_COLUMNS)
+        )
+        row = await self._db.write(lambda conn: conn.execute(statement).first())
+        if row is None:
+            raise NotFoundError("conversation not found")
+        return _conversation(row)
+
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> None:
+        """Delete a conversation and, in the same transaction, all of its messages."""
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        # Messages go by ON DELETE CASCADE: one statement, enforced by the database.
+        statement = delete(conversations).where(_c.user_id == user_id, _c.id == conversation_id)
+        deleted = await self._db.write(lambda conn: conn.execute(statement).rowcount)
+        if deleted == 0:
+            raise NotFoundError("conversation not found")
+
+    # -- messages -----------------------------------------------------------------------
+
+    async def append(
+        self,
+        user_id: str,
+        conversation_id: str,
+        messages: Sequence[ChatMessage],
+        *,
+        lease: Lease | None = None,
+        release_lease: bool = False,
+    ) -> list[Message]:
+        """Append messages at the end of a conversation, all or none.
+
+        One transaction of two statements whatever the batch size: the counter update
+        reserves a contiguous range of `seq` and returns it, then one insert stores every
+        row. Concurrent appends serialize on the conversation row, so `seq` stays gap-free.
+
+        A conversation runs one turn at a time. While a live lease is held, appends
+        without it are refused; with `lease`, the append takes the lease if it is free
+        (or has expired) and keeps it, and `release_lease=True` gives it up.
+
+        Returns:
+            The stored messages, in order.
+
+        Raises:
+            ValidationError: a message is invalid; nothing is stored.
+            NotFoundError: no such conversation for this user.
+            ConflictError: `conversation_busy`, another turn holds the lease.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        checked = [check_new_message(m, max_chars=self._max_message_chars) for m in messages]
+        if not checked:
+            raise ValidationError("nothing to append", field="messages")
+        now = utcnow()
+        reserve = _RESERVE_SEQ
+        params: dict[str, Any] = {
+            "user": user_id,
+            "conversation": conversation_id,
+            "now": now,
+            "count": len(checked),
+        }
+        if lease is not None:
+            reserve = _RESERVE_SEQ_LEASED
+            params["held_lease"] = lease.id
+            params["new_lease_id"] = None if release_lease else lease.id
+            params["new_lease_expires_at"] = None if release_lease else lease.expires_at
+        prepared = [(m, new_id(), count_message_tokens(m, self._token_counter)) for m in checked]
+
+        def work(conn: Connection) -> list[Message]:
+            next_seq = conn.execute(reserve, params).scalar()
+            if next_seq is None:
+                _raise_missing_or_busy(conn, user_id, conversation_id)
+            first_seq = next_seq - len(prepared)
+            stored = [
+                Message(
+                    conversation_id=conversation_id,
+                    seq=first_seq + offset,
+                    id=message_id,
+                    role=m.role,
+                    content=m.content,
+                    tool_calls=tuple(m.tool_calls),
+                    tool_call_id=m.tool_call_id,
+                    name=m.name,
+                    metadata=m.metadata,
+                    token_count=tokens,
+                    created_at=now,
+                )
+                for offset, (m, message_id, tokens) in enumerate(prepared)
+            ]
+            conn.execute(_INSERT_MESSAGES, [_row(user_id, m) for m in stored])
+            return stored
+
+        return await self._db.write(work)
+
+    async def release_lease(self, user_id: str, conversation_id: str, lease_id: str) -> None:
+        """Give up a lease if it is still held; a no-op otherwise."""
+        statement = (
+            update(conversations)
+            .where(_c.user_id == user_id, _c.id == conversation_id, _c.lease_id == lease_id)
+            .values(lease_id=None, lease_expires_at=None)
+        )
+        await self._db.write(lambda conn: conn.execute(statement))
+
+    async def history(
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        limit: int = 50,
+        before_seq: int | None = None,
+    ) -> list[Message]:
+        """The latest `limit` messages (of those before `before_seq`), oldest first.
+
+        One query on the primary key, read backwards from the end: its cost depends on
+        `limit`, not on how long the conversation is.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        params: dict[str, Any] = {
+            "user": user_id,
+            "conversation": conversation_id,
+            "limit": check_limit(limit),
+        }
+        query = _HISTORY
+        if before_seq is not None:
+            if isinstance(before_seq, bool) or not isinstance(before_seq, int):
+                raise ValidationError("before_seq must be an integer", field="before_seq")
+            query = _HISTORY_BEFORE
+            params["before_seq"] = min(before_seq, MAX_BIGINT)
+
+        def work(conn: Connection) -> list[Message]:
+            rows = conn.execute(query, params).all()
+            if not rows:
+                # Messages exist only in existing conversations, so only an empty
+                # answer needs a second look to tell "empty" from "not found".
+                _require_conversation(conn, user_id, conversation_id)
+            return [_message(row) for row in reversed(rows)]
+
+        return await self._db.read(work)
+
+    # -- users --------------------------------------------------------------------------
+
+    async def delete_user(self, user_id: str) -> None:
+        """Delete every row the user owns — conversations, messages, tasks, idempotency
+        keys — in one transaction."""
+        user_id = check_user_id(user_id)
+
+        def work(conn: Connection) -> None:
+            for table in (message_table, conversations, tasks, task_counters, idempotency_keys):
+                conn.execute(delete(table).where(table.c.user_id == user_id))
+
+        await self._db.write(work)
+
+
+def _require_conversation(conn: Connection, user_id: str, conversation_id: str) -> None:
+    key = {"user": user_id, "conversation": conversation_id}
+    if conn.execute(_CONVERSATION_EXISTS, key).first() is None:
+        raise NotFoundError("conversation not found")
+
+
+def _raise_missing_or_busy(conn: Connection, user_id: str, conversation_id: str) -> NoReturn:
+    _require_conversation(conn, user_id, conversation_id)
+    raise ConflictError("another turn is running in this conversation", code="conversation_busy")
+
+
+def _row(user_id: str, message: Message) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "conversation_id": message.conversation_id,
+        "seq": message.seq,
+        "id": message.id,
+        "role": message.role.value,
+        "content": message.content,
+        "tool_calls": [
+            {"id": call.id, "name": call.name, "arguments": call.arguments}
+            for call in message.tool_calls
+        ]
+        or None,
+        "tool_call_id": message.tool_call_id,
+        "name": message.name,
+        "metadata": message.metadata or None,
+        "token_count": message.token_count,
+        "created_at": message.created_at,
+    }

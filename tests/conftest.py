@@ -1,0 +1,117 @@
+"""Databases for the tests: a fresh SQLite file per test, and a PostgreSQL database per run.
+
+Every store test runs on both (`database_url` is parametrized), so neither drifts. The
+PostgreSQL URL comes from `CHATLEDGER_TEST_POSTGRES_URL`; each run creates and drops its
+own database, so concurrent runs never collide. Locally an unreachable server skips the
+PostgreSQL half with a loud reason; with `CI=true` it fails the run instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from chatledger.store import Connector, SQLAlchemyStore, connect
+
+POSTGRES_URL = os.environ.get(
+    "CHATLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+TABLES = ("messages", "conversations", "tasks", "task_counters", "idempotency_keys")
+DATABASES = ("sqlite", "postgresql")
+
+
+def _admin_dsn() -> str:
+    return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(False)
+
+
+async def _create_database(name: str) -> None:
+    admin = await asyncpg.connect(_admin_dsn(), timeout=5)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+async def _drop_database(name: str) -> None:
+    admin = await asyncpg.connect(_admin_dsn(), timeout=5)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _migrate(url: str) -> None:
+    store = SQLAlchemyStore.from_url(url)
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A migrated PostgreSQL database that lives as long as this test run."""
+    name = f"chatledger_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        asyncio.run(_create_database(name))
+    except (OSError, asyncpg.PostgresError) as error:
+        reason = f"PostgreSQL at {make_url(POSTGRES_URL).host} is unreachable: {error!r}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason + " (CI=true: PostgreSQL tests must run)", pytrace=False)
+        pytest.skip(reason)
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(False)
+    asyncio.run(_migrate(url))
+    yield url
+    asyncio.run(_drop_database(name))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file migrated once; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    asyncio.run(_migrate(f"sqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, migrated database: SQLite or PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "chatledger.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_url")
+    asyncio.run(_truncate(url))
+    return url
+
+
+async def _truncate(url: str) -> None:
+    connector = connect(url)
+    try:
+        await connector.write(lambda conn: conn.execute(text(f"TRUNCATE {', '.join(TABLES)}")))
+    finally:
+        await connector.close()
+
+
+@pytest.fixture
+async def connector(database_url: str) -> AsyncIterator[Connector]:
+    """A connector of its own, for tests to look at the database behind the store's back."""
+    db = connect(database_url)
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SQLAlchemyStore]:
+    store = SQLAlchemyStore.from_url(database_url)
+    yield store
+    await store.close()

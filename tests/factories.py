@@ -1,0 +1,85 @@
+"""Helpers for tests: looking at the database directly, and building messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+
+from chatledger.domain import ChatMessage, ToolCall
+from chatledger.store import Connector
+
+TABLES = ("conversations", "messages", "tasks", "task_counters", "idempotency_keys")
+
+
+async def row_counts(db: Connector, user_id: str) -> dict[str, int]:
+    """How many rows of each table belong to `user_id`, read with plain SQL."""
+
+    def work(conn: Any) -> dict[str, int]:
+        return {
+            table: conn.execute(
+                text(f"SELECT count(*) FROM {table} WHERE user_id = :u"), {"u": user_id}
+            ).scalar_one()
+            for table in TABLES
+        }
+
+    return await db.read(work)
+
+
+async def message_seqs(db: Connector, user_id: str, conversation_id: str) -> list[int]:
+    return await db.read(
+        lambda conn: list(
+            conn.execute(
+                text(
+                    "SELECT seq FROM messages WHERE user_id = :u AND conversation_id = :c"
+                    " ORDER BY seq"
+                ),
+                {"u": user_id, "c": conversation_id},
+            ).scalars()
+        )
+    )
+
+
+async def snapshot(db: Connector, user_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row the user owns, table by table, in a stable order."""
+
+    def work(conn: Any) -> dict[str, list[tuple[Any, ...]]]:
+        return {
+            table: [
+                tuple(row)
+                for row in conn.execute(
+                    text(f"SELECT * FROM {table} WHERE user_id = :u ORDER BY 2, 3"),
+                    {"u": user_id},
+                )
+            ]
+            for table in TABLES
+            if table != "task_counters"
+        }
+
+    return await db.read(work)
+
+
+@contextmanager
+def count_statements(engine: Engine) -> Iterator[list[str]]:
+    """Collect the SQL statements sent through `engine` (BEGIN and PRAGMA not included)."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA")):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def tool_exchange(call_id: str, name: str = "add_task", result: str = "{}") -> list[ChatMessage]:
+    """An assistant tool call followed by its result."""
+    return [
+        ChatMessage.assistant(tool_calls=[ToolCall(call_id, name, '{"title": "milk"}')]),
+        ChatMessage.tool(tool_call_id=call_id, name=name, content=result),
+    ]
