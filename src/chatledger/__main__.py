@@ -1,0 +1,5 @@
+"""`python -m chatledger` runs the `chatledger` command."""
+
+from chatledger.cli import main
+
+main()
