@@ -190,8 +190,23 @@ def check_metadata(
         raise ValidationError(
             f"{field_name} must contain only JSON values", field=field_name
         ) from None
+    # The encoding escapes NUL as \u0000 (which PostgreSQL's JSONB refuses), so the
+    # strings themselves are checked, keys included.
+    _check_strings(field_name, value)
     check_text(field_name, encoded, max_chars=max_chars)
     return dict(value)
+
+
+def _check_strings(field_name: str, value: object) -> None:
+    if isinstance(value, str):
+        check_text(field_name, value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_text(field_name, key)
+            _check_strings(field_name, item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_strings(field_name, item)
 
 
 def check_tool_calls(field_name: str, value: object) -> tuple[ToolCall, ...]:
