@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event, text
 
-from chatledger.domain import ChatMessage, ToolCall
+from chatledger.domain import ChatMessage, Message, Role, ToolCall
 from chatledger.store import Connector
 
 TABLES = ("conversations", "messages", "tasks", "task_counters", "idempotency_keys")
@@ -83,3 +83,42 @@ def tool_exchange(call_id: str, name: str = "add_task", result: str = "{}") -> l
         ChatMessage.assistant(tool_calls=[ToolCall(call_id, name, '{"title": "milk"}')]),
         ChatMessage.tool(tool_call_id=call_id, name=name, content=result),
     ]
+
+
+def assert_invariants(history: Sequence[Message]) -> None:
+    """DESIGN.md's invariants on a whole conversation, checked message by message.
+
+    - seq is 1..N without gaps;
+    - every assistant tool call is followed, before anything else, by exactly one result
+      for each of its calls, and every result answers a call;
+    - every turn (a user message and what follows it) ends with an assistant message
+      without tool calls before the next user message, and the conversation ends with one;
+    - no message id appears twice, and no tool call id twice within a turn (models may
+      reuse ids like "call_0" across turns; within one, a repeat is a double execution).
+    """
+    assert [m.seq for m in history] == list(range(1, len(history) + 1)), "seq has gaps"
+    assert len({m.id for m in history}) == len(history), "duplicated message"
+    waiting: list[str] = []
+    turn_calls: set[str] = set()
+    last_role = None
+    for message in history:
+        if message.role is Role.USER:
+            turn_calls = set()
+        for call in message.tool_calls:
+            assert call.id not in turn_calls, f"seq {message.seq}: tool call {call.id} twice"
+            turn_calls.add(call.id)
+        if waiting:
+            assert message.role is Role.TOOL, f"seq {message.seq}: a tool call has no result"
+            assert message.tool_call_id in waiting, f"seq {message.seq}: result for no call"
+            waiting.remove(message.tool_call_id)
+            continue
+        assert message.role is not Role.TOOL, f"seq {message.seq}: orphaned tool result"
+        if message.role is Role.USER:
+            assert last_role in (None, "reply"), f"seq {message.seq}: previous turn not closed"
+        waiting = [call.id for call in message.tool_calls]
+        if message.role is Role.ASSISTANT and not message.tool_calls:
+            last_role = "reply"
+        elif message.role is not Role.SYSTEM:
+            last_role = message.role.value
+    assert not waiting, "the last tool call has no result"
+    assert last_role in (None, "reply"), "the last turn is not closed"

@@ -10,8 +10,8 @@ called and what is said, and can count how often the agent really ran.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from chatledger.agents.base import (
 )
 from chatledger.domain import ChatMessage, ToolCall
 
-__all__ = ["Block", "CallTool", "Fail", "Say", "ScriptedAgent", "Step"]
+__all__ = ["Block", "CallTool", "Fail", "Say", "ScriptedAgent", "Signal", "Step"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,14 @@ class Block:
     event: asyncio.Event
 
 
-Step = Say | CallTool | Fail | Block
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """Set `event` (a test's way to learn that the agent got this far)."""
+
+    event: asyncio.Event
+
+
+Step = Say | CallTool | Fail | Block | Signal
 Script = Sequence[Step] | Callable[[Sequence[ChatMessage]], Sequence[Step]]
 
 
@@ -74,7 +81,6 @@ class ScriptedAgent:
     def __init__(self, script: Script, *, summary_prefix: str = "Summary") -> None:
         self._script = script
         self._summary_prefix = summary_prefix
-        self._call_ids = itertools.count(1)
         self.runs = 0
         self.inputs: list[list[ChatMessage]] = []
 
@@ -94,11 +100,13 @@ class ScriptedAgent:
                 arguments = step.arguments
                 if not isinstance(arguments, str):
                     arguments = json.dumps(arguments)
-                call = ToolCall(f"call_{next(self._call_ids)}", step.name, arguments)
+                call = ToolCall(f"call_{uuid.uuid4().hex[:24]}", step.name, arguments)
                 yield ToolCallStarted(call)
                 yield ToolCallFinished(call, await toolbox.call(call))
             elif isinstance(step, Fail):
                 raise step.error
+            elif isinstance(step, Signal):
+                step.event.set()
             else:
                 await step.event.wait()
 

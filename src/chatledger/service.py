@@ -1,0 +1,488 @@
+"""`ChatService`: the stateless chat turn — the one place that composes store, context and agent.
+
+A turn (DESIGN.md, "The stateless turn"):
+
+1. replay a finished turn stored under the idempotency key, if any;
+2. append the user message and take the conversation's lease, in one transaction — durable
+   before the agent runs; a second turn on a busy conversation is refused here;
+3. build the agent's input from the newest history;
+4. run the agent with no transaction open. Each tool call runs and is recorded (assistant
+   call + tool result) in one transaction with the tool's effect, as it completes;
+5. append the reply, give up the lease and store the idempotent response, in one
+   transaction.
+
+Nothing about the conversation stays in memory between turns. A turn that fails is closed
+with an assistant message marked with the failure, so the history always reads as it
+happened and every tool call has its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+from chatledger.agents.base import (
+    Agent,
+    AssistantMessage,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from chatledger.domain import ChatMessage, Message, ToolCall, check_text
+from chatledger.errors import (
+    AgentError,
+    AgentTimeoutError,
+    ConflictError,
+    ModelError,
+    ValidationError,
+)
+from chatledger.store import Lease, SQLAlchemyStore
+from chatledger.tools import TaskTools, ToolSpec
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "ChatService",
+    "ToolCallRecord",
+    "TurnCompleted",
+    "TurnEvent",
+    "TurnResult",
+    "TurnStarted",
+]
+
+DEFAULT_SYSTEM_PROMPT: Final = (
+    "You are a task-manager assistant. You help the user keep a to-do list with the tools "
+    "add_task, list_tasks, complete_task, delete_task and update_task. Refer to tasks by "
+    "their number. Confirm what you changed in one short sentence; when a request is "
+    "ambiguous, ask which task the user means instead of guessing."
+)
+
+# A turn's lease outlives its agent timeout by this much: a turn still writing its last
+# messages is never mistaken for a crashed one.
+_LEASE_GRACE: Final = timedelta(seconds=30)
+_TITLE_CHARS: Final = 60
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """A tool call of a turn and its result. `arguments` is parsed JSON when it parses."""
+
+    id: str
+    name: str
+    arguments: Any
+    result: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "arguments": self.arguments,
+            "result": self.result,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnResult:
+    """What a turn answered: the seeds' `{conversation_id, response, tool_calls}`."""
+
+    conversation_id: str
+    response: str
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+    replayed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "response": self.response,
+            "tool_calls": [call.to_dict() for call in self.tool_calls],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, replayed: bool = False) -> TurnResult:
+        return cls(
+            conversation_id=data["conversation_id"],
+            response=data["response"],
+            tool_calls=[ToolCallRecord(**call) for call in data["tool_calls"]],
+            message_ids=data.get("message_ids", []),
+            replayed=replayed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    """The user message is stored; the agent is about to run."""
+
+    conversation_id: str
+    user_message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCompleted:
+    result: TurnResult
+
+
+TurnEvent = (
+    TurnStarted | TextDelta | ToolCallStarted | ToolCallFinished | AssistantMessage | TurnCompleted
+)
+
+
+def _request_hash(conversation_id: str | None, message: str) -> str:
+    body = json.dumps([conversation_id, message], ensure_ascii=False)
+    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _title(message: str) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line if len(line) <= _TITLE_CHARS else line[: _TITLE_CHARS - 1].rstrip() + "…"
+
+
+def _agent_input(system_prompt: str, history: Sequence[Message]) -> list[ChatMessage]:
+    return [ChatMessage.system(system_prompt)] + [
+        ChatMessage(
+            role=m.role,
+            content=m.content,
+            tool_calls=m.tool_calls,
+            tool_call_id=m.tool_call_id,
+            name=m.name,
+        )
+        for m in history
+    ]
+
+
+class _Turn:
+    """The state of one running turn, shared by the service and its recording toolbox."""
+
+    def __init__(
+        self,
+        store: SQLAlchemyStore,
+        user_id: str,
+        conversation_id: str,
+        lease: Lease,
+        max_tool_calls: int,
+    ) -> None:
+        self.store = store
+        self.user_id = user_id
+        self.conversation_id = conversation_id
+        self.lease = lease
+        self.max_tool_calls = max_tool_calls
+        self.tool_calls: list[ToolCallRecord] = []
+        self.message_ids: list[str] = []
+        # A complete assistant message not stored yet: it becomes the reply, or the text
+        # of the next tool call's message.
+        self.pending_text = ""
+        # Text streamed since the last complete message (kept if the turn fails).
+        self.partial_text = ""
+
+    async def append(self, tx: SQLAlchemyStore, messages: list[ChatMessage], **kw: Any) -> None:
+        stored = await tx.append(
+            self.user_id, self.conversation_id, messages, lease=self.lease, **kw
+        )
+        self.message_ids.extend(m.id for m in stored)
+
+
+class _RecordingToolbox:
+    """Runs the task tools for a turn and records each call with its result.
+
+    The tool's effect and both messages commit in one transaction, so the record can never
+    claim a change that did not happen, nor miss one that did.
+    """
+
+    specs: Sequence[ToolSpec] = TaskTools.specs
+
+    def __init__(self, turn: _Turn) -> None:
+        self._turn = turn
+
+    async def call(self, call: ToolCall) -> dict[str, Any]:
+        turn = self._turn
+        async with turn.store.transaction() as tx:
+            if len(turn.tool_calls) >= turn.max_tool_calls:
+                result = {
+                    "error": f"no more than {turn.max_tool_calls} tool calls in one turn",
+                    "code": "tool_limit",
+                }
+            else:
+                result = await TaskTools(tx.tasks, turn.user_id).call(call.name, call.arguments)
+            await turn.append(
+                tx,
+                [
+                    ChatMessage.assistant(turn.pending_text, tool_calls=[call]),
+                    ChatMessage.tool(
+                        tool_call_id=call.id,
+                        name=call.name,
+                        content=json.dumps(result, ensure_ascii=False),
+                    ),
+                ],
+            )
+        turn.pending_text = ""
+        parsed = call.parsed_arguments()
+        turn.tool_calls.append(
+            ToolCallRecord(call.id, call.name, call.arguments if parsed is None else parsed, result)
+        )
+        return result
+
+
+class ChatService:
+    """Runs chat turns for any user on any conversation, holding no state between them.
+
+    Args:
+        store: where conversations, tasks and idempotency records live.
+        agent: answers turns (`RulesAgent`, `OpenAIAgent`, or your own).
+        system_prompt: the first message of every agent input.
+        history_limit: how many of the newest messages the agent sees.
+        agent_timeout: seconds a turn's agent may run before `AgentTimeoutError`.
+        max_tool_calls: tool calls allowed per turn; later calls get an error result.
+        max_message_chars: longest user message accepted (`TooLargeError` beyond).
+        idempotency_ttl: how long a finished turn is replayed for its key.
+    """
+
+    def __init__(
+        self,
+        store: SQLAlchemyStore,
+        agent: Agent,
+        *,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        history_limit: int = 50,
+        agent_timeout: float = 60.0,
+        max_tool_calls: int = 10,
+        max_message_chars: int = 32_000,
+        idempotency_ttl: timedelta = timedelta(hours=24),
+    ) -> None:
+        self._store = store
+        self._agent = agent
+        self._system_prompt = system_prompt
+        self._history_limit = history_limit
+        self._agent_timeout = agent_timeout
+        self._max_tool_calls = max_tool_calls
+        self._max_message_chars = max_message_chars
+        self._idempotency_ttl = idempotency_ttl
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def turn(
+        self,
+        user_id: str,
+        conversation_id: str | None,
+        message: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> TurnResult:
+        """Run one turn to the end; see `stream` for the events and errors."""
+        async for event in self.stream(
+            user_id, conversation_id, message, idempotency_key=idempotency_key
+        ):
+            if isinstance(event, TurnCompleted):
+                return event.result
+        raise AssertionError("a turn's stream ended without TurnCompleted")
+
+    async def stream(
+        self,
+        user_id: str,
+        conversation_id: str | None,
+        message: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> AsyncIterator[TurnEvent]:
+        """Run one turn, yielding its events as they happen; the last is `TurnCompleted`.
+
+        The turn runs in a task of its own: a consumer that stops listening (a client that
+        disconnects) does not stop it, and everything it does is stored.
+
+        Raises:
+            ValidationError: the message is empty or not storable text.
+            TooLargeError: the message is longer than `max_message_chars`.
+            NotFoundError: the conversation does not exist or is another user's.
+            ConflictError: `conversation_busy` (a turn is running in the conversation),
+                `idempotency_mismatch` (the key was used for a different request) or
+                `idempotency_in_flight` (the key's first request is still running).
+            AgentTimeoutError, ModelError: the agent failed; carries the conversation id.
+            UnavailableError: the database cannot be reached.
+        """
+        check_text("message", message, max_chars=self._max_message_chars)
+        if not message.strip():
+            raise ValidationError("message must not be empty", field="message")
+        events: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
+        task = asyncio.create_task(
+            self._run(user_id, conversation_id, message, idempotency_key, events.put_nowait)
+        )
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        task.add_done_callback(_outcome_is_recorded)
+        task.add_done_callback(lambda _: events.put_nowait(None))
+        while (event := await events.get()) is not None:
+            yield event
+        await task
+
+    async def wait_for_running_turns(self) -> None:
+        """Wait until every turn started by this service has finished (for shutdown)."""
+        while self._running:
+            await asyncio.wait(list(self._running))
+
+    async def _run(
+        self,
+        user_id: str,
+        conversation_id: str | None,
+        message: str,
+        idempotency_key: str | None,
+        emit: Callable[[TurnEvent], None],
+    ) -> None:
+        if idempotency_key is not None:
+            replay = await self._claim(user_id, idempotency_key, conversation_id, message)
+            if replay is not None:
+                emit(TurnCompleted(replay))
+                return
+        try:
+            turn = await self._start(user_id, conversation_id, message, emit)
+        except BaseException:
+            if idempotency_key is not None:
+                await asyncio.shield(self._store.idempotency.release(user_id, idempotency_key))
+            raise
+        try:
+            await self._converse(turn, emit)
+        except BaseException as error:
+            await asyncio.shield(self._close_failed(turn, error, idempotency_key))
+            raise
+        async with self._store.transaction() as tx:
+            await turn.append(tx, [ChatMessage.assistant(turn.pending_text)], release_lease=True)
+            result = TurnResult(
+                conversation_id=turn.conversation_id,
+                response=turn.pending_text,
+                tool_calls=turn.tool_calls,
+                message_ids=turn.message_ids,
+            )
+            if idempotency_key is not None:
+                await tx.idempotency.complete(
+                    user_id,
+                    idempotency_key,
+                    conversation_id=turn.conversation_id,
+                    status_code=200,
+                    response={**result.to_dict(), "message_ids": result.message_ids},
+                )
+        emit(TurnCompleted(result))
+
+    async def _claim(
+        self, user_id: str, key: str, conversation_id: str | None, message: str
+    ) -> TurnResult | None:
+        request_hash = _request_hash(conversation_id, message)
+        record = await self._store.idempotency.claim(
+            user_id,
+            key,
+            request_hash=request_hash,
+            stale_after=timedelta(seconds=self._agent_timeout) + _LEASE_GRACE,
+            expire_after=self._idempotency_ttl,
+        )
+        if record is None:
+            return None
+        if record.request_hash != request_hash:
+            raise ConflictError(
+                "this idempotency key was used for a different request",
+                code="idempotency_mismatch",
+            )
+        if record.status_code is None:
+            raise ConflictError(
+                "a request with this idempotency key is still running",
+                code="idempotency_in_flight",
+            )
+        if record.status_code != 200:
+            raise _failure_from_record(record.response)
+        return TurnResult.from_dict(record.response, replayed=True)
+
+    async def _start(
+        self,
+        user_id: str,
+        conversation_id: str | None,
+        message: str,
+        emit: Callable[[TurnEvent], None],
+    ) -> _Turn:
+        lease = Lease.new(timedelta(seconds=self._agent_timeout) + _LEASE_GRACE)
+        async with self._store.transaction() as tx:
+            if conversation_id is None:
+                conversation_id = (await tx.create_conversation(user_id, title=_title(message))).id
+            turn = _Turn(self._store, user_id, conversation_id, lease, self._max_tool_calls)
+            await turn.append(tx, [ChatMessage.user(message)])
+        emit(TurnStarted(conversation_id, turn.message_ids[0]))
+        return turn
+
+    async def _converse(self, turn: _Turn, emit: Callable[[TurnEvent], None]) -> None:
+        history = await self._store.history(
+            turn.user_id, turn.conversation_id, limit=self._history_limit
+        )
+        messages = _agent_input(self._system_prompt, history)
+        toolbox = _RecordingToolbox(turn)
+        deadline = asyncio.timeout(self._agent_timeout)
+        try:
+            async with deadline:
+                async for event in self._agent.run(messages, toolbox):
+                    if isinstance(event, TextDelta):
+                        turn.partial_text += event.text
+                    elif isinstance(event, AssistantMessage):
+                        await self._hold_reply(turn, event.content)
+                    emit(event)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise AgentTimeoutError(
+                f"the agent did not answer within {self._agent_timeout:g} seconds",
+                conversation_id=turn.conversation_id,
+            ) from None
+        except AgentError as error:
+            error.conversation_id = turn.conversation_id
+            raise
+
+    async def _hold_reply(self, turn: _Turn, content: str) -> None:
+        # Two complete messages in a row: the first is not the reply, so store it now.
+        if turn.pending_text:
+            async with self._store.transaction() as tx:
+                await turn.append(tx, [ChatMessage.assistant(turn.pending_text)])
+        turn.pending_text = content
+        turn.partial_text = ""
+
+    async def _close_failed(
+        self, turn: _Turn, error: BaseException, idempotency_key: str | None
+    ) -> None:
+        """End a failed turn in the record: its partial reply, marked, and the lease freed."""
+        status = "stopped" if isinstance(error, asyncio.CancelledError) else "failed"
+        code = error.code if isinstance(error, AgentError) else type(error).__name__
+        text = "\n\n".join(part for part in (turn.pending_text, turn.partial_text) if part)
+        async with self._store.transaction() as tx:
+            await turn.append(
+                tx,
+                [ChatMessage.assistant(text, metadata={"status": status, "code": code})],
+                release_lease=True,
+            )
+            if idempotency_key is None:
+                return
+            if isinstance(error, AgentError):
+                await tx.idempotency.complete(
+                    turn.user_id,
+                    idempotency_key,
+                    conversation_id=turn.conversation_id,
+                    status_code=504 if isinstance(error, AgentTimeoutError) else 502,
+                    response={
+                        "code": error.code,
+                        "message": error.message,
+                        "conversation_id": turn.conversation_id,
+                    },
+                )
+            else:
+                await tx.idempotency.release(turn.user_id, idempotency_key)
+
+
+_AGENT_ERRORS: Final = {kind.code: kind for kind in (AgentTimeoutError, ModelError)}
+
+
+def _failure_from_record(response: dict[str, Any]) -> AgentError:
+    kind = _AGENT_ERRORS.get(response["code"], AgentError)
+    return kind(
+        response["message"], conversation_id=response["conversation_id"], code=response["code"]
+    )
+
+
+def _outcome_is_recorded(task: asyncio.Task[None]) -> None:
+    # A turn whose consumer went away still ends in the database, failure included;
+    # retrieving the exception here keeps asyncio from reporting it as lost.
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,330 @@
+"""The stateless turn (ChatService) on both databases, with a scripted agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chatledger.agents import AssistantMessage, TextDelta, ToolCallFinished, ToolCallStarted
+from chatledger.domain import Role
+from chatledger.errors import (
+    AgentTimeoutError,
+    ConflictError,
+    ModelError,
+    NotFoundError,
+    TooLargeError,
+    ValidationError,
+)
+from chatledger.service import ChatService, TurnCompleted, TurnStarted
+from chatledger.store import SQLAlchemyStore
+from chatledger.testing import Block, CallTool, Fail, Say, ScriptedAgent, Signal
+from tests.factories import assert_invariants, row_counts, snapshot
+
+
+async def full_history(store: SQLAlchemyStore, user: str, conversation_id: str):
+    history = await store.history(user, conversation_id, limit=100_000)
+    assert_invariants(history)
+    return history
+
+
+@pytest.fixture
+def add_milk() -> ScriptedAgent:
+    return ScriptedAgent([CallTool("add_task", {"title": "buy milk"}), Say("Added buy milk.")])
+
+
+async def test_a_turn_records_every_step_in_order(
+    store: SQLAlchemyStore, add_milk: ScriptedAgent
+) -> None:
+    service = ChatService(store, add_milk)
+    result = await service.turn("alice", None, "add buy milk")
+
+    assert result.response == "Added buy milk."
+    [call] = result.tool_calls
+    assert (call.name, call.arguments) == ("add_task", {"title": "buy milk"})
+    assert call.result == {"task_id": 1, "status": "created", "title": "buy milk"}
+    assert result.to_dict() == {
+        "conversation_id": result.conversation_id,
+        "response": "Added buy milk.",
+        "tool_calls": [call.to_dict()],
+    }
+
+    history = await full_history(store, "alice", result.conversation_id)
+    assert [(m.role, m.content) for m in history] == [
+        (Role.USER, "add buy milk"),
+        (Role.ASSISTANT, ""),
+        (Role.TOOL, json.dumps(call.result)),
+        (Role.ASSISTANT, "Added buy milk."),
+    ]
+    assert history[1].tool_calls[0].id == history[2].tool_call_id == call.id
+    assert result.message_ids == [m.id for m in history]
+    assert [t.title for t in await store.tasks.list("alice")] == ["buy milk"]
+    conversation = await store.get_conversation("alice", result.conversation_id)
+    assert conversation.title == "add buy milk"
+
+
+async def test_the_agent_sees_the_stored_history_and_the_new_message(
+    store: SQLAlchemyStore,
+) -> None:
+    agent = ScriptedAgent([Say("ok")])
+    service = ChatService(store, agent, system_prompt="be brief")
+    first = await service.turn("alice", None, "one")
+    await service.turn("alice", first.conversation_id, "two")
+    seen = agent.inputs[-1]
+    assert [(m.role, m.content) for m in seen] == [
+        (Role.SYSTEM, "be brief"),
+        (Role.USER, "one"),
+        (Role.ASSISTANT, "ok"),
+        (Role.USER, "two"),
+    ]
+
+
+async def test_a_new_service_on_a_reopened_store_continues_the_conversation(
+    database_url: str, add_milk: ScriptedAgent
+) -> None:
+    first_store = SQLAlchemyStore.from_url(database_url)
+    result = await ChatService(first_store, add_milk).turn("alice", None, "add buy milk")
+    await first_store.close()
+
+    second_store = SQLAlchemyStore.from_url(database_url)
+    try:
+        agent = ScriptedAgent([CallTool("complete_task", {"task_id": 1}), Say("Done.")])
+        await ChatService(second_store, agent).turn("alice", result.conversation_id, "mark it done")
+        assert [m.content for m in agent.inputs[0] if m.role is Role.USER] == [
+            "add buy milk",
+            "mark it done",
+        ]
+        [task] = await second_store.tasks.list("alice")
+        assert task.completed
+        await full_history(second_store, "alice", result.conversation_id)
+    finally:
+        await second_store.close()
+
+
+async def test_someone_elses_or_a_missing_conversation_is_not_found_and_nothing_is_stored(
+    store: SQLAlchemyStore, connector, add_milk: ScriptedAgent
+) -> None:
+    service = ChatService(store, add_milk)
+    bobs = await service.turn("bob", None, "bob's secret")
+    before = await snapshot(connector, "bob")
+    for conversation_id in (bobs.conversation_id, "does-not-exist"):
+        with pytest.raises(NotFoundError):
+            await service.turn("alice", conversation_id, "add buy milk")
+    assert await snapshot(connector, "bob") == before
+    assert set((await row_counts(connector, "alice")).values()) == {0}
+    assert add_milk.runs == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("", ValidationError),
+        ("   \n", ValidationError),
+        ("a\x00b", ValidationError),
+        ("\ud800", ValidationError),
+        ("x" * 101, TooLargeError),
+    ],
+)
+async def test_bad_messages_are_refused_before_anything_is_stored(
+    store: SQLAlchemyStore, connector, add_milk: ScriptedAgent, message: str, error: type
+) -> None:
+    service = ChatService(store, add_milk, max_message_chars=100)
+    with pytest.raises(error) as raised:
+        await service.turn("alice", None, message)
+    assert raised.value.field == "message"
+    assert set((await row_counts(connector, "alice")).values()) == {0}
+    assert add_milk.runs == 0
+
+
+async def test_a_retry_with_the_same_key_replays_without_running_the_agent(
+    store: SQLAlchemyStore, connector, add_milk: ScriptedAgent
+) -> None:
+    service = ChatService(store, add_milk)
+    first = await service.turn("alice", None, "add buy milk", idempotency_key="k1")
+    counts = await row_counts(connector, "alice")
+    again = await service.turn("alice", None, "add buy milk", idempotency_key="k1")
+    assert again.replayed and not first.replayed
+    assert again.to_dict() == first.to_dict()
+    assert add_milk.runs == 1
+    assert await row_counts(connector, "alice") == counts
+
+
+async def test_the_same_key_with_a_different_message_is_a_mismatch(
+    store: SQLAlchemyStore, connector, add_milk: ScriptedAgent
+) -> None:
+    service = ChatService(store, add_milk)
+    await service.turn("alice", None, "add buy milk", idempotency_key="k1")
+    counts = await row_counts(connector, "alice")
+    with pytest.raises(ConflictError) as raised:
+        await service.turn("alice", None, "add eggs", idempotency_key="k1")
+    assert raised.value.code == "idempotency_mismatch"
+    assert await row_counts(connector, "alice") == counts
+
+
+async def test_twenty_concurrent_requests_with_one_key_run_the_agent_once(
+    store: SQLAlchemyStore,
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent(
+        [Signal(started), Block(release), CallTool("add_task", {"title": "milk"}), Say("ok")]
+    )
+    service = ChatService(store, agent)
+    first = asyncio.create_task(service.turn("alice", None, "add milk", idempotency_key="k"))
+    await started.wait()
+    others = await asyncio.gather(
+        *(service.turn("alice", None, "add milk", idempotency_key="k") for _ in range(19)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, ConflictError) and o.code == "idempotency_in_flight" for o in others)
+    release.set()
+    result = await first
+    replays = await asyncio.gather(
+        *(service.turn("alice", None, "add milk", idempotency_key="k") for _ in range(5))
+    )
+    assert {r.conversation_id for r in replays} == {result.conversation_id}
+    assert agent.runs == 1
+    history = await full_history(store, "alice", result.conversation_id)
+    assert [m.role for m in history].count(Role.USER) == 1
+    assert len(await store.tasks.list("alice")) == 1
+
+
+async def test_a_second_turn_on_a_busy_conversation_is_refused_before_storing_anything(
+    store: SQLAlchemyStore,
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent([Say("first"), Signal(started), Block(release)])
+    service = ChatService(store, agent)
+    conversation = await store.create_conversation("alice")
+    running = asyncio.create_task(service.turn("alice", conversation.id, "one"))
+    await started.wait()
+    with pytest.raises(ConflictError) as busy:
+        await service.turn("alice", conversation.id, "two", idempotency_key="retry-me")
+    assert busy.value.code == "conversation_busy"
+    release.set()
+    await running
+    # The refused request stored nothing, and its key is free for the retry.
+    history = await full_history(store, "alice", conversation.id)
+    assert [m.content for m in history if m.role is Role.USER] == ["one"]
+    await service.turn("alice", conversation.id, "two", idempotency_key="retry-me")
+
+
+async def test_an_agent_that_runs_too_long_times_out_and_the_turn_is_closed(
+    store: SQLAlchemyStore,
+) -> None:
+    never = asyncio.Event()
+    agent = ScriptedAgent(
+        [CallTool("add_task", {"title": "milk"}), Say("half", chunks=2), Block(never)]
+    )
+    service = ChatService(store, agent, agent_timeout=0.2)
+    with pytest.raises(AgentTimeoutError) as raised:
+        await service.turn("alice", None, "add milk", idempotency_key="k")
+    conversation_id = raised.value.conversation_id
+    assert conversation_id is not None
+    history = await full_history(store, "alice", conversation_id)
+    assert history[-1].metadata == {"status": "failed", "code": "agent_timeout"}
+    assert history[-1].content == "half"
+    assert len(await store.tasks.list("alice")) == 1
+    # The stored failure is replayed for the same key, and the conversation is free again.
+    with pytest.raises(AgentTimeoutError):
+        await service.turn("alice", None, "add milk", idempotency_key="k")
+    assert agent.runs == 1
+    agent_after = ChatService(store, ScriptedAgent([Say("back")]))
+    assert (await agent_after.turn("alice", conversation_id, "hello?")).response == "back"
+
+
+async def test_a_model_error_carries_the_conversation_id(store: SQLAlchemyStore) -> None:
+    agent = ScriptedAgent([Fail(ModelError("the model endpoint answered 500"))])
+    with pytest.raises(ModelError) as raised:
+        await ChatService(store, agent).turn("alice", None, "hi")
+    history = await full_history(store, "alice", raised.value.conversation_id)
+    assert history[-1].metadata == {"status": "failed", "code": "model_error"}
+
+
+async def test_a_turn_cancelled_after_a_tool_ran_keeps_the_tool_step(
+    store: SQLAlchemyStore,
+) -> None:
+    tool_ran, never = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent([CallTool("add_task", {"title": "milk"}), Signal(tool_ran), Block(never)])
+    service = ChatService(store, agent)
+    conversation = await store.create_conversation("alice")
+    turn = asyncio.create_task(service.turn("alice", conversation.id, "add milk"))
+    await tool_ran.wait()
+    for running in list(service._running):
+        running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await turn
+    history = await full_history(store, "alice", conversation.id)
+    assert [m.role for m in history] == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.ASSISTANT]
+    assert history[-1].metadata == {"status": "stopped", "code": "CancelledError"}
+    assert len(await store.tasks.list("alice")) == 1
+
+
+async def test_the_model_cannot_act_for_another_user(store: SQLAlchemyStore, connector) -> None:
+    bobs = await store.tasks.add("bob", title="bob's task")
+    before = await snapshot(connector, "bob")
+    agent = ScriptedAgent(
+        [
+            CallTool("delete_task", {"task_id": bobs.id}),
+            CallTool("complete_task", {"task_id": bobs.id, "user_id": "bob"}),
+            CallTool("add_task", {"title": "planted", "user_id": "bob"}),
+            Say("done"),
+        ]
+    )
+    result = await ChatService(store, agent).turn("alice", None, "delete task 1")
+    assert [c.result["code"] for c in result.tool_calls] == [
+        "not_found",
+        "invalid_arguments",
+        "invalid_arguments",
+    ]
+    assert await snapshot(connector, "bob") == before
+    assert await store.tasks.list("alice") == []
+
+
+async def test_tool_calls_beyond_the_limit_get_an_error_result(store: SQLAlchemyStore) -> None:
+    agent = ScriptedAgent([CallTool("list_tasks")] * 4 + [Say("stopping")])
+    result = await ChatService(store, agent, max_tool_calls=2).turn("alice", None, "loop")
+    assert [c.result.get("code") for c in result.tool_calls] == [
+        None,
+        None,
+        "tool_limit",
+        "tool_limit",
+    ]
+    await full_history(store, "alice", result.conversation_id)
+
+
+async def test_text_before_a_tool_call_is_stored_with_the_call(store: SQLAlchemyStore) -> None:
+    agent = ScriptedAgent([Say("Let me look."), CallTool("list_tasks"), Say("Nothing yet.")])
+    result = await ChatService(store, agent).turn("alice", None, "what's pending?")
+    history = await full_history(store, "alice", result.conversation_id)
+    assert (history[1].content, history[1].tool_calls[0].name) == ("Let me look.", "list_tasks")
+    assert result.response == "Nothing yet."
+
+
+async def test_the_stream_reports_each_step_as_it_happens(store: SQLAlchemyStore) -> None:
+    agent = ScriptedAgent([CallTool("add_task", {"title": "milk"}), Say("Added.", chunks=3)])
+    events = [e async for e in ChatService(store, agent).stream("alice", None, "add milk")]
+    kinds = [type(e) for e in events]
+    assert kinds[:3] == [TurnStarted, ToolCallStarted, ToolCallFinished]
+    assert kinds[-2:] == [AssistantMessage, TurnCompleted]
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    assert "".join(deltas) == "Added." and len(deltas) == 3
+    completed = events[-1]
+    assert isinstance(completed, TurnCompleted)
+    assert completed.result.conversation_id == events[0].conversation_id
+
+
+async def test_a_consumer_that_goes_away_does_not_stop_the_turn(store: SQLAlchemyStore) -> None:
+    release = asyncio.Event()
+    agent = ScriptedAgent([Block(release), CallTool("add_task", {"title": "milk"}), Say("Added.")])
+    service = ChatService(store, agent)
+    stream: AsyncIterator = service.stream("alice", None, "add milk")
+    started = await anext(stream)
+    assert isinstance(started, TurnStarted)
+    await stream.aclose()
+    release.set()
+    await service.wait_for_running_turns()
+    history = await full_history(store, "alice", started.conversation_id)
+    assert history[-1].content == "Added."
+    assert len(await store.tasks.list("alice")) == 1
