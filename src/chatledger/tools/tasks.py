@@ -50,6 +50,7 @@ def _schema(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
     }
 
 
+MAX_TASK_ID = 2**63 - 1
 _TASK_ID = {"type": "integer", "minimum": 1, "description": "The task's number, as listed."}
 _TITLE = {"type": "string", "minLength": 1, "maxLength": 200}
 _DESCRIPTION = {"type": "string", "maxLength": 1000}
@@ -95,7 +96,7 @@ def _arguments(spec: ToolSpec, raw: str | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw) if raw.strip() else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." from a model
             raise _ToolFailure("arguments are not valid JSON", "invalid_arguments") from None
     if not isinstance(raw, Mapping):
         raise _ToolFailure("arguments must be a JSON object", "invalid_arguments")
@@ -113,9 +114,16 @@ def _arguments(spec: ToolSpec, raw: str | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _task_id(value: Any) -> int:
-    # Models often quote numbers ("3"); anything else that is not a whole number is refused.
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    # Models often quote numbers ("3"). Only ASCII digits count: str.isdigit() also takes
+    # "²", which int() refuses, and a number longer than any id (int() would refuse past
+    # 4300 digits) is simply no task's.
+    if isinstance(value, str):
+        digits = value.strip()
+        if not (digits.isascii() and digits.isdecimal()):
+            raise _ToolFailure("task_id must be a positive whole number", "invalid_id")
+        if len(digits) > len(str(MAX_TASK_ID)):
+            raise NotFoundError("task not found")
+        value = int(digits)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _ToolFailure("task_id must be a positive whole number", "invalid_id")
     return value
