@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import logging
+import os
+import secrets
 import sys
-from typing import Annotated
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -47,15 +52,130 @@ async def _migrate(settings: Settings) -> None:
         await store.close()
 
 
-@app.command()
-def migrate(database_url: DatabaseUrl = None) -> None:
-    """Create or upgrade the database schema (safe to run from many replicas at once)."""
+def _run(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work`; a chatledger error is one line on stderr and exit status 1."""
     try:
-        asyncio.run(_migrate(_settings(database_url)))
+        asyncio.run(work)
     except ChatLedgerError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Create or upgrade the database schema (safe to run from many replicas at once)."""
+    _run(_migrate(_settings(database_url)))
     typer.echo("database is up to date")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    database_url: DatabaseUrl = None,
+    agent: Annotated[
+        Literal["rules", "openai"] | None,
+        typer.Option(help="rules (offline) or openai; default: openai if OPENAI_API_KEY is set."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Generate a JWT secret and enable dev sign-in.")
+    ] = False,
+) -> None:
+    """Migrate the database, then serve the chat API (and the web page) over HTTP."""
+    import uvicorn
+
+    from chatledger.api.auth import Authenticator
+
+    overrides = {"DATABASE_URL": database_url, "AGENT": agent}
+    if dev:
+        overrides["DEV_LOGIN"] = "true"
+        if not os.environ.get("CHATLEDGER_JWT_SECRET") and not os.environ.get("BETTER_AUTH_SECRET"):
+            overrides["JWT_SECRET"] = secrets.token_urlsafe(32)
+    # Workers are separate processes: settings reach them through the environment.
+    os.environ.update({f"CHATLEDGER_{k}": v for k, v in overrides.items() if v is not None})
+    settings = Settings()
+    try:
+        Authenticator.from_settings(settings)
+    except ChatLedgerError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    _run(_migrate(settings))
+    url = f"http://{host}:{port}/"
+    typer.echo(f"chatledger is serving {url}" + (" (dev sign-in enabled)" if dev else ""))
+    uvicorn.run(
+        "chatledger.api.app:create_app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,  # the app logs each request itself, as JSON
+        log_level="warning",
+    )
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Argument(help="The user id (the token's subject).")],
+    ttl: Annotated[int, typer.Option(help="Seconds the token is valid.", min=1)] = 3600,
+) -> None:
+    """Print a signed token for USER (needs CHATLEDGER_JWT_SECRET)."""
+    from chatledger.api.auth import Authenticator
+
+    settings = Settings()
+    try:
+        authenticator = Authenticator.from_settings(settings)
+        typer.echo(authenticator.issue(user, ttl=timedelta(seconds=ttl))[0])
+    except ChatLedgerError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _chat(settings: Settings, user_id: str, conversation_id: str | None) -> None:
+    from chatledger.agents import TextDelta, ToolCallFinished
+    from chatledger.api.app import build_agent
+    from chatledger.service import ChatService, TurnCompleted, TurnStarted
+
+    store = SQLAlchemyStore.from_url(settings.database_url)
+    try:
+        await store.migrate()
+        service = ChatService(
+            store,
+            build_agent(settings),
+            agent_timeout=settings.agent_timeout,
+            max_tool_calls=settings.max_tool_calls_per_turn,
+            max_message_chars=settings.max_message_chars,
+        )
+        typer.echo("chatledger chat — type a message, an empty line or Ctrl-D to leave.")
+        while line := (await asyncio.to_thread(sys.stdin.readline)).strip():
+            try:
+                async for event in service.stream(user_id, conversation_id, line):
+                    if isinstance(event, TurnStarted):
+                        conversation_id = event.conversation_id
+                    elif isinstance(event, ToolCallFinished):
+                        typer.echo(f"  [{event.call.name}] {json.dumps(event.result)}")
+                    elif isinstance(event, TextDelta):
+                        typer.echo(event.text, nl=False)
+                    elif isinstance(event, TurnCompleted):
+                        typer.echo()
+            except ChatLedgerError as error:
+                typer.echo(f"error: {error.message}", err=True)
+        if conversation_id is not None:
+            typer.echo(f"conversation: {conversation_id}")
+    finally:
+        await store.close()
+
+
+@app.command()
+def chat(
+    user: Annotated[str, typer.Option("--user", help="Who you are.", show_default=False)],
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", help="Continue this conversation.")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Chat with the task agent in the terminal, on the local database (no server)."""
+    _run(_chat(_settings(database_url), user, conversation))
 
 
 async def _serve_mcp(settings: Settings, user_id: str) -> None:
@@ -92,11 +212,7 @@ def mcp_command(
         raise typer.Exit(1)
     settings = _settings(database_url)
     logging.basicConfig(stream=sys.stderr, level=settings.log_level.upper())
-    try:
-        asyncio.run(_serve_mcp(settings, user))
-    except ChatLedgerError as error:
-        typer.echo(f"error: {error.message}", err=True)
-        raise typer.Exit(1) from None
+    _run(_serve_mcp(settings, user))
 
 
 def main() -> None:

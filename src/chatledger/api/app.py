@@ -1,0 +1,165 @@
+"""`create_app(settings)`: the chat server, wired from settings. A composition root."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any, Final
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from chatledger.agents import Agent
+from chatledger.api.auth import Authenticator
+from chatledger.api.errors import install_error_handlers
+from chatledger.api.logs import configure_logging
+from chatledger.api.metrics import Metrics
+from chatledger.api.middleware import RequestContextMiddleware
+from chatledger.api.routes import chat, conversations, dev, health, tasks, users
+from chatledger.api.schemas import ErrorBody
+from chatledger.errors import UnavailableError
+from chatledger.service import ChatService
+from chatledger.settings import Settings
+from chatledger.store import SQLAlchemyStore
+
+__all__ = ["build_agent", "create_app", "create_app_from_environment"]
+
+IDEMPOTENCY_TTL: Final = timedelta(hours=24)
+_PURGE_EVERY: Final = 3600.0
+
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        401: "No token, or a token that is not valid.",
+        403: "The token is for another user.",
+        404: "Not found, or not yours.",
+        413: "The body or the message is too large.",
+        422: "The request is not valid; `field` names what.",
+        503: "The database is unavailable; retry after `Retry-After` seconds.",
+    }.items()
+}
+_TURN_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        409: "A turn is running in this conversation, or under this idempotency key.",
+        502: "The model endpoint failed; `conversation_id` says where.",
+        504: "The agent ran out of time; `conversation_id` says where.",
+    }.items()
+}
+
+
+def build_agent(settings: Settings) -> Agent:
+    """The configured agent: the OpenAI Agents SDK when asked for, or when an OpenAI key is
+    set and nothing else was asked for; otherwise the offline rules agent."""
+    kind = settings.agent or ("openai" if os.environ.get("OPENAI_API_KEY") else "rules")
+    if kind == "openai":
+        from chatledger.agents.openai import OpenAIAgent
+
+        return OpenAIAgent(
+            model=settings.model,
+            api=settings.openai_api,
+            max_tool_calls_per_turn=settings.max_tool_calls_per_turn,
+        )
+    from chatledger.agents.rules import RulesAgent
+
+    return RulesAgent()
+
+
+def _cursor_key(settings: Settings) -> bytes:
+    # Every replica must verify every other's listing cursors, so the key is derived
+    # from configuration they share rather than drawn at random.
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    return hashlib.sha256(
+        b"chatledger cursor key\0" + (secret or settings.database_url).encode()
+    ).digest()
+
+
+def create_app(
+    settings: Settings, *, agent: Agent | None = None, store: SQLAlchemyStore | None = None
+) -> FastAPI:
+    """The chat server for `settings`.
+
+    Args:
+        settings: everything configurable; see `chatledger.settings.Settings`.
+        agent: the agent to run turns with; by default `build_agent(settings)`.
+        store: the store to use (and leave open); by default one for
+            `settings.database_url`, opened and closed with the app.
+
+    Raises:
+        ConfigurationError: unsafe or incomplete authentication settings.
+    """
+    configure_logging(settings.log_level)
+    authenticator = Authenticator.from_settings(settings)
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None
+        app.state.store = store or SQLAlchemyStore.from_url(
+            settings.database_url, cursor_key=_cursor_key(settings)
+        )
+        app.state.service = ChatService(
+            app.state.store,
+            agent or build_agent(settings),
+            agent_timeout=settings.agent_timeout,
+            max_tool_calls=settings.max_tool_calls_per_turn,
+            max_message_chars=settings.max_message_chars,
+            idempotency_ttl=IDEMPOTENCY_TTL,
+        )
+        purger = asyncio.create_task(_purge_idempotency_keys(app.state.store))
+        try:
+            yield
+        finally:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
+            # Turns in flight finish and are stored before the process goes.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.agent_timeout):
+                    await app.state.service.wait_for_running_turns()
+            if owned:
+                await app.state.store.close()
+
+    app = FastAPI(
+        title="chatledger",
+        summary="A stateless chat server for a tool-calling task agent.",
+        version="0.1.0",
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    app.state.authenticator = authenticator
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(chat.router, responses=_TURN_ERRORS)
+    for module in (conversations, tasks, users, health):
+        app.include_router(module.router)
+    if settings.dev_login:
+        app.include_router(dev.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Idempotent-Replayed", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+async def _purge_idempotency_keys(store: SQLAlchemyStore) -> None:
+    # Keys are replayed for 24 hours; older ones are only dead weight. Every replica
+    # purges, which is harmless: the delete is idempotent.
+    while True:
+        await asyncio.sleep(_PURGE_EVERY)
+        with contextlib.suppress(UnavailableError):
+            await store.idempotency.purge(older_than=IDEMPOTENCY_TTL)
+
+
+def create_app_from_environment() -> FastAPI:
+    """`create_app` with settings read from the environment (uvicorn's factory for workers)."""
+    return create_app(Settings())

@@ -1,0 +1,46 @@
+"""What routes receive: the verified user, the service, the store."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+
+from chatledger.api.auth import Authenticator, bearer_token
+from chatledger.errors import PermissionDeniedError
+from chatledger.service import ChatService
+from chatledger.store import SQLAlchemyStore
+
+__all__ = ["CurrentUser", "Service", "Store", "authenticated_user"]
+
+
+async def authenticated_user(
+    request: Request,
+    user_id: Annotated[str, Path(description="Must equal the token's subject, exactly.")],
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str:
+    """The path's user id, once the bearer token proves the caller is that user.
+
+    No token or a bad one is 401; a good token for someone else is 403. The comparison
+    is exact: no case folding and no normalisation, which could map two users to one.
+    """
+    authenticator: Authenticator = request.app.state.authenticator
+    subject = await authenticator.verify(bearer_token(authorization))
+    if subject != user_id:
+        raise PermissionDeniedError("this token is for another user")
+    return user_id
+
+
+def _service(request: Request) -> ChatService:
+    service: ChatService = request.app.state.service
+    return service
+
+
+def _store(request: Request) -> SQLAlchemyStore:
+    store: SQLAlchemyStore = request.app.state.store
+    return store
+
+
+CurrentUser = Annotated[str, Depends(authenticated_user)]
+Service = Annotated[ChatService, Depends(_service)]
+Store = Annotated[SQLAlchemyStore, Depends(_store)]

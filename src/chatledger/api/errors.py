@@ -1,0 +1,135 @@
+"""Every error becomes a JSON body `{error, message, code}` with the right status, here.
+
+Bodies never carry a traceback, SQL, a URL, a secret or another user's data: domain
+errors carry messages written to be shown. Anything unexpected becomes a bare 500 in
+`RequestContextMiddleware`, outside Starlette's error middleware, which would re-raise it
+for the server to log with its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from chatledger.errors import (
+    AgentError,
+    AgentTimeoutError,
+    AuthenticationError,
+    ChatLedgerError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    TooLargeError,
+    UnavailableError,
+    ValidationError,
+)
+
+__all__ = ["error_response", "install_error_handlers", "status_of"]
+
+log = structlog.get_logger("chatledger.api")
+
+# Most specific first: a TooLargeError is also a ValidationError.
+_STATUS: Final[list[tuple[type[ChatLedgerError], int, str]]] = [
+    (TooLargeError, 413, "too_large"),
+    (ValidationError, 422, "invalid"),
+    (AuthenticationError, 401, "unauthorized"),
+    (PermissionDeniedError, 403, "forbidden"),
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (UnavailableError, 503, "unavailable"),
+    (AgentTimeoutError, 504, "agent_timeout"),
+    (AgentError, 502, "agent_failed"),
+]
+# A retried request with the same key but a different body is a client mistake in the
+# request itself, not a clash with another request.
+_CODE_STATUS: Final = {"idempotency_mismatch": (422, "invalid")}
+_HTTP_KINDS: Final = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    431: "headers_too_large",
+}
+
+
+def status_of(error: ChatLedgerError) -> tuple[int, str]:
+    """The HTTP status and error kind for a domain error."""
+    if error.code in _CODE_STATUS:
+        return _CODE_STATUS[error.code]
+    for kind, status, name in _STATUS:
+        if isinstance(error, kind):
+            return status, name
+    return 500, "internal"
+
+
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    code: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {"error": error, "message": message, "code": code}
+    body.update({key: value for key, value in extra.items() if value is not None})
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ChatLedgerError)
+    status, kind = status_of(exc)
+    headers = {}
+    if isinstance(exc, AuthenticationError):
+        headers["WWW-Authenticate"] = (
+            "Bearer" if exc.code == "missing_token" else 'Bearer error="invalid_token"'
+        )
+    if isinstance(exc, UnavailableError):
+        headers["Retry-After"] = "1"
+    log.info("request refused", status=status, code=exc.code)
+    return error_response(
+        status,
+        kind,
+        exc.message,
+        exc.code,
+        headers=headers,
+        field=getattr(exc, "field", None),
+        conversation_id=getattr(exc, "conversation_id", None),
+    )
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    # ("body", "message") -> "message"; ("query", "limit") -> "limit"
+    parts = [str(part) for part in location[1:]] or [str(part) for part in location]
+    return ".".join(parts)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
+    field = _field(tuple(first.get("loc", ("body",))))
+    message = f"{field}: {first.get('msg', 'invalid value')}"
+    if first.get("type") == "json_invalid":
+        field, message = "body", "the request body is not valid JSON"
+    return error_response(422, "invalid", message, "invalid", field=field)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    kind = _HTTP_KINDS.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else kind.replace("_", " ")
+    if exc.status_code == 404:
+        message = "no such route"
+    return error_response(exc.status_code, kind, message, kind, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ChatLedgerError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)

@@ -1,0 +1,130 @@
+"""The outermost layer of every request: id, size limit, access log, metrics, last resort 500."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Final
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatledger.api.metrics import Metrics
+
+__all__ = ["MAX_BODY_BYTES", "RequestContextMiddleware"]
+
+MAX_BODY_BYTES: Final = 1024 * 1024
+# A client's X-Request-ID is echoed and logged, so only a safe, short one is honoured.
+_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_BODY_METHODS: Final = {"POST", "PUT", "PATCH", "DELETE"}
+
+log = structlog.get_logger("chatledger.api")
+
+
+class _BodyTooLarge(HTTPException):
+    # An HTTPException, because FastAPI re-raises those from body parsing (anything else
+    # becomes a 400) and the app's handler renders it as the usual JSON error.
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+def _json(status: int, error: str, message: str, request_id: str) -> list[Message]:
+    body = json.dumps({"error": error, "message": message, "code": error}).encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (an `X-Request-ID` of the client's, when sane), refuses
+    bodies over `max_body_bytes` without reading them, logs one line per request (user id
+    and route template, never content), counts it in `metrics`, and turns an unexpected
+    exception into a bare 500 whose log line names only its type.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int = MAX_BODY_BYTES
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        offered = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge(self.max_body_bytes)
+            return message
+
+        try:
+            declared = headers.get(b"content-length", b"")
+            if (
+                scope["method"] in _BODY_METHODS
+                and declared.isdigit()
+                and int(declared) > self.max_body_bytes
+            ):
+                raise _BodyTooLarge(self.max_body_bytes)
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge as too_large:
+            if not response_started:
+                for message in _json(413, "too_large", too_large.detail, request_id):
+                    await send_with_id(message)
+        except Exception as error:
+            log.error("unexpected error", error_type=type(error).__name__)
+            if not response_started:
+                for message in _json(500, "internal", "internal server error", request_id):
+                    await send_with_id(message)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(template, scope["method"]).observe(elapsed)
+            log.info(
+                "request",
+                method=scope["method"],
+                route=template,
+                status=status,
+                user_id=scope.get("path_params", {}).get("user_id"),
+                duration_ms=round(elapsed * 1000, 1),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,88 @@
+"""Conversations of a user and their messages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from chatledger.api.dependencies import CurrentUser, Store
+from chatledger.api.schemas import (
+    ConversationCreate,
+    ConversationPage,
+    ConversationPublic,
+    ConversationUpdate,
+    MessagePage,
+    MessagePublic,
+)
+
+router = APIRouter(prefix="/api/{user_id}/conversations", tags=["conversations"])
+
+
+@router.get("", response_model=ConversationPage)
+async def list_conversations(
+    user_id: CurrentUser,
+    store: Store,
+    limit: Annotated[int, Query(ge=1, description="At most 100 are returned.")] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> ConversationPage:
+    """The user's conversations, most recently updated first (no message bodies)."""
+    page = await store.list_conversations(user_id, limit=limit, cursor=cursor)
+    return ConversationPage(
+        items=[ConversationPublic.of(c) for c in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post("", response_model=ConversationPublic, status_code=201)
+async def create_conversation(
+    body: ConversationCreate, user_id: CurrentUser, store: Store
+) -> ConversationPublic:
+    """Start an empty conversation."""
+    conversation = await store.create_conversation(
+        user_id, title=body.title, metadata=body.metadata
+    )
+    return ConversationPublic.of(conversation)
+
+
+@router.get("/{conversation_id}", response_model=ConversationPublic)
+async def get_conversation(
+    conversation_id: str, user_id: CurrentUser, store: Store
+) -> ConversationPublic:
+    """One conversation (404 alike when it is missing or another user's)."""
+    return ConversationPublic.of(await store.get_conversation(user_id, conversation_id))
+
+
+@router.patch("/{conversation_id}", response_model=ConversationPublic)
+async def update_conversation(
+    conversation_id: str, body: ConversationUpdate, user_id: CurrentUser, store: Store
+) -> ConversationPublic:
+    """Rename a conversation (`"title": null` clears it) or replace its metadata."""
+    changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
+    if changes.get("metadata", {}) is None:
+        del changes["metadata"]
+    conversation = await store.update_conversation(user_id, conversation_id, **changes)
+    return ConversationPublic.of(conversation)
+
+
+@router.delete("/{conversation_id}", status_code=204)
+async def delete_conversation(conversation_id: str, user_id: CurrentUser, store: Store) -> Response:
+    """Delete a conversation and all of its messages."""
+    await store.delete_conversation(user_id, conversation_id)
+    return Response(status_code=204)
+
+
+@router.get("/{conversation_id}/messages", response_model=MessagePage)
+async def list_messages(
+    conversation_id: str,
+    user_id: CurrentUser,
+    store: Store,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[
+        int | None, Query(ge=1, description="Only messages with a smaller seq (paging back).")
+    ] = None,
+) -> MessagePage:
+    """The latest messages (before `before`), oldest first, with tool calls and results."""
+    # One more than asked tells whether older messages remain, in the same query.
+    messages = await store.history(user_id, conversation_id, limit=limit + 1, before_seq=before)
+    has_more = len(messages) > limit
+    return MessagePage(items=[MessagePublic.of(m) for m in messages[-limit:]], has_more=has_more)

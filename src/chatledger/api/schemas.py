@@ -1,0 +1,181 @@
+"""Request and response bodies of the HTTP API.
+
+Requests forbid unknown fields, so a typo (or a smuggled `user_id`) is a 422, not a
+silently ignored value. Responses are built from domain objects, never from rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chatledger.domain import Conversation, Message, Task
+from chatledger.service import TurnResult
+
+__all__ = [
+    "ChatRequest",
+    "ChatResponse",
+    "ConversationCreate",
+    "ConversationPage",
+    "ConversationPublic",
+    "ConversationUpdate",
+    "DevTokenRequest",
+    "ErrorBody",
+    "MessagePage",
+    "MessagePublic",
+    "TaskList",
+    "TaskPublic",
+    "TokenResponse",
+    "ToolCallPublic",
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatRequest(_Request):
+    conversation_id: str | None = Field(
+        default=None, description="Continue this conversation; omit to start a new one."
+    )
+    message: str = Field(description="What the user says.")
+
+
+class ToolCallPublic(BaseModel):
+    id: str
+    name: str
+    arguments: Any = Field(description="The arguments as JSON (or the raw text if invalid).")
+    result: dict[str, Any] = Field(description="The tool's result, or {error, code}.")
+
+
+class ChatResponse(BaseModel):
+    conversation_id: str
+    response: str
+    tool_calls: list[ToolCallPublic]
+
+    @classmethod
+    def of(cls, result: TurnResult) -> ChatResponse:
+        return cls.model_validate(result.to_dict())
+
+
+class ConversationCreate(_Request):
+    title: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConversationUpdate(_Request):
+    """Only the fields present change; `"title": null` clears the title."""
+
+    title: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ConversationPublic(BaseModel):
+    id: str
+    title: str | None
+    metadata: dict[str, Any]
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> ConversationPublic:
+        return cls(
+            id=conversation.id,
+            title=conversation.title,
+            metadata=dict(conversation.metadata),
+            message_count=conversation.message_count,
+            created_at=conversation.created_at,
+            updated_at=conversation.updated_at,
+        )
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class StoredToolCall(BaseModel):
+    id: str
+    name: str
+    arguments: str = Field(description="JSON text, exactly as the model produced it.")
+
+
+class MessagePublic(BaseModel):
+    id: str
+    seq: int = Field(description="Position in the conversation: 1, 2, 3, ...")
+    role: str
+    content: str
+    tool_calls: list[StoredToolCall]
+    tool_call_id: str | None
+    name: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, message: Message) -> MessagePublic:
+        return cls(
+            id=message.id,
+            seq=message.seq,
+            role=message.role.value,
+            content=message.content,
+            tool_calls=[
+                StoredToolCall(id=c.id, name=c.name, arguments=c.arguments)
+                for c in message.tool_calls
+            ],
+            tool_call_id=message.tool_call_id,
+            name=message.name,
+            metadata=dict(message.metadata),
+            created_at=message.created_at,
+        )
+
+
+class MessagePage(BaseModel):
+    items: list[MessagePublic] = Field(description="Oldest first.")
+    has_more: bool = Field(description="Older messages exist: pass the first seq as `before`.")
+
+
+class TaskPublic(BaseModel):
+    id: int
+    title: str
+    description: str | None
+    completed: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, task: Task) -> TaskPublic:
+        return cls(
+            id=task.id,
+            title=task.title,
+            description=task.description,
+            completed=task.completed,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+        )
+
+
+class TaskList(BaseModel):
+    items: list[TaskPublic]
+
+
+class DevTokenRequest(_Request):
+    user_id: str = Field(min_length=1, max_length=255)
+
+
+class TokenResponse(BaseModel):
+    token: str
+    user_id: str
+    expires_at: datetime
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="The kind of error, e.g. not_found, invalid, conflict.")
+    message: str = Field(description="What went wrong, for people.")
+    code: str = Field(description="A stable machine-readable code, e.g. conversation_busy.")
+    field: str | None = Field(default=None, description="The offending input field.")
+    conversation_id: str | None = Field(
+        default=None, description="For agent failures: the conversation the turn is in."
+    )
