@@ -25,7 +25,7 @@ from chatledger.store import Connector, SQLAlchemyStore, connect
 POSTGRES_URL = os.environ.get(
     "CHATLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-TABLES = ("messages", "conversations", "tasks", "task_counters", "idempotency_keys")
+TABLES = ("summaries", "messages", "conversations", "tasks", "task_counters", "idempotency_keys")
 DATABASES = ("sqlite", "postgresql")
 
 

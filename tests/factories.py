@@ -11,7 +11,7 @@ from sqlalchemy import Engine, event, text
 from chatledger.domain import ChatMessage, Message, Role, ToolCall
 from chatledger.store import Connector
 
-TABLES = ("conversations", "messages", "tasks", "task_counters", "idempotency_keys")
+TABLES = ("conversations", "messages", "summaries", "tasks", "task_counters", "idempotency_keys")
 
 
 async def row_counts(db: Connector, user_id: str) -> dict[str, int]:

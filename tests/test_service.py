@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -31,14 +32,28 @@ async def full_history(store: SQLAlchemyStore, user: str, conversation_id: str):
 
 
 @pytest.fixture
+async def make_service(store: SQLAlchemyStore) -> AsyncIterator[Callable[..., ChatService]]:
+    """ChatService(store, agent, **options), drained before the store closes."""
+    services: list[ChatService] = []
+
+    def make(agent: ScriptedAgent, **options: Any) -> ChatService:
+        services.append(ChatService(store, agent, **options))
+        return services[-1]
+
+    yield make
+    for service in services:
+        await service.drain()
+
+
+@pytest.fixture
 def add_milk() -> ScriptedAgent:
     return ScriptedAgent([CallTool("add_task", {"title": "buy milk"}), Say("Added buy milk.")])
 
 
 async def test_a_turn_records_every_step_in_order(
-    store: SQLAlchemyStore, add_milk: ScriptedAgent
+    store: SQLAlchemyStore, add_milk: ScriptedAgent, make_service: Callable[..., ChatService]
 ) -> None:
-    service = ChatService(store, add_milk)
+    service = make_service(add_milk)
     result = await service.turn("alice", None, "add buy milk")
 
     assert result.response == "Added buy milk."
@@ -66,10 +81,10 @@ async def test_a_turn_records_every_step_in_order(
 
 
 async def test_the_agent_sees_the_stored_history_and_the_new_message(
-    store: SQLAlchemyStore,
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
 ) -> None:
     agent = ScriptedAgent([Say("ok")])
-    service = ChatService(store, agent, system_prompt="be brief")
+    service = make_service(agent, system_prompt="be brief")
     first = await service.turn("alice", None, "one")
     await service.turn("alice", first.conversation_id, "two")
     seen = agent.inputs[-1]
@@ -85,13 +100,17 @@ async def test_a_new_service_on_a_reopened_store_continues_the_conversation(
     database_url: str, add_milk: ScriptedAgent
 ) -> None:
     first_store = SQLAlchemyStore.from_url(database_url)
-    result = await ChatService(first_store, add_milk).turn("alice", None, "add buy milk")
+    first = ChatService(first_store, add_milk)
+    result = await first.turn("alice", None, "add buy milk")
+    await first.drain()
     await first_store.close()
 
     second_store = SQLAlchemyStore.from_url(database_url)
     try:
         agent = ScriptedAgent([CallTool("complete_task", {"task_id": 1}), Say("Done.")])
-        await ChatService(second_store, agent).turn("alice", result.conversation_id, "mark it done")
+        second = ChatService(second_store, agent)
+        await second.turn("alice", result.conversation_id, "mark it done")
+        await second.drain()
         assert [m.content for m in agent.inputs[0] if m.role is Role.USER] == [
             "add buy milk",
             "mark it done",
@@ -104,9 +123,12 @@ async def test_a_new_service_on_a_reopened_store_continues_the_conversation(
 
 
 async def test_someone_elses_or_a_missing_conversation_is_not_found_and_nothing_is_stored(
-    store: SQLAlchemyStore, connector, add_milk: ScriptedAgent
+    store: SQLAlchemyStore,
+    connector,
+    add_milk: ScriptedAgent,
+    make_service: Callable[..., ChatService],
 ) -> None:
-    service = ChatService(store, add_milk)
+    service = make_service(add_milk)
     bobs = await service.turn("bob", None, "bob's secret")
     before = await snapshot(connector, "bob")
     for conversation_id in (bobs.conversation_id, "does-not-exist"):
@@ -128,9 +150,14 @@ async def test_someone_elses_or_a_missing_conversation_is_not_found_and_nothing_
     ],
 )
 async def test_bad_messages_are_refused_before_anything_is_stored(
-    store: SQLAlchemyStore, connector, add_milk: ScriptedAgent, message: str, error: type
+    store: SQLAlchemyStore,
+    connector,
+    add_milk: ScriptedAgent,
+    message: str,
+    error: type,
+    make_service: Callable[..., ChatService],
 ) -> None:
-    service = ChatService(store, add_milk, max_message_chars=100)
+    service = make_service(add_milk, max_message_chars=100)
     with pytest.raises(error) as raised:
         await service.turn("alice", None, message)
     assert raised.value.field == "message"
@@ -139,9 +166,12 @@ async def test_bad_messages_are_refused_before_anything_is_stored(
 
 
 async def test_a_retry_with_the_same_key_replays_without_running_the_agent(
-    store: SQLAlchemyStore, connector, add_milk: ScriptedAgent
+    store: SQLAlchemyStore,
+    connector,
+    add_milk: ScriptedAgent,
+    make_service: Callable[..., ChatService],
 ) -> None:
-    service = ChatService(store, add_milk)
+    service = make_service(add_milk)
     first = await service.turn("alice", None, "add buy milk", idempotency_key="k1")
     counts = await row_counts(connector, "alice")
     again = await service.turn("alice", None, "add buy milk", idempotency_key="k1")
@@ -152,9 +182,12 @@ async def test_a_retry_with_the_same_key_replays_without_running_the_agent(
 
 
 async def test_the_same_key_with_a_different_message_is_a_mismatch(
-    store: SQLAlchemyStore, connector, add_milk: ScriptedAgent
+    store: SQLAlchemyStore,
+    connector,
+    add_milk: ScriptedAgent,
+    make_service: Callable[..., ChatService],
 ) -> None:
-    service = ChatService(store, add_milk)
+    service = make_service(add_milk)
     await service.turn("alice", None, "add buy milk", idempotency_key="k1")
     counts = await row_counts(connector, "alice")
     with pytest.raises(ConflictError) as raised:
@@ -164,13 +197,13 @@ async def test_the_same_key_with_a_different_message_is_a_mismatch(
 
 
 async def test_twenty_concurrent_requests_with_one_key_run_the_agent_once(
-    store: SQLAlchemyStore,
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
 ) -> None:
     started, release = asyncio.Event(), asyncio.Event()
     agent = ScriptedAgent(
         [Signal(started), Block(release), CallTool("add_task", {"title": "milk"}), Say("ok")]
     )
-    service = ChatService(store, agent)
+    service = make_service(agent)
     first = asyncio.create_task(service.turn("alice", None, "add milk", idempotency_key="k"))
     await started.wait()
     others = await asyncio.gather(
@@ -191,11 +224,11 @@ async def test_twenty_concurrent_requests_with_one_key_run_the_agent_once(
 
 
 async def test_a_second_turn_on_a_busy_conversation_is_refused_before_storing_anything(
-    store: SQLAlchemyStore,
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
 ) -> None:
     started, release = asyncio.Event(), asyncio.Event()
     agent = ScriptedAgent([Say("first"), Signal(started), Block(release)])
-    service = ChatService(store, agent)
+    service = make_service(agent)
     conversation = await store.create_conversation("alice")
     running = asyncio.create_task(service.turn("alice", conversation.id, "one"))
     await started.wait()
@@ -211,13 +244,13 @@ async def test_a_second_turn_on_a_busy_conversation_is_refused_before_storing_an
 
 
 async def test_an_agent_that_runs_too_long_times_out_and_the_turn_is_closed(
-    store: SQLAlchemyStore,
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
 ) -> None:
     never = asyncio.Event()
     agent = ScriptedAgent(
         [CallTool("add_task", {"title": "milk"}), Say("half", chunks=2), Block(never)]
     )
-    service = ChatService(store, agent, agent_timeout=0.2)
+    service = make_service(agent, agent_timeout=0.2)
     with pytest.raises(AgentTimeoutError) as raised:
         await service.turn("alice", None, "add milk", idempotency_key="k")
     conversation_id = raised.value.conversation_id
@@ -230,24 +263,26 @@ async def test_an_agent_that_runs_too_long_times_out_and_the_turn_is_closed(
     with pytest.raises(AgentTimeoutError):
         await service.turn("alice", None, "add milk", idempotency_key="k")
     assert agent.runs == 1
-    agent_after = ChatService(store, ScriptedAgent([Say("back")]))
+    agent_after = make_service(ScriptedAgent([Say("back")]))
     assert (await agent_after.turn("alice", conversation_id, "hello?")).response == "back"
 
 
-async def test_a_model_error_carries_the_conversation_id(store: SQLAlchemyStore) -> None:
+async def test_a_model_error_carries_the_conversation_id(
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
+) -> None:
     agent = ScriptedAgent([Fail(ModelError("the model endpoint answered 500"))])
     with pytest.raises(ModelError) as raised:
-        await ChatService(store, agent).turn("alice", None, "hi")
+        await make_service(agent).turn("alice", None, "hi")
     history = await full_history(store, "alice", raised.value.conversation_id)
     assert history[-1].metadata == {"status": "failed", "code": "model_error"}
 
 
 async def test_a_turn_cancelled_after_a_tool_ran_keeps_the_tool_step(
-    store: SQLAlchemyStore,
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
 ) -> None:
     tool_ran, never = asyncio.Event(), asyncio.Event()
     agent = ScriptedAgent([CallTool("add_task", {"title": "milk"}), Signal(tool_ran), Block(never)])
-    service = ChatService(store, agent)
+    service = make_service(agent)
     conversation = await store.create_conversation("alice")
     turn = asyncio.create_task(service.turn("alice", conversation.id, "add milk"))
     await tool_ran.wait()
@@ -261,7 +296,9 @@ async def test_a_turn_cancelled_after_a_tool_ran_keeps_the_tool_step(
     assert len(await store.tasks.list("alice")) == 1
 
 
-async def test_the_model_cannot_act_for_another_user(store: SQLAlchemyStore, connector) -> None:
+async def test_the_model_cannot_act_for_another_user(
+    store: SQLAlchemyStore, connector, make_service: Callable[..., ChatService]
+) -> None:
     bobs = await store.tasks.add("bob", title="bob's task")
     before = await snapshot(connector, "bob")
     agent = ScriptedAgent(
@@ -272,7 +309,7 @@ async def test_the_model_cannot_act_for_another_user(store: SQLAlchemyStore, con
             Say("done"),
         ]
     )
-    result = await ChatService(store, agent).turn("alice", None, "delete task 1")
+    result = await make_service(agent).turn("alice", None, "delete task 1")
     assert [c.result["code"] for c in result.tool_calls] == [
         "not_found",
         "invalid_arguments",
@@ -282,9 +319,11 @@ async def test_the_model_cannot_act_for_another_user(store: SQLAlchemyStore, con
     assert await store.tasks.list("alice") == []
 
 
-async def test_tool_calls_beyond_the_limit_get_an_error_result(store: SQLAlchemyStore) -> None:
+async def test_tool_calls_beyond_the_limit_get_an_error_result(
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
+) -> None:
     agent = ScriptedAgent([CallTool("list_tasks")] * 4 + [Say("stopping")])
-    result = await ChatService(store, agent, max_tool_calls=2).turn("alice", None, "loop")
+    result = await make_service(agent, max_tool_calls=2).turn("alice", None, "loop")
     assert [c.result.get("code") for c in result.tool_calls] == [
         None,
         None,
@@ -294,17 +333,21 @@ async def test_tool_calls_beyond_the_limit_get_an_error_result(store: SQLAlchemy
     await full_history(store, "alice", result.conversation_id)
 
 
-async def test_text_before_a_tool_call_is_stored_with_the_call(store: SQLAlchemyStore) -> None:
+async def test_text_before_a_tool_call_is_stored_with_the_call(
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
+) -> None:
     agent = ScriptedAgent([Say("Let me look."), CallTool("list_tasks"), Say("Nothing yet.")])
-    result = await ChatService(store, agent).turn("alice", None, "what's pending?")
+    result = await make_service(agent).turn("alice", None, "what's pending?")
     history = await full_history(store, "alice", result.conversation_id)
     assert (history[1].content, history[1].tool_calls[0].name) == ("Let me look.", "list_tasks")
     assert result.response == "Nothing yet."
 
 
-async def test_the_stream_reports_each_step_as_it_happens(store: SQLAlchemyStore) -> None:
+async def test_the_stream_reports_each_step_as_it_happens(
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
+) -> None:
     agent = ScriptedAgent([CallTool("add_task", {"title": "milk"}), Say("Added.", chunks=3)])
-    events = [e async for e in ChatService(store, agent).stream("alice", None, "add milk")]
+    events = [e async for e in make_service(agent).stream("alice", None, "add milk")]
     kinds = [type(e) for e in events]
     assert kinds[:3] == [TurnStarted, ToolCallStarted, ToolCallFinished]
     assert kinds[-2:] == [AssistantMessage, TurnCompleted]
@@ -315,16 +358,18 @@ async def test_the_stream_reports_each_step_as_it_happens(store: SQLAlchemyStore
     assert completed.result.conversation_id == events[0].conversation_id
 
 
-async def test_a_consumer_that_goes_away_does_not_stop_the_turn(store: SQLAlchemyStore) -> None:
+async def test_a_consumer_that_goes_away_does_not_stop_the_turn(
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
+) -> None:
     release = asyncio.Event()
     agent = ScriptedAgent([Block(release), CallTool("add_task", {"title": "milk"}), Say("Added.")])
-    service = ChatService(store, agent)
+    service = make_service(agent)
     stream: AsyncIterator = service.stream("alice", None, "add milk")
     started = await anext(stream)
     assert isinstance(started, TurnStarted)
     await stream.aclose()
     release.set()
-    await service.wait_for_running_turns()
+    await service.drain()
     history = await full_history(store, "alice", started.conversation_id)
     assert history[-1].content == "Added."
     assert len(await store.tasks.list("alice")) == 1

@@ -27,6 +27,7 @@ __all__ = [
     "Message",
     "Page",
     "Role",
+    "Summary",
     "Task",
     "TaskFilter",
     "ToolCall",
@@ -110,18 +111,17 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Message:
-    """A stored message. `seq` is its place in the conversation: 1, 2, 3, ... without gaps."""
+class Message(ChatMessage):
+    """A stored `ChatMessage`, with its place in the conversation.
+
+    `seq` numbers a conversation's messages 1, 2, 3, ... without gaps, in the one order
+    they happened. Being a `ChatMessage`, a stored message goes into an agent's input as
+    it is, without a copy.
+    """
 
     conversation_id: str
     seq: int
     id: str
-    role: Role
-    content: str
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None
-    name: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
     token_count: int = 0
     created_at: datetime
 
@@ -133,6 +133,19 @@ class Conversation:
     metadata: Mapping[str, Any]
     message_count: int
     created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    """What a conversation said up to and including message `upto_seq`, in brief.
+
+    It stands in for those messages in an agent's input; the messages themselves stay.
+    """
+
+    upto_seq: int
+    content: str
+    token_count: int
     updated_at: datetime
 
 

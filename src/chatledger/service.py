@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
+from chatledger import context
 from chatledger.agents.base import (
     Agent,
     AssistantMessage,
@@ -33,7 +35,7 @@ from chatledger.agents.base import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from chatledger.domain import ChatMessage, Message, ToolCall, check_text
+from chatledger.domain import ChatMessage, ToolCall, check_text
 from chatledger.errors import (
     AgentError,
     AgentTimeoutError,
@@ -42,6 +44,7 @@ from chatledger.errors import (
     ValidationError,
 )
 from chatledger.store import Lease, SQLAlchemyStore
+from chatledger.tokens import MESSAGE_OVERHEAD_TOKENS
 from chatledger.tools import TaskTools, ToolSpec
 
 __all__ = [
@@ -65,6 +68,10 @@ DEFAULT_SYSTEM_PROMPT: Final = (
 # messages is never mistaken for a crashed one.
 _LEASE_GRACE: Final = timedelta(seconds=30)
 _TITLE_CHARS: Final = 60
+# Messages folded into a summary per call to the agent's summarize.
+_FOLD_CHUNK: Final = 200
+
+log = logging.getLogger("chatledger.service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,19 +146,6 @@ def _request_hash(conversation_id: str | None, message: str) -> str:
 def _title(message: str) -> str:
     line = message.strip().splitlines()[0] if message.strip() else ""
     return line if len(line) <= _TITLE_CHARS else line[: _TITLE_CHARS - 1].rstrip() + "…"
-
-
-def _agent_input(system_prompt: str, history: Sequence[Message]) -> list[ChatMessage]:
-    return [ChatMessage.system(system_prompt)] + [
-        ChatMessage(
-            role=m.role,
-            content=m.content,
-            tool_calls=m.tool_calls,
-            tool_call_id=m.tool_call_id,
-            name=m.name,
-        )
-        for m in history
-    ]
 
 
 class _Turn:
@@ -233,7 +227,10 @@ class ChatService:
         store: where conversations, tasks and idempotency records live.
         agent: answers turns (`RulesAgent`, `OpenAIAgent`, or your own).
         system_prompt: the first message of every agent input.
-        history_limit: how many of the newest messages the agent sees.
+        context_tokens: the token budget of an agent's input: the system prompt, the
+            conversation's summary and the newest messages that fit.
+        summarize: fold messages that no longer fit into the conversation's rolling
+            summary after each turn (off the turn's path; a failure is only logged).
         agent_timeout: seconds a turn's agent may run before `AgentTimeoutError`.
         max_tool_calls: tool calls allowed per turn; later calls get an error result.
         max_message_chars: longest user message accepted (`TooLargeError` beyond).
@@ -246,7 +243,8 @@ class ChatService:
         agent: Agent,
         *,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-        history_limit: int = 50,
+        context_tokens: int = 8000,
+        summarize: bool = True,
         agent_timeout: float = 60.0,
         max_tool_calls: int = 10,
         max_message_chars: int = 32_000,
@@ -255,7 +253,10 @@ class ChatService:
         self._store = store
         self._agent = agent
         self._system_prompt = system_prompt
-        self._history_limit = history_limit
+        self._context_tokens = context_tokens
+        self._summarize = summarize
+        # No more messages than could fit the budget at their smallest are ever read.
+        self._window_rows = max(1, context_tokens // MESSAGE_OVERHEAD_TOKENS)
         self._agent_timeout = agent_timeout
         self._max_tool_calls = max_tool_calls
         self._max_message_chars = max_message_chars
@@ -316,8 +317,8 @@ class ChatService:
             yield event
         await task
 
-    async def wait_for_running_turns(self) -> None:
-        """Wait until every turn started by this service has finished (for shutdown)."""
+    async def drain(self) -> None:
+        """Wait until every turn (and summary) this service started has finished."""
         while self._running:
             await asyncio.wait(list(self._running))
 
@@ -362,6 +363,80 @@ class ChatService:
                     response={**result.to_dict(), "message_ids": result.message_ids},
                 )
         emit(TurnCompleted(result))
+        if self._summarize:
+            self._in_background(self._fold_summary(user_id, turn.conversation_id))
+
+    async def _window(self, user_id: str, conversation_id: str) -> context.ContextWindow:
+        """The agent input the conversation's stored state makes now."""
+        summary, history = await self._store.load_context(
+            user_id, conversation_id, limit=self._window_rows
+        )
+        return context.build(
+            history,
+            system_prompt=self._system_prompt,
+            budget_tokens=self._context_tokens,
+            summary=None if summary is None else summary.content,
+        )
+
+    async def context_tokens(self, user_id: str, conversation_id: str) -> tuple[int, int | None]:
+        """What the next turn would send: its input's tokens (before the new message),
+        and the seq up to which the summary stands in for messages (None: no summary).
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        summary = await self._store.summaries.get(user_id, conversation_id)
+        window = await self._window(user_id, conversation_id)
+        return window.tokens, None if summary is None else summary.upto_seq
+
+    async def _fold_summary(self, user_id: str, conversation_id: str) -> None:
+        """Fold the messages that fell out of the window into the conversation's summary.
+
+        Incremental: only messages after the summary's `upto_seq` and before the window
+        are read and folded, a chunk at a time. The raw messages are never changed. Runs
+        after the reply is stored, so it adds no latency to a turn, and a failure here
+        only leaves the summary as it was.
+        """
+        try:
+            summary = await self._store.summaries.get(user_id, conversation_id)
+            window = await self._window(user_id, conversation_id)
+            covered = 0 if summary is None else summary.upto_seq
+            content = None if summary is None else summary.content
+            # Everything before the window; if nothing stored fits, everything read.
+            if window.first_seq is not None:
+                target = window.first_seq - 1
+            else:
+                target = window.dropped[-1].seq if window.dropped else covered
+            while covered < target:
+                chunk = await self._store.history(
+                    user_id,
+                    conversation_id,
+                    after_seq=covered,
+                    before_seq=min(target, covered + _FOLD_CHUNK) + 1,
+                    limit=_FOLD_CHUNK,
+                )
+                async with asyncio.timeout(self._agent_timeout):
+                    content = await self._agent.summarize(chunk, content)
+                saved = await self._store.summaries.save(
+                    user_id,
+                    conversation_id,
+                    content=content,
+                    upto_seq=chunk[-1].seq,
+                    replaces=None if covered == 0 else covered,
+                )
+                if not saved:
+                    return  # another replica folded first; its summary stands
+                covered = chunk[-1].seq
+        except Exception as error:
+            log.warning(
+                "summary not updated",
+                extra={"conversation_id": conversation_id, "error_type": type(error).__name__},
+            )
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _claim(
         self, user_id: str, key: str, conversation_id: str | None, message: str
@@ -407,10 +482,8 @@ class ChatService:
         return turn
 
     async def _converse(self, turn: _Turn, emit: Callable[[TurnEvent], None]) -> None:
-        history = await self._store.history(
-            turn.user_id, turn.conversation_id, limit=self._history_limit
-        )
-        messages = _agent_input(self._system_prompt, history)
+        window = await self._window(turn.user_id, turn.conversation_id)
+        messages = window.messages
         toolbox = _RecordingToolbox(turn)
         deadline = asyncio.timeout(self._agent_timeout)
         try:

@@ -27,7 +27,13 @@ async def test_conversation_crud(server: Server) -> None:
         0,
     )
     url = f"/api/alice/conversations/{conversation['id']}"
-    assert (await server.client.get(url, headers=headers)).json() == conversation
+    detail = (await server.client.get(url, headers=headers)).json()
+    assert detail == {
+        **conversation,
+        "context_tokens": detail["context_tokens"],
+        "summary_upto_seq": None,
+    }
+    assert detail["context_tokens"] > 0  # the system prompt alone
 
     renamed = await server.client.patch(url, json={"title": "Weekend"}, headers=headers)
     assert (renamed.json()["title"], renamed.json()["metadata"]) == ("Weekend", {"pinned": True})

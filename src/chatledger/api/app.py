@@ -102,9 +102,11 @@ def create_app(
         app.state.store = store or SQLAlchemyStore.from_url(
             settings.database_url, cursor_key=_cursor_key(settings)
         )
+        service_agent = build_agent(settings) if agent is None else agent
         app.state.service = ChatService(
             app.state.store,
-            agent or build_agent(settings),
+            service_agent,
+            context_tokens=settings.context_tokens,
             agent_timeout=settings.agent_timeout,
             max_tool_calls=settings.max_tool_calls_per_turn,
             max_message_chars=settings.max_message_chars,
@@ -120,9 +122,14 @@ def create_app(
             # Turns in flight finish and are stored before the process goes.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(settings.agent_timeout):
-                    await app.state.service.wait_for_running_turns()
+                    await app.state.service.drain()
             if owned:
                 await app.state.store.close()
+            # An agent built here is closed here (the OpenAI one holds an HTTP client);
+            # one passed in belongs to the caller.
+            close = getattr(service_agent, "aclose", None) if agent is None else None
+            if close is not None:
+                await close()
 
     app = FastAPI(
         title="chatledger",

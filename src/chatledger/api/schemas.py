@@ -18,6 +18,7 @@ __all__ = [
     "ChatRequest",
     "ChatResponse",
     "ConversationCreate",
+    "ConversationDetail",
     "ConversationPage",
     "ConversationPublic",
     "ConversationUpdate",
@@ -90,6 +91,15 @@ class ConversationPublic(BaseModel):
             created_at=conversation.created_at,
             updated_at=conversation.updated_at,
         )
+
+
+class ConversationDetail(ConversationPublic):
+    context_tokens: int = Field(
+        description="Tokens the next turn would send the agent, before its new message."
+    )
+    summary_upto_seq: int | None = Field(
+        description="The summary stands in for messages up to this seq (null: no summary)."
+    )
 
 
 class ConversationPage(BaseModel):

@@ -10,6 +10,7 @@ from chatledger.store.core import UNSET
 from chatledger.store.engine import Connector, connect, normalize_url
 from chatledger.store.idempotency import IdempotencyRecord, IdempotencyStore
 from chatledger.store.sqlalchemy import Lease, SQLAlchemyStore
+from chatledger.store.summaries import SummaryStore
 from chatledger.store.tasks import TaskStore
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "IdempotencyStore",
     "Lease",
     "SQLAlchemyStore",
+    "SummaryStore",
     "TaskStore",
     "connect",
     "normalize_url",

@@ -8,14 +8,17 @@ database). A connector runs units:
   `AsyncConnection.run_sync`; every statement is non-blocking network I/O.
 - `SQLiteConnector`: the unit runs in a worker thread on the standard library's sqlite3
   driver. SQLite has no network to wait on; aiosqlite is also sqlite3 in a thread, but
-  takes three or four thread hops per statement, which measured 4.7x slower per append
-  than one hop per unit (docs/benchmarks.md). It also keeps write transactions short: the
-  write lock is never held across a wait for the event loop.
+  hops to its thread for every statement (and SQLAlchemy's adapter over it for every
+  cursor, fetch and close). Even hand-written, the aiosqlite turn runs at 1/1.56 of the
+  same statements with one hop per unit (docs/benchmarks.md, "floor: aiosqlite" against
+  "floor: sqlite3"). One hop per unit also keeps write transactions short: the write lock
+  is never held across a wait for the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +64,11 @@ def connect(url: str | URL, **engine_options: Any) -> Connector:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return SQLiteConnector(parsed, **engine_options)
+    # SQLAlchemy closes overflow connections as they come back, so its default pool of 5
+    # reconnects all the time under load (docs/benchmarks.md). 10 kept, 20 at most: five
+    # replicas stay within PostgreSQL's default max_connections of 100.
+    engine_options.setdefault("pool_size", 10)
+    engine_options.setdefault("max_overflow", 10)
     return AsyncConnector(create_async_engine(parsed, **engine_options))
 
 
@@ -160,7 +168,10 @@ class SQLiteConnector(Connector):
     conversation cascades to its messages) and `BEGIN IMMEDIATE` for writes (a
     transaction that reads then writes takes the lock up front, instead of failing with
     "database is locked" when two of them try to upgrade a read lock). Writers of this
-    process queue on an asyncio lock, in order, rather than in SQLite's sleeping retry loop.
+    process queue on an asyncio lock, in order, rather than in SQLite's sleeping retry loop,
+    and since only one writes at a time they share one connection, kept open; each worker
+    thread keeps one for reading too. Checking a connection out of the pool and back for
+    every unit cost about a third of a read.
     """
 
     def __init__(self, url: URL, *, threads: int = 4, **engine_options: Any) -> None:
@@ -176,6 +187,9 @@ class SQLiteConnector(Connector):
         self.dialect = "sqlite"
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="chatledger-sqlite")
         self._write_lock = asyncio.Lock()
+        self._write_connection: Connection | None = None  # used under `_write_lock` only
+        self._thread = threading.local()  # each worker thread's reading connection
+        self._read_connections: list[Connection] = []
 
     @property
     def sync_engine(self) -> Engine:
@@ -191,13 +205,29 @@ class SQLiteConnector(Connector):
             await asyncio.wait([future])
             raise
 
+    def _writing(self) -> Connection:
+        if self._write_connection is None or self._write_connection.invalidated:
+            self._write_connection = self._writer.connect()
+        return self._write_connection
+
     def _write_unit(self, work: Work[T]) -> T:
-        with database_errors(), self._writer.begin() as connection:
-            return work(connection)
+        with database_errors():
+            connection = self._writing()
+            with connection.begin():
+                return work(connection)
 
     def _read_unit(self, work: Work[T]) -> T:
-        with database_errors(), self._engine.connect() as connection:
-            return work(connection)
+        with database_errors():
+            connection: Connection | None = getattr(self._thread, "connection", None)
+            if connection is None or connection.invalidated:
+                connection = self._thread.connection = self._engine.connect()
+                self._read_connections.append(connection)
+            try:
+                return work(connection)
+            finally:
+                # Ends the read (no BEGIN was sent, so this costs nothing), so that the
+                # next one sees what was committed since.
+                connection.rollback()
 
     async def write(self, work: Work[T]) -> T:
         async with self._write_lock:
@@ -220,11 +250,15 @@ class SQLiteConnector(Connector):
 
     def _begin(self) -> Connection:
         with database_errors():
-            connection = self._writer.connect()
+            connection = self._writing()
             connection.begin()
             return connection
 
     async def close(self) -> None:
+        async with self._write_lock:
+            for connection in [self._write_connection, *self._read_connections]:
+                if connection is not None:
+                    await self._in_thread(connection.close)
         self._engine.dispose()
         self._executor.shutdown(wait=True)
 
@@ -260,13 +294,10 @@ class _BoundSQLite(Connector):
 
 def _finish(connection: Connection, *, commit: bool) -> None:
     with database_errors():
-        try:
-            if commit:
-                connection.commit()
-            else:
-                connection.rollback()
-        finally:
-            connection.close()
+        if commit:
+            connection.commit()
+        else:
+            connection.rollback()
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -285,4 +316,9 @@ def _sqlite_begin(connection: Connection) -> None:
     # SQLAlchemy "begins" reads too; they run without BEGIN, each SELECT atomic on its
     # own, so that a reader never takes the write lock.
     if connection.get_execution_options().get(_WRITE):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: through exec_driver_sql, BEGIN cost as much as the
+        # statements after it (docs/benchmarks.md, "Where chatledger's time goes").
+        driver = connection.connection.driver_connection
+        if driver is None:  # only a closed connection has none, and none begins
+            raise exc.ResourceClosedError("this connection is closed")
+        driver.execute("BEGIN IMMEDIATE")

@@ -8,6 +8,7 @@ is only ever created by the migrations in `migrations/` (tests check the two agr
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "idempotency_keys",
     "messages",
     "metadata",
+    "summaries",
     "task_counters",
     "tasks",
 ]
@@ -56,19 +58,73 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None or value.tzinfo is not None:
-            return value
-        return value.replace(tzinfo=UTC)
+        return value
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        # SQLite stores the text SQLAlchemy itself would, microseconds always written, so
+        # that comparing the text compares the times; built directly, as SQLAlchemy's own
+        # processors cost more than the query on the read path (docs/benchmarks.md).
+        def to_text(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime")
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return to_text
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def from_text(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+        return from_text
+
+
+class JSONValue(TypeDecorator[Any]):
+    """JSON on both databases: JSONB on PostgreSQL, text on SQLite; None is SQL NULL.
+
+    A NULL is never the JSON text 'null' (which would have to be parsed back on every
+    read), and on SQLite a value is decoded with one `json.loads`, only when there is one.
+    """
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def to_text(value: Any) -> str | None:
+            return None if value is None else json.dumps(value, ensure_ascii=False)
+
+        return to_text
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def from_text(value: str | None) -> Any:
+            return None if value is None else json.loads(value)
+
+        return from_text
 
 
 def _json() -> Any:
-    # none_as_null: Python None is SQL NULL, not the JSON text 'null' that would have
-    # to be parsed back on every read.
-    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    return JSONValue()
 
 
 USER_ID = 255
@@ -119,6 +175,26 @@ messages = Table(
         name="fk_messages_conversation",
     ),
     CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="ck_messages_role"),
+)
+
+# The rolling summary of a conversation's older messages: it stands in, in the agent's
+# input, for every message up to `upto_seq`. The messages themselves are never changed.
+summaries = Table(
+    "summaries",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("conversation_id", String(ID), nullable=False),
+    Column("upto_seq", BigInteger, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("user_id", "conversation_id"),
+    ForeignKeyConstraint(
+        ["user_id", "conversation_id"],
+        ["conversations.user_id", "conversations.id"],
+        ondelete="CASCADE",
+        name="fk_summaries_conversation",
+    ),
 )
 
 tasks = Table(

@@ -36,6 +36,7 @@ from chatledger.domain import (
     Message,
     Page,
     Role,
+    Summary,
     ToolCall,
     check_metadata,
     check_new_message,
@@ -57,8 +58,15 @@ from chatledger.store.cursor import decode_cursor, encode_cursor
 from chatledger.store.engine import Connector, connect
 from chatledger.store.idempotency import IdempotencyStore
 from chatledger.store.migrate import upgrade
-from chatledger.store.schema import conversations, idempotency_keys, task_counters, tasks
+from chatledger.store.schema import (
+    conversations,
+    idempotency_keys,
+    summaries,
+    task_counters,
+    tasks,
+)
 from chatledger.store.schema import messages as message_table
+from chatledger.store.summaries import SELECT_SUMMARY, SummaryStore, summary_of
 from chatledger.store.tasks import TaskStore
 from chatledger.tokens import TokenCounter, approximate_tokens, count_message_tokens
 
@@ -71,10 +79,23 @@ DEFAULT_MAX_MESSAGE_CHARS: Final = 256 * 1024
 _c = conversations.c
 _m = message_table.c
 _CONVERSATION_COLUMNS = (_c.id, _c.title, _c.metadata, _c.next_seq, _c.created_at, _c.updated_at)
-_MESSAGE_COLUMNS = tuple(column for column in message_table.c if column.name != "user_id")
+# In the order `_message` unpacks them.
+_MESSAGE_COLUMNS = (
+    _m.conversation_id,
+    _m.seq,
+    _m.id,
+    _m.role,
+    _m.content,
+    _m.tool_calls,
+    _m.tool_call_id,
+    _m.name,
+    _m.metadata,
+    _m.token_count,
+    _m.created_at,
+)
 
-# The statements of a chat turn are built once: constructing them per call cost more
-# than executing them (docs/benchmarks.md).
+# The statements of a chat turn are built once, at import: built per call, each would be
+# constructed and cache-keyed again on every turn.
 _SELECT_CONVERSATION = select(*_CONVERSATION_COLUMNS).where(
     _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
 )
@@ -117,7 +138,13 @@ _HISTORY = (
     .order_by(_m.seq.desc())
     .limit(bindparam("limit", type_=Integer))
 )
-_HISTORY_BEFORE = _HISTORY.where(_m.seq < bindparam("before_seq"))
+# Keyed by (bounded above, bounded below): each shape is built once.
+_HISTORY_RANGES = {
+    (False, False): _HISTORY,
+    (True, False): _HISTORY.where(_m.seq < bindparam("before_seq")),
+    (False, True): _HISTORY.where(_m.seq > bindparam("after_seq")),
+    (True, True): _HISTORY.where(_m.seq < bindparam("before_seq"), _m.seq > bindparam("after_seq")),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,18 +175,33 @@ def _conversation(row: AnyRow) -> Conversation:
 
 
 def _message(row: AnyRow) -> Message:
+    # Unpacked by position: reading a Row's attributes by name costs about 15 times as
+    # much (docs/benchmarks.md, "Where chatledger's time goes"), 11 times per message.
+    (
+        conversation_id,
+        seq,
+        message_id,
+        role,
+        content,
+        tool_calls,
+        tool_call_id,
+        name,
+        metadata,
+        token_count,
+        created_at,
+    ) = row
     return Message(
-        conversation_id=row.conversation_id,
-        seq=row.seq,
-        id=row.id,
-        role=_ROLES[row.role],
-        content=row.content,
-        tool_calls=tuple(ToolCall(**call) for call in row.tool_calls or ()),
-        tool_call_id=row.tool_call_id,
-        name=row.name,
-        metadata=row.metadata or _NO_METADATA,
-        token_count=row.token_count,
-        created_at=row.created_at,
+        conversation_id=conversation_id,
+        seq=seq,
+        id=message_id,
+        role=_ROLES[role],
+        content=content,
+        tool_calls=tuple(ToolCall(**call) for call in tool_calls) if tool_calls else (),
+        tool_call_id=tool_call_id,
+        name=name,
+        metadata=metadata or _NO_METADATA,
+        token_count=token_count,
+        created_at=created_at,
     )
 
 
@@ -172,8 +214,8 @@ def _check_title(title: object) -> str | None:
 class SQLAlchemyStore:
     """The conversation store on SQLite or PostgreSQL, through SQLAlchemy Core.
 
-    Tasks and idempotency keys live in the same database, as `store.tasks` and
-    `store.idempotency`.
+    Tasks, idempotency keys and rolling summaries live in the same database, as
+    `store.tasks`, `store.idempotency` and `store.summaries`.
 
     Args:
         connector: where statements run; `from_url` makes the right one for a URL.
@@ -200,6 +242,7 @@ class SQLAlchemyStore:
         self._db = db
         self.tasks = TaskStore(db)
         self.idempotency = IdempotencyStore(db)
+        self.summaries = SummaryStore(db, self._token_counter)
 
     @classmethod
     def from_url(
@@ -443,8 +486,10 @@ class SQLAlchemyStore:
         *,
         limit: int = 50,
         before_seq: int | None = None,
+        after_seq: int | None = None,
     ) -> list[Message]:
-        """The latest `limit` messages (of those before `before_seq`), oldest first.
+        """The latest `limit` messages (of those between `after_seq` and `before_seq`,
+        both excluded), oldest first.
 
         One query on the primary key, read backwards from the end: its cost depends on
         `limit`, not on how long the conversation is.
@@ -456,12 +501,12 @@ class SQLAlchemyStore:
             "conversation": conversation_id,
             "limit": check_limit(limit),
         }
-        query = _HISTORY
-        if before_seq is not None:
-            if isinstance(before_seq, bool) or not isinstance(before_seq, int):
-                raise ValidationError("before_seq must be an integer", field="before_seq")
-            query = _HISTORY_BEFORE
-            params["before_seq"] = min(before_seq, MAX_BIGINT)
+        for name, bound in (("before_seq", before_seq), ("after_seq", after_seq)):
+            if bound is not None:
+                if isinstance(bound, bool) or not isinstance(bound, int):
+                    raise ValidationError(f"{name} must be an integer", field=name)
+                params[name] = max(min(bound, MAX_BIGINT), -MAX_BIGINT)
+        query = _HISTORY_RANGES[before_seq is not None, after_seq is not None]
 
         def work(conn: Connection) -> list[Message]:
             rows = conn.execute(query, params).all()
@@ -473,6 +518,32 @@ class SQLAlchemyStore:
 
         return await self._db.read(work)
 
+    async def load_context(
+        self, user_id: str, conversation_id: str, *, limit: int
+    ) -> tuple[Summary | None, list[Message]]:
+        """The conversation's summary and the latest `limit` messages after it, oldest first.
+
+        What a turn needs to build its agent's input, in two indexed queries whose cost
+        does not grow with the conversation: the summary stands in for everything before
+        the messages returned.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        key = {"user": user_id, "conversation": conversation_id}
+        params = {**key, "limit": check_limit(limit), "after_seq": 0}
+
+        def work(conn: Connection) -> tuple[Summary | None, list[Message]]:
+            found = conn.execute(SELECT_SUMMARY, key).first()
+            summary = None if found is None else summary_of(found)
+            if summary is not None:
+                params["after_seq"] = summary.upto_seq
+            rows = conn.execute(_HISTORY_RANGES[False, True], params).all()
+            if not rows and summary is None:
+                _require_conversation(conn, user_id, conversation_id)
+            return summary, [_message(row) for row in reversed(rows)]
+
+        return await self._db.read(work)
+
     # -- users --------------------------------------------------------------------------
 
     async def delete_user(self, user_id: str) -> None:
@@ -481,7 +552,14 @@ class SQLAlchemyStore:
         user_id = check_user_id(user_id)
 
         def work(conn: Connection) -> None:
-            for table in (message_table, conversations, tasks, task_counters, idempotency_keys):
+            for table in (
+                summaries,
+                message_table,
+                conversations,
+                tasks,
+                task_counters,
+                idempotency_keys,
+            ):
                 conn.execute(delete(table).where(table.c.user_id == user_id))
 
         await self._db.write(work)

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from chatledger.api.dependencies import CurrentUser, Store
+from chatledger.api.dependencies import CurrentUser, Service, Store
 from chatledger.api.schemas import (
     ConversationCreate,
+    ConversationDetail,
     ConversationPage,
     ConversationPublic,
     ConversationUpdate,
@@ -44,12 +45,19 @@ async def create_conversation(
     return ConversationPublic.of(conversation)
 
 
-@router.get("/{conversation_id}", response_model=ConversationPublic)
+@router.get("/{conversation_id}", response_model=ConversationDetail)
 async def get_conversation(
-    conversation_id: str, user_id: CurrentUser, store: Store
-) -> ConversationPublic:
-    """One conversation (404 alike when it is missing or another user's)."""
-    return ConversationPublic.of(await store.get_conversation(user_id, conversation_id))
+    conversation_id: str, user_id: CurrentUser, store: Store, service: Service
+) -> ConversationDetail:
+    """One conversation, with what its next turn would send the agent (404 alike when it
+    is missing or another user's)."""
+    conversation = await store.get_conversation(user_id, conversation_id)
+    tokens, summary_upto_seq = await service.context_tokens(user_id, conversation_id)
+    return ConversationDetail(
+        **ConversationPublic.of(conversation).model_dump(),
+        context_tokens=tokens,
+        summary_upto_seq=summary_upto_seq,
+    )
 
 
 @router.patch("/{conversation_id}", response_model=ConversationPublic)

@@ -1,4 +1,4 @@
-"""Fakes to test code built on chatledger without a model: a scripted agent.
+"""`ScriptedAgent`: an agent that plays a script instead of asking a model.
 
     agent = ScriptedAgent([CallTool("add_task", {"title": "milk"}), Say("Added milk.")])
 
@@ -113,3 +113,6 @@ class ScriptedAgent:
     async def summarize(self, messages: Sequence[ChatMessage], previous: str | None) -> str:
         said = " | ".join(m.content for m in messages if m.content)
         return f"{previous}\n{said}" if previous else f"{self._summary_prefix}: {said}"
+
+
+# The fake model server ------------------------------------------------------------------

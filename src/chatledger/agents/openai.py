@@ -1,0 +1,399 @@
+"""`OpenAIAgent`: the agent protocol on the OpenAI Agents SDK, for any OpenAI-compatible API.
+
+The SDK's `Runner` drives the loop (ask the model, run the tools it calls, ask again); this
+module only translates. Our `ChatMessage`s become SDK input items, each `ToolSpec` becomes a
+`FunctionTool` that calls the run's `Toolbox`, and the SDK's stream events become ours.
+
+The toolbox travels in the run's context, not in a closure: the user is bound inside it, and
+one `OpenAIAgent` serves every user. A tool's arguments go to the toolbox as the model wrote
+them; the toolbox, not the model, knows whose tasks these are, and refuses arguments its
+schema does not have (such as a `user_id` the model made up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+import openai
+from agents import (
+    Agent as SDKAgent,
+)
+from agents import (
+    AgentsException,
+    FunctionTool,
+    FunctionToolResult,
+    ItemHelpers,
+    MessageOutputItem,
+    Model,
+    ModelBehaviorError,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    RawResponsesStreamEvent,
+    RunConfig,
+    RunContextWrapper,
+    RunErrorHandlerInput,
+    RunErrorHandlerResult,
+    RunItemStreamEvent,
+    Runner,
+    RunResultStreaming,
+    StreamEvent,
+    ToolCallOutputItem,
+    ToolExecutionConfig,
+    ToolsToFinalOutputResult,
+    TResponseInputItem,
+)
+from agents.tool_context import ToolContext
+from openai import AsyncOpenAI
+from openai.types.responses import ResponseOutputRefusal, ResponseTextDeltaEvent
+
+from chatledger.agents.base import (
+    AgentEvent,
+    AssistantMessage,
+    TextDelta,
+    Toolbox,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from chatledger.domain import ChatMessage, Role, ToolCall
+from chatledger.errors import ChatLedgerError, ModelError
+from chatledger.tools import ToolSpec
+
+__all__ = ["DEFAULT_INSTRUCTIONS", "OpenAIAgent", "to_input_items"]
+
+DEFAULT_INSTRUCTIONS = """\
+You are a task manager assistant. You keep the user's to-do list with the tools you are \
+given: add, list, complete, update and delete tasks. Use a tool whenever the user asks to \
+see or change their tasks, and refer to tasks by their number. After acting, confirm what \
+you did in one or two short sentences. When a tool returns an error, explain it plainly. \
+Never act on a task the user did not ask about."""
+
+SUMMARY_INSTRUCTIONS = """\
+You keep the running summary of a conversation between a user and their task manager \
+assistant. Write a concise summary, in plain sentences, that replaces the conversation \
+for the assistant. Keep every task that was added, completed, updated or deleted (with its \
+number and title), what the user asked for, and every question or request still open. \
+Drop greetings and small talk. Answer with the summary only."""
+
+
+def _stop_message(limit: int) -> str:
+    return (
+        f"I stopped here: this request needed more than {limit} tool calls. "
+        "Tell me if you want me to go on."
+    )
+
+
+_ROLES: dict[Role, Literal["system", "user", "assistant"]] = {
+    Role.SYSTEM: "system",
+    Role.USER: "user",
+    Role.ASSISTANT: "assistant",
+}
+
+
+def to_input_items(messages: Sequence[ChatMessage]) -> list[TResponseInputItem]:
+    """Convert chatledger messages to Agents SDK input items, one to one and in order.
+
+    An assistant message's tool calls become `function_call` items after its text, and a
+    tool message a `function_call_output`, so each call keeps its result and the model API
+    sees the history exactly as it happened. Metadata stays behind: it is not for the model.
+    """
+    items: list[TResponseInputItem] = []
+    for message in messages:
+        if message.role is Role.TOOL:
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": message.tool_call_id or "",
+                    "output": message.content,
+                }
+            )
+            continue
+        # An assistant message that only calls tools has no text to replay.
+        if message.content or not message.tool_calls:
+            items.append({"role": _ROLES[message.role], "content": message.content})
+        items.extend(
+            {
+                "type": "function_call",
+                "call_id": call.id,
+                "name": call.name,
+                "arguments": call.arguments,
+            }
+            for call in message.tool_calls
+        )
+    return items
+
+
+@dataclass
+class _Run:
+    """The state of one run, handed to the SDK as its context and read back by our tools."""
+
+    toolbox: Toolbox
+    max_tool_calls: int
+    calls_made: int = 0
+    stopped: bool = False
+    finished: dict[str, ToolCallFinished] = field(default_factory=dict)
+
+
+_REFUSED = {
+    "error": "too many tool calls in one request; this call was not made",
+    "code": "tool_limit",
+}
+
+
+def _function_tool(spec: ToolSpec) -> FunctionTool:
+    async def invoke(context: ToolContext[_Run], arguments: str) -> str:
+        run = context.context
+        if run.calls_made >= run.max_tool_calls:
+            # Every call needs a result to keep the history valid; this one ends the run.
+            run.stopped = True
+            return json.dumps(_REFUSED)
+        run.calls_made += 1
+        call = ToolCall(context.tool_call_id, spec.name, arguments)
+        result = await run.toolbox.call(call)
+        run.finished[call.id] = ToolCallFinished(call, result)
+        return json.dumps(result, ensure_ascii=False)
+
+    # Not strict: strict mode would make every property required (optional ones nullable),
+    # and for update_task a null description means "clear it", not "leave it alone". The
+    # toolbox validates arguments itself.
+    return FunctionTool(
+        name=spec.name,
+        description=spec.description,
+        # A copy: the SDK owns its schema, and the spec's is shared by every run.
+        params_json_schema=copy.deepcopy(dict(spec.parameters)),
+        on_invoke_tool=invoke,
+        strict_json_schema=False,
+    )
+
+
+def _stop_if_refused(
+    context: RunContextWrapper[_Run], results: list[FunctionToolResult]
+) -> ToolsToFinalOutputResult:
+    run = context.context
+    if run.stopped:
+        return ToolsToFinalOutputResult(is_final_output=True, final_output="")
+    return ToolsToFinalOutputResult(is_final_output=False)
+
+
+def _stop_at_max_turns(data: RunErrorHandlerInput[_Run]) -> RunErrorHandlerResult:
+    # Reached only by a model that keeps calling tools the toolbox does not have, which the
+    # tool call limit cannot see: the SDK answers those itself.
+    data.context.context.stopped = True
+    return RunErrorHandlerResult(final_output="", include_in_history=False)
+
+
+def _message_text(item: MessageOutputItem) -> str:
+    text = ItemHelpers.text_message_output(item)
+    refusals = [
+        part.refusal for part in item.raw_item.content if isinstance(part, ResponseOutputRefusal)
+    ]
+    return text or "\n".join(refusals)
+
+
+def _translate(event: StreamEvent, run: _Run) -> list[AgentEvent]:
+    if isinstance(event, RawResponsesStreamEvent):
+        if isinstance(event.data, ResponseTextDeltaEvent) and event.data.delta:
+            return [TextDelta(event.data.delta)]
+    elif isinstance(event, RunItemStreamEvent):
+        item = event.item
+        if isinstance(item, MessageOutputItem) and (text := _message_text(item)):
+            return [AssistantMessage(text)]
+        if isinstance(item, ToolCallOutputItem):
+            # Reported once the SDK hands back the output, and only for calls the toolbox
+            # ran: a refused call, or one to a tool that does not exist, never reached it.
+            finished = run.finished.pop(item.call_id or "", None)
+            if finished is not None:
+                return [ToolCallStarted(finished.call), finished]
+    return []
+
+
+def _model_error(error: Exception) -> ModelError:
+    # The client's messages can carry the URL or the request; ours must not.
+    if isinstance(error, openai.APIStatusError):
+        return ModelError(f"the model service answered with HTTP status {error.status_code}")
+    if isinstance(error, openai.APITimeoutError):
+        return ModelError("the model service did not answer in time")
+    if isinstance(error, openai.APIConnectionError):
+        return ModelError("the model service could not be reached")
+    return ModelError("the model service sent a reply that could not be used")
+
+
+class OpenAIAgent:
+    """An `Agent` backed by a model behind the OpenAI Chat Completions or Responses API.
+
+    The agent keeps no conversation state: each run gets the history and a toolbox, streams
+    its events, and leaves nothing behind. Tool calls run one at a time, in the order the
+    model made them, so the record keeps the model's order and a toolbox need not be safe
+    for concurrent calls. The SDK runs them in a task of its own and reports a call once it
+    has its output, so `ToolCallStarted` and `ToolCallFinished` arrive together, and only
+    for calls that reached the toolbox.
+
+    A failed model request is not retried by a client this agent builds (`max_retries=0`):
+    the turn fails at once with `ModelError`, and the caller, who holds the agent timeout
+    and the idempotency key, decides whether to try again. A client passed in keeps its own
+    retry policy.
+
+    Args:
+        model: the model name, such as `gpt-4o-mini` (CHATLEDGER_MODEL).
+        client: the OpenAI client to use. By default one is built from `base_url` and
+            `api_key`; when those are None the client reads OPENAI_BASE_URL and
+            OPENAI_API_KEY itself.
+        base_url: the API root, for an OpenAI-compatible server.
+        api_key: the API key.
+        api: which API to speak: `"chat_completions"` (the most widely implemented) or
+            `"responses"`.
+        instructions: the system prompt, put before the history.
+        max_tool_calls_per_turn: the most tool calls one run may make. A call beyond it is
+            answered with an error result instead of being made, and the run ends with an
+            assistant message saying it stopped.
+        max_retries: retries of a failed request, for a client built here.
+
+    Raises:
+        ValueError: both a client and `base_url` or `api_key` were given.
+        openai.OpenAIError: no client was given and no API key can be found.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        client: AsyncOpenAI | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api: Literal["chat_completions", "responses"] = "chat_completions",
+        instructions: str = DEFAULT_INSTRUCTIONS,
+        max_tool_calls_per_turn: int = 10,
+        max_retries: int = 0,
+    ) -> None:
+        if max_tool_calls_per_turn < 1:
+            raise ValueError("max_tool_calls_per_turn must be at least 1")
+        if client is not None and (base_url is not None or api_key is not None):
+            raise ValueError("pass a client, or base_url and api_key to build one: not both")
+        # A client built here is ours to close; one passed in belongs to the caller.
+        self._own_client: AsyncOpenAI | None = None
+        if client is None:
+            client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries)
+            self._own_client = client
+        self._model: Model = (
+            OpenAIResponsesModel(model, client)
+            if api == "responses"
+            else OpenAIChatCompletionsModel(model, client)
+        )
+        self._instructions = instructions
+        self._max_tool_calls = max_tool_calls_per_turn
+        # Tracing would export spans over the network; tools run one at a time (see above);
+        # a made-up tool name gets an error result the model can recover from.
+        self._run_config = RunConfig(
+            tracing_disabled=True,
+            tool_execution=ToolExecutionConfig(max_function_tool_concurrency=1),
+            tool_not_found_behavior="return_error_to_model",
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, if this agent built it. Call it when the app shuts down."""
+        if self._own_client is not None:
+            await self._own_client.close()
+
+    async def run(
+        self, messages: Sequence[ChatMessage], toolbox: Toolbox
+    ) -> AsyncIterator[AgentEvent]:
+        """Answer the last user message of `messages`, calling tools through `toolbox`.
+
+        Raises:
+            ModelError: the model endpoint failed or could not be reached.
+        """
+        run = _Run(toolbox, self._max_tool_calls)
+        agent = SDKAgent[_Run](
+            name="chatledger",
+            instructions=self._instructions,
+            model=self._model,
+            tools=[_function_tool(spec) for spec in toolbox.specs],
+            tool_use_behavior=_stop_if_refused,
+        )
+        result = Runner.run_streamed(
+            agent,
+            to_input_items(messages),
+            context=run,
+            # Each turn but the last makes at least one tool call, so a run within the tool
+            # call limit never needs more turns than this.
+            max_turns=self._max_tool_calls + 1,
+            run_config=self._run_config,
+            error_handlers={"max_turns": _stop_at_max_turns},
+        )
+        try:
+            # An async generator typed as an iterator: close it, or it outlives the run.
+            stream = cast("AsyncGenerator[StreamEvent]", result.stream_events())
+            async with contextlib.aclosing(stream) as events:
+                try:
+                    async for event in events:
+                        for translated in _translate(event, run):
+                            yield translated
+                finally:
+                    if not result.is_complete:
+                        result.cancel()
+        except (openai.APIError, ModelBehaviorError) as error:
+            raise _model_error(error) from error
+        except AgentsException as error:
+            # The SDK wraps what a tool raised; a toolbox failure (the database is down) is
+            # ours to report as it is.
+            if isinstance(error.__cause__, ChatLedgerError):
+                raise error.__cause__ from None
+            raise
+        finally:
+            await _settle(result)
+        if run.stopped:
+            message = _stop_message(self._max_tool_calls)
+            yield TextDelta(message)
+            yield AssistantMessage(message)
+
+    async def summarize(self, messages: Sequence[ChatMessage], previous: str | None) -> str:
+        """Fold `messages` into `previous` with the model; returns the new summary.
+
+        The conversation goes to the model as a plain transcript, not as turns, so a slice
+        that starts or ends between a tool call and its result is still a valid request.
+
+        Raises:
+            ModelError: the model endpoint failed or could not be reached.
+        """
+        summarizer = SDKAgent[None](
+            name="chatledger-summarizer", instructions=SUMMARY_INSTRUCTIONS, model=self._model
+        )
+        parts = [f"Summary so far:\n{previous}"] if previous else []
+        parts.append(f"Conversation to add:\n{_transcript(messages)}")
+        try:
+            result = await Runner.run(
+                summarizer, "\n\n".join(parts), max_turns=1, run_config=self._run_config
+            )
+        except (openai.APIError, ModelBehaviorError) as error:
+            raise _model_error(error) from error
+        return str(result.final_output).strip()
+
+
+async def _settle(result: RunResultStreaming) -> None:
+    """Wait until the SDK's background run is over, so no task outlives `run`.
+
+    When the consumer is cancelled (the caller's timeout), the SDK cancels its run task but
+    does not wait for it.
+    """
+    task = result.run_loop_task
+    if task is not None and not task.done():
+        task.cancel()
+        # wait(), not await: the task's own cancellation must not pass for ours.
+        await asyncio.wait({task})
+
+
+def _transcript(messages: Sequence[ChatMessage]) -> str:
+    lines = []
+    for message in messages:
+        if message.role is Role.TOOL:
+            lines.append(f"tool {message.name or ''} returned: {message.content}")
+            continue
+        if message.content:
+            lines.append(f"{message.role.value}: {message.content}")
+        lines.extend(f"assistant called {c.name} with {c.arguments}" for c in message.tool_calls)
+    return "\n".join(lines)

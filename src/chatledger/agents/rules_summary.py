@@ -1,0 +1,181 @@
+"""What `RulesAgent` remembers of a conversation, and the summary it writes of it.
+
+A `Ledger` is read from the history an agent is given (tool calls and results, and
+earlier summaries in system messages) and written as a summary that a `Ledger` reads
+back exactly:
+
+    Conversation summary (chatledger rules v1)
+    Added: #9 "buy stamps", #10 "post the letters"
+    Completed: #9 "buy stamps"
+    Updated: #10 "post the letters today"
+    Deleted: #3 "buy groceries"
+    Last task mentioned: #10 "post the letters today"
+    Open question: "delete milk" -> "More than one task matches ... Which one should I delete?"
+
+One line per kind of change, each task as `#id "title"` with the title as a JSON string,
+so any title reads back exactly. "Last task mentioned" is what "it" refers to. "Open
+question" pairs a request with the question the agent asked about it, as long as the user
+has not replied. Lines it does not know are ignored, and text before the header (another
+agent's summary, say) is kept as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from chatledger.domain import ChatMessage, Role
+
+__all__ = ["QUESTION", "SUMMARY_HEADER", "Ledger"]
+
+SUMMARY_HEADER: Final = "Conversation summary (chatledger rules v1)"
+
+# The one shape of every question RulesAgent asks about a task: how a later turn knows
+# the user is answering it, and how a summary knows it is still open.
+QUESTION: Final = re.compile(r"Which (?:one|task) should I (mark as done|delete|update)\?")
+
+_ENTRY = re.compile(r'#(\d+) ("(?:[^"\\]|\\.)*")')
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+@dataclass
+class Ledger:
+    """What the conversation has done to tasks: read from history, written as a summary."""
+
+    added: dict[int, str] = field(default_factory=dict)
+    completed: dict[int, str] = field(default_factory=dict)
+    updated: dict[int, str] = field(default_factory=dict)
+    deleted: dict[int, str] = field(default_factory=dict)
+    focus: tuple[int, str] | None = None
+    questions: list[tuple[str, str]] = field(default_factory=list)
+    preamble: str = ""
+
+    def _sections(self) -> dict[str, dict[int, str]]:
+        return {
+            "Added": self.added,
+            "Completed": self.completed,
+            "Updated": self.updated,
+            "Deleted": self.deleted,
+        }
+
+    @classmethod
+    def parse(cls, text: str) -> Ledger:
+        """Read a summary in the format of the module docstring."""
+        head, header, body = text.partition(SUMMARY_HEADER)
+        ledger = cls(preamble=head.strip())
+        if not header:
+            return ledger
+        sections = ledger._sections()
+        # split("\n"), not splitlines(): a title may hold U+2028, which JSON leaves as is.
+        for line in body.split("\n"):
+            label, _, rest = line.partition(": ")
+            entries = [
+                (int(m[1]), title)
+                for m in _ENTRY.finditer(rest)
+                if (title := _string(m[2])) is not None
+            ]
+            if label in sections:
+                for task_id, title in entries:
+                    _record(sections[label], task_id, title)
+            elif label == "Last task mentioned" and entries:
+                ledger.focus = entries[-1]
+            elif label == "Open question":
+                texts = [_string(text) for text in _JSON_STRING.findall(rest)]
+                if len(texts) == 2 and texts[0] is not None and texts[1] is not None:
+                    ledger.questions.append((texts[0], texts[1]))
+        return ledger
+
+    def render(self) -> str:
+        """The summary text; `Ledger.parse` reads it back."""
+        body = [
+            f"{label}: " + ", ".join(_entry(task_id, title) for task_id, title in entries.items())
+            for label, entries in self._sections().items()
+            if entries
+        ]
+        if self.focus is not None:
+            body.append(f"Last task mentioned: {_entry(*self.focus)}")
+        body += [f"Open question: {_json(r)} -> {_json(q)}" for r, q in self.questions]
+        head = [self.preamble] if self.preamble else []
+        return "\n".join([*head, SUMMARY_HEADER, *(body or ["No tasks changed yet."])])
+
+    def fold(self, messages: Sequence[ChatMessage]) -> None:
+        """Take in, in order, what `messages` did: summaries, tool results, questions."""
+        tool_names: dict[str, str] = {}
+        request = ""
+        for message in messages:
+            if message.role is Role.SYSTEM and SUMMARY_HEADER in message.content:
+                self._merge(Ledger.parse(message.content))
+            elif message.role is Role.USER:
+                request = message.content
+                # Whatever the user says next answers (or drops) the open questions.
+                self.questions.clear()
+            elif message.role is Role.ASSISTANT:
+                tool_names.update((call.id, call.name) for call in message.tool_calls)
+                if QUESTION.search(message.content):
+                    self.questions.append((request, message.content))
+            elif message.role is Role.TOOL:
+                name = message.name or tool_names.get(message.tool_call_id or "", "")
+                try:
+                    result = json.loads(message.content)
+                except ValueError:
+                    continue
+                if isinstance(result, dict):
+                    self.observe(name, result)
+
+    def observe(self, tool: str, result: dict[str, Any]) -> None:
+        """Take in one tool result; the task it names becomes the one "it" refers to."""
+        if "error" in result:
+            return
+        if tool == "list_tasks":
+            tasks = result.get("tasks")
+            # A listing of exactly one task makes "mark it done" unambiguous.
+            if isinstance(tasks, list) and len(tasks) == 1 and isinstance(tasks[0], dict):
+                result = tasks[0]
+            else:
+                return
+        task_id, title = result.get("task_id"), result.get("title")
+        if not isinstance(task_id, int) or not isinstance(title, str):
+            return
+        section = {
+            "created": self.added,
+            "completed": self.completed,
+            "updated": self.updated,
+            "deleted": self.deleted,
+        }.get(result.get("status", ""))
+        if section is not None:
+            _record(section, task_id, title)
+        self.focus = (task_id, title)
+
+    def _merge(self, other: Ledger) -> None:
+        for label, entries in other._sections().items():
+            for task_id, title in entries.items():
+                _record(self._sections()[label], task_id, title)
+        self.focus = other.focus or self.focus
+        self.questions = list(other.questions)
+
+
+def _record(section: dict[int, str], task_id: int, title: str) -> None:
+    # Re-inserting moves the task to the end: the summary lists changes in order.
+    section.pop(task_id, None)
+    section[task_id] = title
+
+
+def _string(literal: str) -> str | None:
+    # A summary comes back from the database and may have been edited or cut short: a
+    # broken entry is skipped, never a reason to fail the turn.
+    try:
+        value = json.loads(literal)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _json(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _entry(task_id: int, title: str) -> str:
+    return f"#{task_id} {_json(title)}"
