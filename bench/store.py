@@ -1,0 +1,820 @@
+"""The store benchmark: one chat turn through chatledger, its peers and the raw driver.
+
+A turn does to its conversation what a real one does: read the latest 50 messages, then
+append the user message; the assistant's tool call with the tool's result; the final
+reply. Contenders, all in this process, on the same database server:
+
+- chatledger's `SQLAlchemyStore`, as `from_url` builds it.
+- The OpenAI Agents SDK's `SQLAlchemySession` (aiosqlite, asyncpg) and `SQLiteSession`,
+  running the same turn as `get_items(limit=50)` and three `add_items`, with the items the
+  SDK's runner saves. One engine per slice, one session object per conversation.
+- The floor: exactly the statements chatledger sends, hand-written on the raw driver
+  against chatledger's schema: asyncpg; aiosqlite (a thread hop per statement); and
+  sqlite3 with one thread hop per unit of work, which is how chatledger runs SQLite.
+
+Scenarios: sequential turns on one conversation; concurrent turns, one task per
+conversation; and history reads on conversations of 100, 10,000 and 100,000 messages,
+filled with bulk SQL. Each round opens every contender afresh, warms it up, runs each
+scenario for a time slice and closes it; the order rotates from round to round.
+
+The floors are sized like chatledger's defaults: on SQLite 4 worker threads (4
+connections for aiosqlite) with writers queued on an asyncio lock, on PostgreSQL up to 15
+connections (SQLAlchemy's default pool is 5 + 10 overflow; the asyncpg pool is 5..15).
+chatledger and the SDK sessions run as they ship.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiosqlite
+import asyncpg
+from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
+from agents.memory import SQLiteSession
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from bench.common import (
+    POSTGRES,
+    SQLITE,
+    Results,
+    Table,
+    Target,
+    env,
+    interleaved,
+    log,
+    machine,
+    markdown_table,
+    postgres_database,
+    run_for,
+)
+from chatledger.domain import ChatMessage, ToolCall
+from chatledger.store import SQLAlchemyStore
+from chatledger.tokens import count_message_tokens
+
+USER_ID = "bench-user"
+HISTORY_LIMIT = 50
+# Conversations of the turn scenarios start with more than a read returns, so every
+# read in them is a full one.
+SEED_MESSAGES = 60
+SQLITE_THREADS = 4
+POSTGRES_POOL = (5, 15)
+SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON")
+
+USER_TEXT = (
+    "Please add a task to call the dentist tomorrow morning, and remind me that the "
+    "appointment card is in the kitchen drawer."
+)
+TOOL_NAME = "add_task"
+TOOL_ARGUMENTS = '{"title": "Call the dentist", "description": "Tomorrow morning; card in drawer"}'
+TOOL_RESULT = '{"task_id": 42, "status": "created", "title": "Call the dentist"}'
+REPLY_TEXT = (
+    'Done: I added "Call the dentist" for tomorrow morning and noted that the card is in '
+    "the kitchen drawer. Anything else?"
+)
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def chat_messages(call_id: str) -> list[list[ChatMessage]]:
+    """A turn's three appends for chatledger."""
+    call = ToolCall(call_id, TOOL_NAME, TOOL_ARGUMENTS)
+    return [
+        [ChatMessage.user(USER_TEXT)],
+        [
+            ChatMessage.assistant(tool_calls=[call]),
+            ChatMessage.tool(tool_call_id=call_id, name=TOOL_NAME, content=TOOL_RESULT),
+        ],
+        [ChatMessage.assistant(REPLY_TEXT)],
+    ]
+
+
+def agent_items(call_id: str) -> list[list[dict[str, Any]]]:
+    """The same turn as the SDK's runner saves it: the input item, then the model's items."""
+    return [
+        [{"content": USER_TEXT, "role": "user"}],
+        [
+            {
+                "arguments": TOOL_ARGUMENTS,
+                "call_id": call_id,
+                "name": TOOL_NAME,
+                "type": "function_call",
+                "id": f"fc_{uuid.uuid4().hex}",
+                "status": "completed",
+            },
+            {"call_id": call_id, "output": TOOL_RESULT, "type": "function_call_output"},
+        ],
+        [
+            {
+                "id": f"msg_{uuid.uuid4().hex}",
+                "content": [{"annotations": [], "text": REPLY_TEXT, "type": "output_text"}],
+                "role": "assistant",
+                "status": "completed",
+                "type": "message",
+            }
+        ],
+    ]
+
+
+# Token counts depend on lengths only, and every call id has the same length.
+_TOKENS = [count_message_tokens(m) for batch in chat_messages(new_call_id()) for m in batch]
+
+MessageValues = tuple[str, str, str | None, str | None, str | None, None, int]
+
+
+def message_values(call_id: str) -> list[list[MessageValues]]:
+    """A turn's three appends as the floor binds them: role, content, tool_calls (JSON),
+    tool_call_id, name, metadata (NULL when empty, as chatledger stores it), token_count."""
+    calls = json.dumps([{"id": call_id, "name": TOOL_NAME, "arguments": TOOL_ARGUMENTS}])
+    user, call, result, reply = _TOKENS
+    return [
+        [("user", USER_TEXT, None, None, None, None, user)],
+        [
+            ("assistant", "", calls, None, None, None, call),
+            ("tool", TOOL_RESULT, None, call_id, TOOL_NAME, None, result),
+        ],
+        [("assistant", REPLY_TEXT, None, None, None, None, reply)],
+    ]
+
+
+# Filled messages are this far apart: distinct, increasing timestamps as real turns leave.
+MESSAGE_INTERVAL = timedelta(seconds=15)
+
+
+def _sqlite_time(moment: datetime, *, micros: bool = True) -> str:
+    # SQLAlchemy's format for DateTime on SQLite; the SDK's CURRENT_TIMESTAMP has seconds.
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" + (".%f" if micros else ""))
+
+
+# -- chatledger's statements, written out for the floors -----------------------------------
+
+CONVERSATION_COLUMNS = ("user_id", "id", "metadata", "next_seq", "created_at", "updated_at")
+MESSAGE_COLUMNS = (
+    "user_id",
+    "conversation_id",
+    "seq",
+    "id",
+    "role",
+    "content",
+    "tool_calls",
+    "tool_call_id",
+    "name",
+    "metadata",
+    "token_count",
+    "created_at",
+)
+_READ_COLUMNS = ", ".join(column for column in MESSAGE_COLUMNS if column != "user_id")
+_LEASE_FREE = "(lease_id IS NULL OR lease_expires_at <= {now})"
+SQLITE_HISTORY = (
+    f"SELECT {_READ_COLUMNS} FROM messages WHERE user_id = ? AND conversation_id = ? "
+    "ORDER BY seq DESC LIMIT ?"
+)
+SQLITE_RESERVE = (
+    "UPDATE conversations SET next_seq = next_seq + ?, updated_at = ? "
+    f"WHERE user_id = ? AND id = ? AND {_LEASE_FREE.format(now='?')} RETURNING next_seq"
+)
+SQLITE_INSERT = (
+    f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})"
+)
+POSTGRES_HISTORY = (
+    f"SELECT {_READ_COLUMNS} FROM messages WHERE user_id = $1 AND conversation_id = $2 "
+    "ORDER BY seq DESC LIMIT $3"
+)
+POSTGRES_RESERVE = (
+    "UPDATE conversations SET next_seq = next_seq + $1, updated_at = $2 "
+    f"WHERE user_id = $3 AND id = $4 AND {_LEASE_FREE.format(now='$2')} RETURNING next_seq"
+)
+POSTGRES_INSERT = (
+    f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(MESSAGE_COLUMNS) + 1))})"
+)
+
+
+# -- contenders ----------------------------------------------------------------------------
+
+
+class Contender(ABC):
+    """One implementation under test, on one database.
+
+    `prepare` and `fill` run once, before the rounds; each round then `open`s the
+    contender (engine, pool, threads), runs its slices and `close`s it again, so that no
+    contender keeps connections open while the others run.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    @property
+    def database(self) -> str:
+        return self.target.database
+
+    @abstractmethod
+    async def prepare(self) -> None:
+        """Create the schema, once per run."""
+
+    @abstractmethod
+    async def fill(self, sizes: Sequence[int]) -> list[str]:
+        """New conversations holding `sizes` messages, written in bulk; their keys."""
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def history(self, key: str) -> object:
+        """Read the latest 50 messages, decoded."""
+
+    @abstractmethod
+    async def turn(self, key: str) -> None: ...
+
+
+class LedgerSchema(Contender):
+    """Contenders on chatledger's migrated schema: chatledger itself and its floors."""
+
+    def timestamp(self, moment: datetime) -> object:
+        """`created_at` as chatledger stores it: UTC text on SQLite, timestamptz on PostgreSQL."""
+        return _sqlite_time(moment) if self.database == SQLITE else moment
+
+    async def prepare(self) -> None:
+        store = SQLAlchemyStore.from_url(self.target.url())
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    async def fill(self, sizes: Sequence[int]) -> list[str]:
+        keys = [str(uuid.uuid4()) for _ in sizes]
+        stamp = self.timestamp
+        conversations, messages = [], []
+        for key, size in zip(keys, sizes, strict=True):
+            start = datetime.now(UTC) - size * MESSAGE_INTERVAL
+            conversations.append((USER_ID, key, "{}", size + 1, stamp(start), stamp(start)))
+            for first in range(0, size, 4):
+                turn = [m for batch in message_values(f"call_{first:024x}") for m in batch]
+                for seq, values in enumerate(turn[: size - first], start=first + 1):
+                    moment = stamp(start + seq * MESSAGE_INTERVAL)
+                    messages.append((USER_ID, key, seq, str(uuid.uuid4()), *values, moment))
+        await self.target.load(
+            [
+                Table("conversations", CONVERSATION_COLUMNS, conversations),
+                Table("messages", MESSAGE_COLUMNS, messages),
+            ]
+        )
+        return keys
+
+
+class ChatLedger(LedgerSchema):
+    name = "chatledger"
+
+    async def open(self) -> None:
+        self.store = SQLAlchemyStore.from_url(self.target.url())
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def history(self, key: str) -> object:
+        return await self.store.history(USER_ID, key, limit=HISTORY_LIMIT)
+
+    async def turn(self, key: str) -> None:
+        await self.history(key)
+        for batch in chat_messages(new_call_id()):
+            await self.store.append(USER_ID, key, batch)
+
+
+def _rows(
+    key: str, next_seq: int, batch: list[MessageValues], now: object
+) -> list[tuple[Any, ...]]:
+    """The rows of one append, numbered up to the reserved `next_seq`, as chatledger does."""
+    first = next_seq - len(batch)
+    return [
+        (USER_ID, key, first + offset, str(uuid.uuid4()), *values, now)
+        for offset, values in enumerate(batch)
+    ]
+
+
+def _decode(
+    rows: Sequence[Sequence[Any]], parse_time: Callable[[Any], Any]
+) -> list[tuple[Any, ...]]:
+    """Rows oldest first with JSON and timestamps as Python values, as chatledger returns them."""
+    decoded = []
+    for row in reversed(rows):
+        *head, tool_calls, call_id, name, metadata, tokens, created_at = row
+        decoded.append(
+            (
+                *head,
+                tool_calls and json.loads(tool_calls),
+                call_id,
+                name,
+                metadata and json.loads(metadata),
+                tokens,
+                parse_time(created_at),
+            )
+        )
+    return decoded
+
+
+def _missing(key: str) -> RuntimeError:
+    return RuntimeError(f"conversation {key} is missing or leased")
+
+
+class Floor(LedgerSchema):
+    """Raw SQL: one history read, then three appends of two statements each."""
+
+    async def turn(self, key: str) -> None:
+        await self.history(key)
+        for batch in message_values(new_call_id()):
+            await self.append(key, batch)
+
+    @abstractmethod
+    async def append(self, key: str, batch: list[MessageValues]) -> None: ...
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query: SQLAlchemy's pool sends none either."""
+
+
+class AsyncpgFloor(Floor):
+    name = "floor: asyncpg"
+
+    async def open(self) -> None:
+        low, high = POSTGRES_POOL
+        self.pool = await asyncpg.create_pool(
+            self.target.address, min_size=low, max_size=high, reset=_keep_session
+        )
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def history(self, key: str) -> object:
+        rows = await self.pool.fetch(POSTGRES_HISTORY, USER_ID, key, HISTORY_LIMIT)
+        return _decode(rows, lambda moment: moment)
+
+    async def append(self, key: str, batch: list[MessageValues]) -> None:
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as connection, connection.transaction():
+            next_seq = await connection.fetchval(POSTGRES_RESERVE, len(batch), now, USER_ID, key)
+            if next_seq is None:
+                raise _missing(key)
+            await connection.executemany(POSTGRES_INSERT, _rows(key, next_seq, batch, now))
+
+
+class AiosqliteFloor(Floor):
+    name = "floor: aiosqlite"
+
+    async def open(self) -> None:
+        self.write_lock = asyncio.Lock()
+        self.idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        for _ in range(SQLITE_THREADS):
+            connection = await aiosqlite.connect(self.target.address, isolation_level=None)
+            for pragma in SQLITE_PRAGMAS:
+                await connection.execute(f"PRAGMA {pragma}")
+            self.idle.put_nowait(connection)
+
+    async def close(self) -> None:
+        while not self.idle.empty():
+            await self.idle.get_nowait().close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiosqlite.Connection]:
+        connection = await self.idle.get()
+        try:
+            yield connection
+        finally:
+            self.idle.put_nowait(connection)
+
+    async def history(self, key: str) -> object:
+        async with self.connection() as connection:
+            rows = await connection.execute_fetchall(SQLITE_HISTORY, (USER_ID, key, HISTORY_LIMIT))
+        return _decode(list(rows), datetime.fromisoformat)
+
+    async def append(self, key: str, batch: list[MessageValues]) -> None:
+        now = _sqlite_time(datetime.now(UTC))
+        async with self.write_lock, self.connection() as connection:
+            await connection.execute("BEGIN IMMEDIATE")
+            try:
+                reserved = await connection.execute_fetchall(
+                    SQLITE_RESERVE, (len(batch), now, USER_ID, key, now)
+                )
+                if not reserved:
+                    raise _missing(key)
+                [(next_seq,)] = reserved
+                await connection.executemany(SQLITE_INSERT, _rows(key, next_seq, batch, now))
+            except BaseException:
+                await connection.execute("ROLLBACK")
+                raise
+            await connection.execute("COMMIT")
+
+
+class Sqlite3Floor(Floor):
+    name = "floor: sqlite3"
+
+    async def open(self) -> None:
+        self.write_lock = asyncio.Lock()
+        self.local = threading.local()
+        self.connections: list[sqlite3.Connection] = []
+        self.executor = ThreadPoolExecutor(SQLITE_THREADS, initializer=self._connect)
+
+    def _connect(self) -> None:
+        connection = sqlite3.connect(
+            self.target.address, isolation_level=None, check_same_thread=False
+        )
+        for pragma in SQLITE_PRAGMAS:
+            connection.execute(f"PRAGMA {pragma}")
+        self.local.connection = connection
+        self.connections.append(connection)
+
+    async def close(self) -> None:
+        self.executor.shutdown()
+        for connection in self.connections:
+            connection.close()
+
+    async def history(self, key: str) -> object:
+        def read() -> object:
+            cursor = self.local.connection.execute(SQLITE_HISTORY, (USER_ID, key, HISTORY_LIMIT))
+            return _decode(cursor.fetchall(), datetime.fromisoformat)
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, read)
+
+    async def append(self, key: str, batch: list[MessageValues]) -> None:
+        def write() -> None:
+            connection = self.local.connection
+            now = _sqlite_time(datetime.now(UTC))
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                row = connection.execute(
+                    SQLITE_RESERVE, (len(batch), now, USER_ID, key, now)
+                ).fetchone()
+                if row is None:
+                    raise _missing(key)
+                connection.executemany(SQLITE_INSERT, _rows(key, row[0], batch, now))
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+        async with self.write_lock:
+            await asyncio.get_running_loop().run_in_executor(self.executor, write)
+
+
+class AgentsSession(Contender):
+    """The OpenAI Agents SDK's sessions: one object per conversation, kept for the slice."""
+
+    item_separators: ClassVar[tuple[str, str]]
+
+    def timestamp(self, moment: datetime) -> object:
+        if self.database == SQLITE:
+            return _sqlite_time(moment, micros=False)
+        # TIMESTAMP WITHOUT TIME ZONE, which CURRENT_TIMESTAMP fills in UTC on this server.
+        return moment.replace(tzinfo=None)
+
+    async def open(self) -> None:
+        self.sessions: dict[str, Any] = {}
+
+    def session(self, key: str) -> Any:
+        if key not in self.sessions:
+            self.sessions[key] = self.new_session(key)
+        return self.sessions[key]
+
+    @abstractmethod
+    def new_session(self, key: str) -> Any: ...
+
+    async def history(self, key: str) -> object:
+        return await self.session(key).get_items(limit=HISTORY_LIMIT)
+
+    async def turn(self, key: str) -> None:
+        session = self.session(key)
+        await session.get_items(limit=HISTORY_LIMIT)
+        for batch in agent_items(new_call_id()):
+            await session.add_items(batch)
+
+    async def fill(self, sizes: Sequence[int]) -> list[str]:
+        keys = [str(uuid.uuid4()) for _ in sizes]
+        stamp = self.timestamp
+        sessions, items = [], []
+        for key, size in zip(keys, sizes, strict=True):
+            start = datetime.now(UTC) - size * MESSAGE_INTERVAL
+            sessions.append((key, stamp(start), stamp(start)))
+            for first in range(0, size, 4):
+                turn = [item for batch in agent_items(f"call_{first:024x}") for item in batch]
+                for index, item in enumerate(turn[: size - first], start=first + 1):
+                    data = json.dumps(item, separators=self.item_separators)
+                    items.append((key, data, stamp(start + index * MESSAGE_INTERVAL)))
+        await self.target.load(
+            [
+                Table("agent_sessions", ("session_id", "created_at", "updated_at"), sessions),
+                Table("agent_messages", ("session_id", "message_data", "created_at"), items),
+            ]
+        )
+        return keys
+
+
+class AgentsSQLAlchemy(AgentsSession):
+    name = "SQLAlchemySession"
+    item_separators = (",", ":")
+
+    def engine(self) -> AsyncEngine:
+        return create_async_engine(
+            self.target.url("aiosqlite" if self.database == SQLITE else "asyncpg")
+        )
+
+    async def prepare(self) -> None:
+        engine = self.engine()
+        try:
+            await SQLAlchemySession("schema", engine=engine, create_tables=True).get_items()
+        finally:
+            await engine.dispose()
+
+    async def open(self) -> None:
+        await super().open()
+        self._engine = self.engine()
+
+    def new_session(self, key: str) -> Any:
+        return SQLAlchemySession(key, engine=self._engine)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+class AgentsSQLite(AgentsSession):
+    name = "SQLiteSession"
+    item_separators = (", ", ": ")
+
+    async def prepare(self) -> None:
+        SQLiteSession("schema", db_path=self.target.address).close()
+
+    def new_session(self, key: str) -> Any:
+        return SQLiteSession(key, db_path=self.target.address)
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            session.close()
+
+
+SQLITE_CONTENDERS = (ChatLedger, AgentsSQLAlchemy, AgentsSQLite, AiosqliteFloor, Sqlite3Floor)
+POSTGRES_CONTENDERS = (ChatLedger, AgentsSQLAlchemy, AsyncpgFloor)
+FLOORS = (AiosqliteFloor, Sqlite3Floor, AsyncpgFloor)
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int = 5
+    seconds: float = 2.0
+    read_seconds: float = 0.4
+    concurrency: int = 32
+    sizes: tuple[int, ...] = (100, 10_000, 100_000)
+    databases: tuple[str, ...] = ("sqlite", "postgresql")
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+QUICK = Settings(rounds=2, seconds=0.25, read_seconds=0.1, sizes=(100, 1_000, 10_000))
+
+
+def _numbers(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(","))
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in text.split(","))
+
+
+_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "rounds": (int, "interleaved rounds"),
+    "seconds": (float, "seconds of each turn slice, sequential and concurrent"),
+    "read_seconds": (float, "seconds of each history-read slice"),
+    "concurrency": (int, "conversations in the concurrent scenario"),
+    "sizes": (_numbers, "message counts of the conversations history is read from"),
+    "databases": (_names, "sqlite, postgresql or both"),
+    "postgres_url": (str, "admin URL the run's own database is created through"),
+}
+
+
+def parse_args(argv: Sequence[str]) -> Settings:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench store",
+        description="Chat-turn throughput and history-read latency of the conversation "
+        "store. Each option can also be set as CHATLEDGER_BENCH_<OPTION>, e.g. "
+        "CHATLEDGER_BENCH_ROUNDS=3 or CHATLEDGER_BENCH_QUICK=1.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=(env("QUICK") or "").lower() in ("1", "true", "yes"),
+        help="a smoke run of under 30 s: 2 short rounds, up to 10,000 messages",
+    )
+    for name, (kind, text) in _OPTIONS.items():
+        default = getattr(Settings(), name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        # argparse applies `type` to a string default too: values from the environment
+        # arrive converted. None means "not given", and --quick or Settings decides.
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=env(name.upper()), help=f"{text} ({shown})")
+    args = vars(parser.parse_args(argv))
+    base = QUICK if args.pop("quick") else Settings()
+    return replace(base, **{name: value for name, value in args.items() if value is not None})
+
+
+@dataclass(frozen=True)
+class Conversations:
+    """A contender's conversations: one for sequential turns, the concurrent ones, and one
+    per history size."""
+
+    sequential: str
+    concurrent: list[str]
+    history: list[str]
+
+    @classmethod
+    async def fill(cls, contender: Contender, settings: Settings) -> Conversations:
+        [sequential] = await contender.fill([SEED_MESSAGES])
+        concurrent = await contender.fill([SEED_MESSAGES] * settings.concurrency)
+        return cls(sequential, concurrent, await contender.fill(settings.sizes))
+
+
+async def measure(settings: Settings) -> str:
+    """Run every contender in interleaved rounds; return the Markdown report."""
+    load_at_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="chatledger-bench-") as directory:
+        async with AsyncExitStack() as stack:
+            contenders: list[Contender] = []
+            versions = []
+            if "sqlite" in settings.databases:
+                versions.append(f"SQLite {sqlite3.sqlite_version}")
+                for kind in SQLITE_CONTENDERS:
+                    path = Path(directory) / f"{kind.__name__}.db"
+                    contenders.append(kind(Target(SQLITE, str(path))))
+            if "postgresql" in settings.databases:
+                dsn, version = await stack.enter_async_context(
+                    postgres_database(settings.postgres_url, "chatledger_bench")
+                )
+                versions.append(f"PostgreSQL {version}")
+                contenders += [kind(Target(POSTGRES, dsn)) for kind in POSTGRES_CONTENDERS]
+
+            log(f"creating and filling {len(contenders)} contenders' conversations")
+            conversations = {}
+            for contender in contenders:
+                await contender.prepare()
+                conversations[contender] = await Conversations.fill(contender, settings)
+            results = Results()
+            for contender in interleaved(settings.rounds, contenders):
+                await _round(contender, conversations[contender], settings, results)
+    # Other work shares the machine; its load is part of what the figures mean.
+    setup = (
+        f"{machine()}; {', '.join(versions)}. Load average {load_at_start:.1f} when the run "
+        f"started, {os.getloadavg()[0]:.1f} when it ended."
+    )
+    return report(settings, contenders, results, setup)
+
+
+async def _round(
+    contender: Contender, conversations: Conversations, settings: Settings, results: Results
+) -> None:
+    await contender.open()
+    try:
+        # Untimed: opens the pool's connections, fills statement caches, and makes the
+        # SDK's session objects.
+        await asyncio.gather(*(contender.turn(key) for key in conversations.concurrent))
+        await contender.turn(conversations.sequential)
+        for key in conversations.history:
+            await contender.history(key)
+
+        turns = await run_for(settings.seconds, contender.turn, [conversations.sequential])
+        results.add("sequential", contender, turns)
+        turns = await run_for(settings.seconds, contender.turn, conversations.concurrent)
+        results.add("concurrent", contender, turns)
+        for size, key in zip(settings.sizes, conversations.history, strict=True):
+            reads = await run_for(settings.read_seconds, contender.history, [key])
+            results.add(f"history@{size}", contender, reads)
+    finally:
+        await contender.close()
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def report(settings: Settings, contenders: list[Contender], results: Results, setup: str) -> str:
+    """Markdown: the setup, a table per scenario, the ratios and the issue's targets."""
+    out = [
+        "## Store",
+        "",
+        setup,
+        "",
+        f"{settings.rounds} rounds. In each, every implementation in turn (the order rotates "
+        f"from round to round) runs {settings.seconds:g} s of sequential turns, "
+        f"{settings.seconds:g} s of turns on {settings.concurrency} conversations at once, "
+        f"and {settings.read_seconds:g} s of history reads per conversation size. Figures "
+        "are medians across rounds, ratios medians of the per-round ratios.",
+    ]
+    headers = ["database", "implementation", "turns/s", "range", "p50 ms", "p99 ms"]
+    for scenario, title in (
+        ("sequential", "Sequential turns, one conversation"),
+        ("concurrent", f"Concurrent turns, {settings.concurrency} conversations"),
+    ):
+        rows = []
+        for contender in contenders:
+            rates = [s.rate for s in results.slices(scenario, contender)]
+            rows.append(
+                [
+                    contender.database,
+                    contender.name,
+                    results.rate(scenario, contender),
+                    f"{min(rates):,.0f} - {max(rates):,.0f}",
+                    results.latency_ms(scenario, contender, 50),
+                    results.latency_ms(scenario, contender, 99),
+                ]
+            )
+        out += ["", f"### {title}", "", markdown_table(headers, rows)]
+
+    smallest, largest = (f"history@{size}" for size in (settings.sizes[0], settings.sizes[-1]))
+
+    def growth(contender: Contender) -> float:
+        # Read latency at the largest conversation over the smallest, within each round.
+        return results.ratio(
+            (largest, contender), (smallest, contender), lambda timed: timed.percentile(50)
+        )
+
+    sizes = [f"{size:,}" for size in settings.sizes]
+    headers = ["database", "implementation"]
+    headers += [f"p50 ms @{size}" for size in sizes] + [f"p99 ms @{size}" for size in sizes]
+    headers.append(f"p50 @{sizes[-1]} / @{sizes[0]}")
+    rows = []
+    for contender in contenders:
+        p50s = [results.latency_ms(f"history@{size}", contender, 50) for size in settings.sizes]
+        p99s = [results.latency_ms(f"history@{size}", contender, 99) for size in settings.sizes]
+        rows.append([contender.database, contender.name, *p50s, *p99s, growth(contender)])
+    out += ["", f"### History read, latest {HISTORY_LIMIT} messages", ""]
+    out.append(markdown_table(headers, rows))
+
+    named = {(c.database, c.name): c for c in contenders}
+    ratios: list[list[object]] = []
+    targets: list[list[object]] = []
+
+    def compare(database: str, a: Contender, b: Contender) -> tuple[float, float]:
+        values = tuple(results.ratio((s, a), (s, b)) for s in ("sequential", "concurrent"))
+        ratios.append([database, f"{a.name} / {b.name}", *values])
+        return values[0], values[1]
+
+    def target(goal: str, database: str, measured: str, met: bool) -> None:
+        targets.append([goal, database, measured, "yes" if met else "**no**"])
+
+    def both(values: tuple[float, float]) -> str:
+        return f"sequential {values[0]:.2f}x, concurrent {values[1]:.2f}x"
+
+    for database in (SQLITE, POSTGRES):
+        if (ledger := named.get((database, ChatLedger.name))) is None:
+            continue
+        sdk = named.get((database, AgentsSQLAlchemy.name))
+        if sdk is not None:
+            values = compare(database, ledger, sdk)
+            goal = "chatledger at least 3x SQLAlchemySession"
+            target(goal, database, both(values), min(values) >= 3)
+        if (sqlite_session := named.get((database, AgentsSQLite.name))) is not None:
+            values = compare(database, ledger, sqlite_session)
+            target("chatledger ahead of SQLiteSession", database, both(values), min(values) > 1)
+        for kind in FLOORS:
+            if (floor := named.get((database, kind.name))) is not None:
+                values = compare(database, floor, ledger)
+                target(f"within 1.5x of {floor.name}", database, both(values), max(values) <= 1.5)
+                if sdk is not None:
+                    compare(database, floor, sdk)
+        value = growth(ledger)
+        goal = f"history p50 @{sizes[-1]} within 1.3x of @{sizes[0]}"
+        target(goal, database, f"{value:.2f}x", value <= 1.3)
+
+    out += ["", "### Ratios of turns/s", ""]
+    out.append(
+        "A floor over chatledger is how far chatledger is from the floor (lower is closer); a "
+        "floor over SQLAlchemySession is the most that any code sending chatledger's "
+        "statements could reach against it."
+    )
+    out += ["", markdown_table(["database", "ratio", "sequential", "concurrent"], ratios)]
+    out += ["", "### Targets of issue 2", ""]
+    out.append(markdown_table(["target", "database", "measured", "met"], targets))
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str]) -> None:
+    settings = parse_args(argv)
+    print(asyncio.run(measure(settings)))
