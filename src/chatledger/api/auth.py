@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import jwt
 
-from chatledger.errors import AuthenticationError, ConfigurationError
+from chatledger.errors import AuthenticationError, ConfigurationError, UnavailableError
 from chatledger.settings import Settings
 
 __all__ = ["Authenticator", "bearer_token"]
@@ -90,9 +90,14 @@ class Authenticator:
         else:
             if jwks_url is None:
                 raise ConfigurationError(f"{', '.join(sorted(chosen))} needs CHATLEDGER_JWKS_URL")
-            self._jwks = jwt.PyJWKClient(
-                jwks_url, cache_jwk_set=True, lifespan=300, cooldown_duration=30, timeout=5
-            )
+            try:
+                self._jwks = jwt.PyJWKClient(
+                    jwks_url, cache_jwk_set=True, lifespan=300, cooldown_duration=30, timeout=5
+                )
+            except jwt.PyJWKClientError:
+                # PyJWKClient refuses any scheme but http(s) (a file:// URL would read local
+                # files); that is a setting to refuse like the others, not a crash at startup.
+                raise ConfigurationError("CHATLEDGER_JWKS_URL must be an http(s) URL") from None
         self._secret = secret
         self._algorithms = sorted(chosen)
         self._audience = audience
@@ -115,6 +120,7 @@ class Authenticator:
         Raises:
             AuthenticationError: the token is malformed, expired, not yet valid, signed
                 with another key or algorithm, or lacks a string `sub`.
+            UnavailableError: the JWKS URL cannot be reached to fetch the key.
         """
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthenticationError("token is too large")
@@ -132,6 +138,10 @@ class Authenticator:
                 leeway=LEEWAY,
                 options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
             )
+        except jwt.PyJWKClientConnectionError:
+            # Our dependency failed, not the caller: they may retry, and must not be told
+            # their (perhaps valid) token is bad.
+            raise UnavailableError("the key server is unavailable") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthenticationError("the token is not valid") from None
         subject = claims.get("sub")

@@ -122,6 +122,13 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:
+        # FastAPI answers a bare 400 when it cannot parse a JSON body at all (bytes that are
+        # not UTF-8, nesting too deep for the parser). That is the same client mistake as
+        # malformed JSON, which the API answers, and documents in its schema, as 422.
+        return error_response(
+            422, "invalid", "the request body is not valid JSON", "invalid", field="body"
+        )
     kind = _HTTP_KINDS.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else kind.replace("_", " ")
     if exc.status_code == 404:
