@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -54,6 +55,33 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
     return Settings(**{**values, **overrides})
 
 
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan, entered and left in one task of its own, as a server runs it.
+
+    (A fixture's setup and teardown run in different tasks, and the MCP session manager's
+    task group must be left in the task that entered it.)
+    """
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(hold())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        await task  # start-up failed: raise its error here
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 @pytest.fixture
 def default_agent() -> ScriptedAgent:
     return ScriptedAgent([CallTool("add_task", {"title": "buy milk"}), Say("Added buy milk.")])
@@ -69,7 +97,7 @@ def make_server(
     async def make(agent: Agent, **overrides: Any) -> AsyncIterator[Server]:
         url = overrides.pop("database_url", database_url)
         app = create_app(settings_for(url, **overrides), agent=agent)
-        async with app.router.lifespan_context(app):
+        async with lifespan(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://chatledger"

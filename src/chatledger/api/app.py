@@ -17,6 +17,7 @@ from chatledger.agents import Agent
 from chatledger.api.auth import Authenticator
 from chatledger.api.errors import install_error_handlers
 from chatledger.api.logs import configure_logging
+from chatledger.api.mcp import MCPEndpoint, serve_mcp
 from chatledger.api.metrics import Metrics
 from chatledger.api.middleware import RequestContextMiddleware
 from chatledger.api.routes import chat, conversations, dev, health, tasks, users
@@ -114,7 +115,8 @@ def create_app(
         )
         purger = asyncio.create_task(_purge_idempotency_keys(app.state.store))
         try:
-            yield
+            async with serve_mcp(app.state.store) as app.state.mcp_app:
+                yield
         finally:
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,6 +148,7 @@ def create_app(
         app.include_router(module.router)
     if settings.dev_login:
         app.include_router(dev.router)
+    app.mount("/mcp", MCPEndpoint(authenticator))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -114,8 +114,10 @@ class RequestContextMiddleware:
                 for message in _json(500, "internal", "internal server error", request_id):
                     await send_with_id(message)
         finally:
+            # A mounted app's router (MCP's) overwrites the route; its mount point stays
+            # in root_path.
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = scope.get("root_path", "") + route.path if route is not None else "unmatched"
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.latency.labels(template, scope["method"]).observe(elapsed)
@@ -124,7 +126,8 @@ class RequestContextMiddleware:
                 method=scope["method"],
                 route=template,
                 status=status,
-                user_id=scope.get("path_params", {}).get("user_id"),
+                user_id=scope.get("path_params", {}).get("user_id")
+                or scope.get("state", {}).get("user_id"),
                 duration_ms=round(elapsed * 1000, 1),
             )
             structlog.contextvars.unbind_contextvars("request_id")

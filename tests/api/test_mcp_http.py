@@ -1,0 +1,90 @@
+"""The task tools over MCP's streamable HTTP at /mcp, with the SDK's own client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult
+
+from chatledger.testing import ScriptedAgent
+from chatledger.tools import TASK_TOOLS
+from tests.api.conftest import Server, auth
+from tests.factories import snapshot
+
+
+@asynccontextmanager
+async def mcp_client(server: Server, headers: dict[str, str]) -> AsyncIterator[Client]:
+    """An MCP client of the app at /mcp, over real HTTP semantics through ASGI."""
+    http = httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=server.app),
+        base_url="http://chatledger",
+        headers=headers,
+    )
+    async with (
+        http,
+        Client(streamable_http_client("http://chatledger/mcp/", http_client=http)) as client,
+    ):
+        yield client
+
+
+def result(call: CallToolResult) -> Any:
+    return call.structured_content
+
+
+async def test_the_tools_act_for_the_tokens_user(server: Server, connector) -> None:
+    async with mcp_client(server, auth("alice")) as alice:
+        listed = await alice.list_tools()
+        assert sorted(tool.name for tool in listed.tools) == sorted(s.name for s in TASK_TOOLS)
+        added = await alice.call_tool("add_task", {"title": "buy milk"})
+        assert not added.is_error
+        assert result(added) == {"task_id": 1, "status": "created", "title": "buy milk"}
+        done = await alice.call_tool("complete_task", {"task_id": 1})
+        assert result(done)["status"] == "completed"
+
+    bob_before = await snapshot(connector, "bob")
+    async with mcp_client(server, auth("bob")) as bob:
+        listed = await bob.call_tool("list_tasks", {})
+        assert result(listed) == {"tasks": []}
+        refused = await bob.call_tool("delete_task", {"task_id": 1})
+        assert refused.is_error and result(refused)["code"] == "not_found"
+        smuggled = await bob.call_tool("add_task", {"title": "x", "user_id": "alice"})
+        assert smuggled.is_error and result(smuggled)["code"] == "invalid_arguments"
+    assert await snapshot(connector, "bob") == bob_before
+    [task] = await server.app.state.store.tasks.list("alice")
+    assert (task.title, task.completed) == ("buy milk", True)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic YWxpY2U6cHc="}],
+    ids=["none", "garbage", "basic"],
+)
+async def test_without_a_valid_token_it_is_401(server: Server, headers: dict[str, str]) -> None:
+    response = await server.client.post(
+        "/mcp/",
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={**headers, "Accept": "application/json, text/event-stream"},
+    )
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.json()["error"] == "unauthorized"
+
+
+async def test_an_unreachable_database_is_a_tool_error_not_a_crash(
+    make_server: Callable[..., Any], default_agent: ScriptedAgent
+) -> None:
+    async with (
+        make_server(
+            default_agent, database_url="postgresql://postgres@127.0.0.1:1/nowhere"
+        ) as server,
+        mcp_client(server, auth("alice")) as alice,
+    ):
+        call = await alice.call_tool("list_tasks", {})
+    assert call.is_error
+    assert result(call)["code"] == "unavailable"
