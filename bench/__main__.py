@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("store",)
+BENCHMARKS = ("store", "server")
 
 
 def main(argv: list[str]) -> None:

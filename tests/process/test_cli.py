@@ -1,0 +1,235 @@
+"""The `chatledger` command run as a user runs it: a process, its output, its exit status."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import jwt
+import pytest
+from sqlalchemy.engine import make_url
+
+from chatledger.domain import TaskFilter
+from chatledger.store import SQLAlchemyStore
+from tests.conftest import TABLES, _create_database, _drop_database
+from tests.process.conftest import StartServer
+from tests.process.servers import SECRET, child_env, free_port
+
+pytestmark = pytest.mark.slow
+
+# Starting Python and importing the store takes about a second; a hung command must not
+# hang the test run.
+COMMAND_WITHIN = 60.0
+
+
+@dataclass(frozen=True)
+class Finished:
+    status: int
+    stdout: str
+    stderr: str
+
+
+async def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str = ""
+) -> Finished:
+    """`chatledger *args` with `stdin` fed to it, to completion."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "chatledger",
+        *args,
+        cwd=cwd,
+        env=env if env is not None else child_env(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(COMMAND_WITHIN):
+            stdout, stderr = await process.communicate(stdin.encode())
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return Finished(process.returncode, stdout.decode(), stderr.decode())
+
+
+def assert_one_line_error(finished: Finished) -> None:
+    assert finished.status == 1, finished
+    [line] = finished.stderr.splitlines()
+    assert line.startswith("error: "), line
+    assert "Traceback" not in finished.stderr
+
+
+@pytest.fixture
+async def fresh_postgres_url(postgres_url: str) -> AsyncIterator[str]:
+    """An empty PostgreSQL database, with no schema yet."""
+    name = f"chatledger_cli_{uuid.uuid4().hex[:8]}"
+    await _create_database(name)
+    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    await _drop_database(name)
+
+
+async def test_migrate_creates_the_schema_of_a_new_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    for _ in range(2):  # and a second time finds nothing to do
+        finished = await run("migrate", "--database-url", url, cwd=tmp_path)
+        assert (finished.status, finished.stdout) == (0, "database is up to date\n"), finished
+
+    store = SQLAlchemyStore.from_url(url)
+    try:
+        conversation = await store.create_conversation("alice")
+        assert (await store.get_conversation("alice", conversation.id)).id == conversation.id
+    finally:
+        await store.close()
+
+
+async def test_migrate_creates_the_schema_of_an_empty_postgresql_database(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    for _ in range(2):
+        finished = await run("migrate", "--database-url", fresh_postgres_url, cwd=tmp_path)
+        assert (finished.status, finished.stdout) == (0, "database is up to date\n"), finished
+
+    dsn = make_url(fresh_postgres_url).render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        tables = await connection.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+    finally:
+        await connection.close()
+    assert {row["table_name"] for row in tables} >= {*TABLES, "alembic_version"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(lambda tmp: f"postgresql://postgres@127.0.0.1:{free_port()}/x", id="pg"),
+        pytest.param(lambda tmp: f"sqlite:///{tmp / 'no' / 'such' / 'dir.db'}", id="sqlite"),
+    ],
+)
+async def test_migrate_an_unreachable_database_is_a_one_line_error(url, tmp_path: Path) -> None:
+    finished = await run("migrate", "--database-url", url(tmp_path), cwd=tmp_path)
+    assert_one_line_error(finished)
+    assert finished.stdout == ""
+
+
+async def test_token_is_accepted_by_a_server_for_that_user_only(
+    tmp_path: Path, serve: StartServer, sqlite_url: str
+) -> None:
+    finished = await run(
+        "token", "alice", "--ttl", "60", cwd=tmp_path, env=child_env(JWT_SECRET=SECRET)
+    )
+    assert finished.status == 0, finished
+    [token] = finished.stdout.splitlines()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["sub"] == "alice"
+    assert claims["exp"] - claims["iat"] == 60
+
+    server = await serve(sqlite_url)
+    async with server.client(headers={"Authorization": f"Bearer {token}"}) as client:
+        assert (await client.get("/api/alice/conversations")).status_code == 200
+        assert (await client.get("/api/bob/conversations")).status_code == 403
+
+
+async def test_token_without_a_secret_is_a_one_line_error(tmp_path: Path) -> None:
+    finished = await run("token", "alice", "--ttl", "60", cwd=tmp_path, env=child_env())
+    assert_one_line_error(finished)
+    assert "CHATLEDGER_JWT_SECRET" in finished.stderr
+    assert finished.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("settings", "url"),
+    [
+        pytest.param({}, lambda tmp: f"sqlite:///{tmp / 'a.db'}", id="no-secret"),
+        pytest.param(
+            {"JWT_SECRET": SECRET},
+            lambda tmp: f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+            id="unreachable-database",
+        ),
+    ],
+)
+async def test_serve_refuses_to_start_with_a_one_line_error(
+    settings: dict[str, str], url, tmp_path: Path
+) -> None:
+    finished = await run(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--database-url",
+        url(tmp_path),
+        cwd=tmp_path,
+        env=child_env(**settings),
+    )
+    assert_one_line_error(finished)
+    assert "serving" not in finished.stdout
+
+
+async def test_chat_holds_a_conversation_offline_and_continues_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    env = child_env(AGENT="rules")
+    first = await run(
+        "chat",
+        "--user",
+        "alice",
+        "--database-url",
+        url,
+        cwd=tmp_path,
+        env=env,
+        stdin="add buy milk\nmark it done\nshow my tasks\n",
+    )
+    assert first.status == 0, first
+    lines = first.stdout.splitlines()
+    assert lines[1:-1] == [
+        '  [add_task] {"task_id": 1, "status": "created", "title": "buy milk"}',
+        'Added task 1: "buy milk".',
+        '  [complete_task] {"task_id": 1, "status": "completed", "title": "buy milk"}',
+        'Marked task 1 "buy milk" as done.',
+        '  [list_tasks] {"tasks": [{"task_id": 1, "title": "buy milk", "description": null,'
+        ' "completed": true}]}',
+        "You have 1 task:",
+        "- #1 buy milk (done)",
+    ]
+    label, conversation_id = lines[-1].split(": ")
+    assert label == "conversation"
+
+    store = SQLAlchemyStore.from_url(url)
+    try:
+        [task] = await store.tasks.list("alice", status=TaskFilter.COMPLETED)
+        assert task.title == "buy milk"
+
+        again = await run(
+            "chat",
+            "--user",
+            "alice",
+            "--conversation",
+            conversation_id,
+            "--database-url",
+            url,
+            cwd=tmp_path,
+            env=env,
+            stdin="what did I add earlier?\n",
+        )
+        assert again.status == 0, again
+        # Only the stored history of the first run can tell the agent this.
+        assert '- #1 "buy milk", done since' in again.stdout
+        assert again.stdout.splitlines()[-1] == f"conversation: {conversation_id}"
+
+        messages = await store.history("alice", conversation_id, limit=100)
+        assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
+        assert [m.content for m in messages if m.role.value == "user"] == [
+            "add buy milk",
+            "mark it done",
+            "show my tasks",
+            "what did I add earlier?",
+        ]
+    finally:
+        await store.close()
