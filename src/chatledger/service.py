@@ -35,7 +35,7 @@ from chatledger.agents.base import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from chatledger.domain import ChatMessage, ToolCall, check_text
+from chatledger.domain import ChatMessage, Message, Role, Summary, ToolCall, check_text
 from chatledger.errors import (
     AgentError,
     AgentTimeoutError,
@@ -165,7 +165,10 @@ class _Turn:
         self.lease = lease
         self.max_tool_calls = max_tool_calls
         self.tool_calls: list[ToolCallRecord] = []
-        self.message_ids: list[str] = []
+        self.stored: list[Message] = []
+        # What the turn's agent input was built from: the summary and the messages after it.
+        self.summary: Summary | None = None
+        self.history: list[Message] = []
         # A complete assistant message not stored yet: it becomes the reply, or the text
         # of the next tool call's message.
         self.pending_text = ""
@@ -176,7 +179,7 @@ class _Turn:
         stored = await tx.append(
             self.user_id, self.conversation_id, messages, lease=self.lease, **kw
         )
-        self.message_ids.extend(m.id for m in stored)
+        self.stored.extend(stored)
 
 
 class _RecordingToolbox:
@@ -352,7 +355,7 @@ class ChatService:
                 conversation_id=turn.conversation_id,
                 response=turn.pending_text,
                 tool_calls=turn.tool_calls,
-                message_ids=turn.message_ids,
+                message_ids=[m.id for m in turn.stored],
             )
             if idempotency_key is not None:
                 await tx.idempotency.complete(
@@ -364,19 +367,26 @@ class ChatService:
                 )
         emit(TurnCompleted(result))
         if self._summarize:
-            self._in_background(self._fold_summary(user_id, turn.conversation_id))
+            self._in_background(
+                self._fold_summary(
+                    user_id, turn.conversation_id, turn.summary, turn.history + turn.stored
+                )
+            )
 
-    async def _window(self, user_id: str, conversation_id: str) -> context.ContextWindow:
-        """The agent input the conversation's stored state makes now."""
-        summary, history = await self._store.load_context(
-            user_id, conversation_id, limit=self._window_rows
-        )
+    def _build(
+        self, summary: Summary | None, history: Sequence[Message], *, budget: int | None = None
+    ) -> context.ContextWindow:
         return context.build(
             history,
             system_prompt=self._system_prompt,
-            budget_tokens=self._context_tokens,
+            budget_tokens=self._context_tokens if budget is None else budget,
             summary=None if summary is None else summary.content,
         )
+
+    async def _load(
+        self, user_id: str, conversation_id: str
+    ) -> tuple[Summary | None, list[Message]]:
+        return await self._store.load_context(user_id, conversation_id, limit=self._window_rows)
 
     async def context_tokens(self, user_id: str, conversation_id: str) -> tuple[int, int | None]:
         """What the next turn would send: its input's tokens (before the new message),
@@ -385,36 +395,50 @@ class ChatService:
         Raises:
             NotFoundError: no such conversation for this user.
         """
-        summary = await self._store.summaries.get(user_id, conversation_id)
-        window = await self._window(user_id, conversation_id)
-        return window.tokens, None if summary is None else summary.upto_seq
+        summary, history = await self._load(user_id, conversation_id)
+        return self._build(summary, history).tokens, None if summary is None else summary.upto_seq
 
-    async def _fold_summary(self, user_id: str, conversation_id: str) -> None:
+    async def _fold_summary(
+        self,
+        user_id: str,
+        conversation_id: str,
+        summary: Summary | None,
+        history: list[Message],
+    ) -> None:
         """Fold the messages that fell out of the window into the conversation's summary.
 
-        Incremental: only messages after the summary's `upto_seq` and before the window
-        are read and folded, a chunk at a time. The raw messages are never changed. Runs
-        after the reply is stored, so it adds no latency to a turn, and a failure here
-        only leaves the summary as it was.
+        `summary` and `history` are what the turn loaded, with what it appended: the next
+        turn's view, known without reading it again. Only when the window no longer holds
+        every message after the summary are messages folded, and then down to 3/4 of the
+        budget, so that the next few turns need no fold (each is a model call for a model
+        agent). Incremental: only messages after the summary's `upto_seq` are folded, a
+        chunk at a time; the raw messages are never changed. It runs after the reply is
+        stored, so it adds no latency to a turn, and a failure only leaves the summary as
+        it was.
         """
         try:
-            summary = await self._store.summaries.get(user_id, conversation_id)
-            window = await self._window(user_id, conversation_id)
             covered = 0 if summary is None else summary.upto_seq
+            if not self._build(summary, history).dropped:
+                return  # the whole history after the summary still fits
+            roomy = self._build(summary, history, budget=self._context_tokens * 3 // 4)
+            # Never into the latest turn: its raw messages are what the next turn follows.
+            latest_user = max((m.seq for m in history if m.role is Role.USER), default=None)
+            target = roomy.dropped[-1].seq
+            if latest_user is not None:
+                target = min(target, latest_user - 1)
             content = None if summary is None else summary.content
-            # Everything before the window; if nothing stored fits, everything read.
-            if window.first_seq is not None:
-                target = window.first_seq - 1
-            else:
-                target = window.dropped[-1].seq if window.dropped else covered
+            known = {message.seq: message for message in history}
             while covered < target:
-                chunk = await self._store.history(
-                    user_id,
-                    conversation_id,
-                    after_seq=covered,
-                    before_seq=min(target, covered + _FOLD_CHUNK) + 1,
-                    limit=_FOLD_CHUNK,
-                )
+                end = min(target, covered + _FOLD_CHUNK)
+                chunk = [known[seq] for seq in range(covered + 1, end + 1) if seq in known]
+                if len(chunk) != end - covered:  # not all in memory: read them
+                    chunk = await self._store.history(
+                        user_id,
+                        conversation_id,
+                        after_seq=covered,
+                        before_seq=end + 1,
+                        limit=_FOLD_CHUNK,
+                    )
                 async with asyncio.timeout(self._agent_timeout):
                     content = await self._agent.summarize(chunk, content)
                 saved = await self._store.summaries.save(
@@ -478,12 +502,12 @@ class ChatService:
                 conversation_id = (await tx.create_conversation(user_id, title=_title(message))).id
             turn = _Turn(self._store, user_id, conversation_id, lease, self._max_tool_calls)
             await turn.append(tx, [ChatMessage.user(message)])
-        emit(TurnStarted(conversation_id, turn.message_ids[0]))
+        emit(TurnStarted(conversation_id, turn.stored[0].id))
         return turn
 
     async def _converse(self, turn: _Turn, emit: Callable[[TurnEvent], None]) -> None:
-        window = await self._window(turn.user_id, turn.conversation_id)
-        messages = window.messages
+        turn.summary, turn.history = await self._load(turn.user_id, turn.conversation_id)
+        messages = self._build(turn.summary, turn.history).messages
         toolbox = _RecordingToolbox(turn)
         deadline = asyncio.timeout(self._agent_timeout)
         try:

@@ -18,6 +18,7 @@ from chatledger.agents import (
     run_agent,
 )
 from chatledger.agents.rules_grammar import parse
+from chatledger.agents.rules_summary import Ledger
 from chatledger.domain import ChatMessage, ToolCall
 from chatledger.store import SQLAlchemyStore
 from chatledger.tools import TASK_TOOLS, TaskRepository, TaskTools, ToolSpec
@@ -267,3 +268,21 @@ async def test_events_stream_tool_calls_then_the_reply(store: SQLAlchemyStore) -
     assert isinstance(final, AssistantMessage)
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == final.content
     assert final.content == 'Added task 1: "milk".\nYou have 1 task:\n- #1 milk'
+
+
+def test_a_long_summary_stays_small_and_keeps_count_of_what_it_leaves_out() -> None:
+    ledger = Ledger()
+    for task_id in range(1, 101):
+        ledger.observe(
+            "add_task", {"task_id": task_id, "status": "created", "title": f"t{task_id}"}
+        )
+    first = ledger.render()
+    again = Ledger.parse(first)
+    for task_id in range(101, 111):
+        again.observe("add_task", {"task_id": task_id, "status": "created", "title": f"t{task_id}"})
+    added = again.render().split("Added: ", 1)[1].split("\n")[0]
+    listed = re.findall(r'#(\d+) "t\d+"', added)
+    elided = int(re.search(r"… (\d+) more …", added)[1])  # type: ignore[index]
+    assert listed[:5] == ["1", "2", "3", "4", "5"] and listed[-1] == "110"
+    assert len(listed) == 25 and len(listed) + elided == 110
+    assert len(first) < 1200

@@ -13,10 +13,12 @@ back exactly:
     Open question: "delete milk" -> "More than one task matches ... Which one should I delete?"
 
 One line per kind of change, each task as `#id "title"` with the title as a JSON string,
-so any title reads back exactly. "Last task mentioned" is what "it" refers to. "Open
-question" pairs a request with the question the agent asked about it, as long as the user
-has not replied. Lines it does not know are ignored, and text before the header (another
-agent's summary, say) is kept as it is.
+so any title reads back exactly. A long line keeps its first 5 and latest 20 tasks and
+says how many it leaves out between them (`… 12 more …`), so the summary stays small.
+"Last task mentioned" is what "it" refers to. "Open question" pairs a request with the
+question the agent asked about it, as long as the user has not replied. Lines it does not
+know are ignored, and text before the header (another agent's summary, say) is kept as it
+is.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SUMMARY_HEADER: Final = "Conversation summary (chatledger rules v1)"
 # the user is answering it, and how a summary knows it is still open.
 QUESTION: Final = re.compile(r"Which (?:one|task) should I (mark as done|delete|update)\?")
 
+_ELIDED = re.compile(r"… (\d+) more …")
 _ENTRY = re.compile(r'#(\d+) ("(?:[^"\\]|\\.)*")')
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
@@ -52,6 +55,8 @@ class Ledger:
     focus: tuple[int, str] | None = None
     questions: list[tuple[str, str]] = field(default_factory=list)
     preamble: str = ""
+    # Per kind of change, how many tasks an earlier summary left out of its list.
+    elided: dict[str, int] = field(default_factory=dict)
 
     def _sections(self) -> dict[str, dict[int, str]]:
         return {
@@ -80,6 +85,7 @@ class Ledger:
             if label in sections:
                 for task_id, title in entries:
                     _record(sections[label], task_id, title)
+                ledger.elided[label] = sum(int(n) for n in _ELIDED.findall(rest))
             elif label == "Last task mentioned" and entries:
                 ledger.focus = entries[-1]
             elif label == "Open question":
@@ -89,9 +95,9 @@ class Ledger:
         return ledger
 
     def render(self) -> str:
-        """The summary text; `Ledger.parse` reads it back."""
+        """The summary text; `Ledger.parse` reads it back (but for elided entries)."""
         body = [
-            f"{label}: " + ", ".join(_entry(task_id, title) for task_id, title in entries.items())
+            f"{label}: {_listing(entries, self.elided.get(label, 0))}"
             for label, entries in self._sections().items()
             if entries
         ]
@@ -153,6 +159,8 @@ class Ledger:
         for label, entries in other._sections().items():
             for task_id, title in entries.items():
                 _record(self._sections()[label], task_id, title)
+        for label, count in other.elided.items():
+            self.elided[label] = self.elided.get(label, 0) + count
         self.focus = other.focus or self.focus
         self.questions = list(other.questions)
 
@@ -179,3 +187,18 @@ def _json(text: str) -> str:
 
 def _entry(task_id: int, title: str) -> str:
     return f"#{task_id} {_json(title)}"
+
+
+# A summary must stay small whatever the conversation's length: it takes budget from the
+# messages it stands in for. Each kind lists its first and latest tasks, counting the rest.
+_FIRST_LISTED: Final = 5
+_LATEST_LISTED: Final = 20
+
+
+def _listing(entries: dict[int, str], elided: int) -> str:
+    # `entries` are the first tasks, then (after the `elided` ones no longer known) the rest.
+    items = [_entry(task_id, title) for task_id, title in entries.items()]
+    head, rest = items[:_FIRST_LISTED], items[_FIRST_LISTED:]
+    tail = rest[-_LATEST_LISTED:]
+    hidden = elided + len(rest) - len(tail)
+    return ", ".join([*head, f"… {hidden} more …", *tail] if hidden else items)
