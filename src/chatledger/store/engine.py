@@ -18,7 +18,9 @@ database). A connector runs units:
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -303,13 +305,27 @@ def _finish(connection: Connection, *, commit: bool) -> None:
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take transaction control away from the driver; `_sqlite_begin` emits BEGIN itself.
     dbapi_connection.isolation_level = None
-    for pragma in (
-        "journal_mode=WAL",
-        "synchronous=NORMAL",
-        "busy_timeout=10000",
-        "foreign_keys=ON",
-    ):
+    for pragma in ("busy_timeout=10000", "synchronous=NORMAL", "foreign_keys=ON"):
         dbapi_connection.execute(f"PRAGMA {pragma}")
+    _use_wal(dbapi_connection)
+
+
+def _use_wal(dbapi_connection: Any) -> None:
+    """Put the database file in WAL mode, which it then keeps for every connection.
+
+    Only the first connections to a new file ever switch. The switch needs a lock that
+    SQLite refuses at once, without waiting out the busy timeout, while another connection
+    opening the same file holds it: so it is retried for a moment. This runs in a worker
+    thread (connections are opened inside units of work), never on the event loop.
+    """
+    deadline = time.monotonic() + 10
+    while dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _sqlite_begin(connection: Connection) -> None:
