@@ -292,7 +292,7 @@ async def test_a_turn_cancelled_after_a_tool_ran_keeps_the_tool_step(
         await turn
     history = await full_history(store, "alice", conversation.id)
     assert [m.role for m in history] == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.ASSISTANT]
-    assert history[-1].metadata == {"status": "stopped", "code": "CancelledError"}
+    assert history[-1].metadata == {"status": "cancelled", "code": "CancelledError"}
     assert len(await store.tasks.list("alice")) == 1
 
 
@@ -373,3 +373,52 @@ async def test_a_consumer_that_goes_away_does_not_stop_the_turn(
     history = await full_history(store, "alice", started.conversation_id)
     assert history[-1].content == "Added."
     assert len(await store.tasks.list("alice")) == 1
+
+
+async def test_a_stop_from_another_replica_ends_the_turn_as_stopped(
+    database_url: str, store: SQLAlchemyStore, make_service: Callable[..., ChatService]
+) -> None:
+    reached, never = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent(
+        [
+            CallTool("add_task", {"title": "milk"}),
+            Say("Adding milk. Now I will think for a long", chunks=4),
+            Signal(reached),
+            Block(never),
+        ]
+    )
+    service = make_service(agent, stop_poll_interval=0.01)
+    conversation = await store.create_conversation("alice")
+    turn = asyncio.create_task(
+        service.turn("alice", conversation.id, "add milk", idempotency_key="k")
+    )
+    await reached.wait()
+
+    other_store = SQLAlchemyStore.from_url(database_url)
+    try:
+        other_replica = ChatService(other_store, ScriptedAgent([Say("unused")]))
+        assert await other_replica.stop("alice", conversation.id) is True
+    finally:
+        await other_store.close()
+
+    result = await turn
+    assert result.stopped
+    assert result.response == "Adding milk. Now I will think for a long"
+    assert result.to_dict()["stopped"] is True
+    history = await full_history(store, "alice", conversation.id)
+    assert history[-1].metadata == {"status": "stopped"}
+    assert [t.title for t in await store.tasks.list("alice")] == ["milk"]
+    # The conversation is free again, the stop request is gone, and a retry replays.
+    replay = await service.turn("alice", conversation.id, "add milk", idempotency_key="k")
+    assert replay.replayed and replay.stopped
+    assert await service.stop("alice", conversation.id) is False
+    after = make_service(ScriptedAgent([Say("hello again")]), stop_poll_interval=0.01)
+    assert (await after.turn("alice", conversation.id, "hi")).response == "hello again"
+
+
+async def test_a_stop_request_for_someone_elses_conversation_is_not_found(
+    store: SQLAlchemyStore, make_service: Callable[..., ChatService]
+) -> None:
+    bobs = await store.create_conversation("bob")
+    with pytest.raises(NotFoundError):
+        await make_service(ScriptedAgent([])).stop("alice", bobs.id)

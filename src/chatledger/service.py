@@ -41,6 +41,7 @@ from chatledger.errors import (
     AgentTimeoutError,
     ConflictError,
     ModelError,
+    UnavailableError,
     ValidationError,
 )
 from chatledger.store import Lease, SQLAlchemyStore
@@ -101,13 +102,17 @@ class TurnResult:
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     message_ids: list[str] = field(default_factory=list)
     replayed: bool = False
+    stopped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "conversation_id": self.conversation_id,
             "response": self.response,
             "tool_calls": [call.to_dict() for call in self.tool_calls],
         }
+        if self.stopped:
+            body["stopped"] = True
+        return body
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, replayed: bool = False) -> TurnResult:
@@ -117,6 +122,7 @@ class TurnResult:
             tool_calls=[ToolCallRecord(**call) for call in data["tool_calls"]],
             message_ids=data.get("message_ids", []),
             replayed=replayed,
+            stopped=data.get("stopped", False),
         )
 
 
@@ -174,6 +180,10 @@ class _Turn:
         self.pending_text = ""
         # Text streamed since the last complete message (kept if the turn fails).
         self.partial_text = ""
+        # Set by the stop watcher when someone asked this turn to stop.
+        self.stopped = False
+        # Set as soon as the agent is done: from then on a stop request is too late.
+        self.agent_done = False
 
     async def append(self, tx: SQLAlchemyStore, messages: list[ChatMessage], **kw: Any) -> None:
         stored = await tx.append(
@@ -238,6 +248,7 @@ class ChatService:
         max_tool_calls: tool calls allowed per turn; later calls get an error result.
         max_message_chars: longest user message accepted (`TooLargeError` beyond).
         idempotency_ttl: how long a finished turn is replayed for its key.
+        stop_poll_interval: seconds between a running turn's checks for a stop request.
     """
 
     def __init__(
@@ -252,6 +263,7 @@ class ChatService:
         max_tool_calls: int = 10,
         max_message_chars: int = 32_000,
         idempotency_ttl: timedelta = timedelta(hours=24),
+        stop_poll_interval: float = 0.5,
     ) -> None:
         self._store = store
         self._agent = agent
@@ -264,6 +276,7 @@ class ChatService:
         self._max_tool_calls = max_tool_calls
         self._max_message_chars = max_message_chars
         self._idempotency_ttl = idempotency_ttl
+        self._stop_poll_interval = stop_poll_interval
         self._running: set[asyncio.Task[None]] = set()
 
     async def turn(
@@ -346,16 +359,32 @@ class ChatService:
             raise
         try:
             await self._converse(turn, emit)
+        except asyncio.CancelledError as error:
+            if not turn.stopped:
+                await asyncio.shield(self._close_failed(turn, error, idempotency_key))
+                raise
+            # Cancelled by our own stop watcher: the turn ends here, as stopped.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         except BaseException as error:
             await asyncio.shield(self._close_failed(turn, error, idempotency_key))
             raise
+        reply = turn.pending_text
+        metadata: dict[str, Any] = {}
+        if turn.stopped:
+            reply = "\n\n".join(part for part in (turn.pending_text, turn.partial_text) if part)
+            metadata = {"status": "stopped"}
         async with self._store.transaction() as tx:
-            await turn.append(tx, [ChatMessage.assistant(turn.pending_text)], release_lease=True)
+            await turn.append(
+                tx, [ChatMessage.assistant(reply, metadata=metadata)], release_lease=True
+            )
             result = TurnResult(
                 conversation_id=turn.conversation_id,
-                response=turn.pending_text,
+                response=reply,
                 tool_calls=turn.tool_calls,
                 message_ids=[m.id for m in turn.stored],
+                stopped=turn.stopped,
             )
             if idempotency_key is not None:
                 await tx.idempotency.complete(
@@ -510,6 +539,9 @@ class ChatService:
         messages = self._build(turn.summary, turn.history).messages
         toolbox = _RecordingToolbox(turn)
         deadline = asyncio.timeout(self._agent_timeout)
+        runner = asyncio.current_task()
+        assert runner is not None
+        watcher = asyncio.create_task(self._watch_for_stop(turn, runner))
         try:
             async with deadline:
                 async for event in self._agent.run(messages, toolbox):
@@ -518,6 +550,7 @@ class ChatService:
                     elif isinstance(event, AssistantMessage):
                         await self._hold_reply(turn, event.content)
                     emit(event)
+            turn.agent_done = True
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -528,6 +561,39 @@ class ChatService:
         except AgentError as error:
             error.conversation_id = turn.conversation_id
             raise
+        finally:
+            turn.agent_done = True
+            watcher.cancel()
+
+    async def _watch_for_stop(self, turn: _Turn, runner: asyncio.Task[Any]) -> None:
+        # The stop request may come to any replica, so it travels through the database:
+        # a short indexed read every interval, for as long as the agent runs.
+        while True:
+            await asyncio.sleep(self._stop_poll_interval)
+            try:
+                asked = await self._store.stop_requested(
+                    turn.user_id, turn.conversation_id, turn.lease
+                )
+            except UnavailableError:
+                continue  # cannot tell now; the turn goes on
+            if asked and not turn.agent_done:
+                turn.stopped = True
+                runner.cancel()
+                return
+
+    async def stop(self, user_id: str, conversation_id: str) -> bool:
+        """Ask the turn running in a conversation to stop (on whichever replica it runs).
+
+        It stops within `stop_poll_interval` seconds and ends as a completed turn marked
+        `stopped`, keeping its partial reply and every tool step it recorded.
+
+        Returns:
+            True if a turn was running, False if none was.
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        return await self._store.request_stop(user_id, conversation_id)
 
     async def _hold_reply(self, turn: _Turn, content: str) -> None:
         # Two complete messages in a row: the first is not the reply, so store it now.
@@ -541,7 +607,7 @@ class ChatService:
         self, turn: _Turn, error: BaseException, idempotency_key: str | None
     ) -> None:
         """End a failed turn in the record: its partial reply, marked, and the lease freed."""
-        status = "stopped" if isinstance(error, asyncio.CancelledError) else "failed"
+        status = "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
         code = error.code if isinstance(error, AgentError) else type(error).__name__
         text = "\n\n".join(part for part in (turn.pending_text, turn.partial_text) if part)
         async with self._store.transaction() as tx:

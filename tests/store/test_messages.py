@@ -274,3 +274,49 @@ async def test_transactions_commit_together_or_not_at_all(
     counts = await row_counts(connector, "alice")
     assert (counts["tasks"], counts["messages"]) == (1, 2)
     assert [t.title for t in await store.tasks.list("alice")] == ["milk"]
+
+
+async def test_a_stop_request_reaches_the_running_turn_only(store: SQLAlchemyStore) -> None:
+    conversation = await store.create_conversation("alice")
+    assert await store.request_stop("alice", conversation.id) is False  # nothing running
+    turn = Lease.new(timedelta(minutes=1))
+    await store.append("alice", conversation.id, [ChatMessage.user("go")], lease=turn)
+    assert await store.stop_requested("alice", conversation.id, turn) is False
+
+    assert await store.request_stop("alice", conversation.id) is True
+    # The turn's own appends keep the request; another lease never sees it.
+    await store.append("alice", conversation.id, tool_exchange("c1"), lease=turn)
+    assert await store.stop_requested("alice", conversation.id, turn) is True
+    assert await store.stop_requested("alice", conversation.id, Lease.new(timedelta(1))) is False
+
+    # Giving the lease up clears it: the next turn starts unstopped.
+    await store.append(
+        "alice", conversation.id, [ChatMessage.assistant("stopped")], lease=turn, release_lease=True
+    )
+    following = Lease.new(timedelta(minutes=1))
+    await store.append("alice", conversation.id, [ChatMessage.user("again")], lease=following)
+    assert await store.stop_requested("alice", conversation.id, following) is False
+
+
+async def test_a_stop_request_clears_when_a_new_turn_takes_an_expired_lease(
+    store: SQLAlchemyStore,
+) -> None:
+    conversation = await store.create_conversation("alice")
+    crashed = Lease.new(timedelta(seconds=-1))
+    await store.append("alice", conversation.id, [ChatMessage.user("go")], lease=crashed)
+    fresh = Lease.new(timedelta(minutes=1))
+    await store.append("alice", conversation.id, [ChatMessage.user("again")], lease=fresh)
+    assert await store.request_stop("alice", conversation.id) is True
+    await store.release_lease("alice", conversation.id, fresh.id)
+    after = Lease.new(timedelta(minutes=1))
+    await store.append("alice", conversation.id, [ChatMessage.user("next")], lease=after)
+    assert await store.stop_requested("alice", conversation.id, after) is False
+
+
+async def test_stop_requests_for_someone_elses_conversation_are_not_found(
+    store: SQLAlchemyStore,
+) -> None:
+    bobs = await store.create_conversation("bob")
+    await store.append("bob", bobs.id, [ChatMessage.user("go")], lease=Lease.new(timedelta(1)))
+    with pytest.raises(NotFoundError):
+        await store.request_stop("alice", bobs.id)

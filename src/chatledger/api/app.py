@@ -109,6 +109,7 @@ def create_app(
             service_agent,
             context_tokens=settings.context_tokens,
             agent_timeout=settings.agent_timeout,
+            stop_poll_interval=settings.stop_poll_interval,
             max_tool_calls=settings.max_tool_calls_per_turn,
             max_message_chars=settings.max_message_chars,
             idempotency_ttl=IDEMPOTENCY_TTL,

@@ -26,6 +26,7 @@ __all__ = [
     "ErrorBody",
     "MessagePage",
     "MessagePublic",
+    "StopResponse",
     "TaskList",
     "TaskPublic",
     "TokenResponse",
@@ -55,6 +56,9 @@ class ChatResponse(BaseModel):
     conversation_id: str
     response: str
     tool_calls: list[ToolCallPublic]
+    stopped: bool | None = Field(
+        default=None, description="Present, true, when the turn was stopped on request."
+    )
 
     @classmethod
     def of(cls, result: TurnResult) -> ChatResponse:
@@ -169,6 +173,12 @@ class TaskPublic(BaseModel):
 
 class TaskList(BaseModel):
     items: list[TaskPublic]
+
+
+class StopResponse(BaseModel):
+    stopping: bool = Field(
+        description="A turn was running and will stop in a moment (false: none was)."
+    )
 
 
 class DevTokenRequest(_Request):

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -145,6 +146,8 @@ conversations = Table(
     # when its claim lapses (so a crashed replica cannot lock a conversation forever).
     Column("lease_id", String(ID)),
     Column("lease_expires_at", UTCDateTime()),
+    # Set by a stop request (from any replica) while a turn runs; the turn polls it.
+    Column("stop_requested", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("user_id", "id"),

@@ -21,7 +21,9 @@ from sqlalchemy import (
     Engine,
     Integer,
     bindparam,
+    case,
     delete,
+    false,
     insert,
     or_,
     select,
@@ -128,6 +130,12 @@ _RESERVE_SEQ_LEASED = (
         updated_at=bindparam("now"),
         lease_id=bindparam("new_lease_id"),
         lease_expires_at=bindparam("new_lease_expires_at"),
+        # A stop request belongs to the turn it was made for: kept while that turn
+        # appends, cleared when a turn takes the lease or gives it up.
+        stop_requested=case(
+            (_c.lease_id == bindparam("held_lease"), _c.stop_requested), else_=false()
+        )
+        & (bindparam("new_lease_id").is_not(None)),
     )
     .returning(_c.next_seq)
 )
@@ -475,9 +483,47 @@ class SQLAlchemyStore:
         statement = (
             update(conversations)
             .where(_c.user_id == user_id, _c.id == conversation_id, _c.lease_id == lease_id)
-            .values(lease_id=None, lease_expires_at=None)
+            .values(lease_id=None, lease_expires_at=None, stop_requested=False)
         )
         await self._db.write(lambda conn: conn.execute(statement))
+
+    async def request_stop(self, user_id: str, conversation_id: str) -> bool:
+        """Ask the turn running in a conversation to stop, whichever process runs it.
+
+        Returns:
+            True if a turn was running (it stops within a moment, keeping what it did),
+            False if none was.
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        flag = (
+            update(conversations)
+            .where(
+                _c.user_id == user_id,
+                _c.id == conversation_id,
+                _c.lease_id.is_not(None),
+                _c.lease_expires_at > utcnow(),
+            )
+            .values(stop_requested=True)
+        )
+
+        def work(conn: Connection) -> bool:
+            if conn.execute(flag).rowcount:
+                return True
+            _require_conversation(conn, user_id, conversation_id)
+            return False
+
+        return await self._db.write(work)
+
+    async def stop_requested(self, user_id: str, conversation_id: str, lease: Lease) -> bool:
+        """Whether the turn holding `lease` has been asked to stop."""
+        query = select(_c.stop_requested).where(
+            _c.user_id == user_id, _c.id == conversation_id, _c.lease_id == lease.id
+        )
+        return await self._db.read(lambda conn: bool(conn.execute(query).scalar()))
 
     async def history(
         self,

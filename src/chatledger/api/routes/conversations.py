@@ -15,6 +15,7 @@ from chatledger.api.schemas import (
     ConversationUpdate,
     MessagePage,
     MessagePublic,
+    StopResponse,
 )
 
 router = APIRouter(prefix="/api/{user_id}/conversations", tags=["conversations"])
@@ -77,6 +78,22 @@ async def delete_conversation(conversation_id: str, user_id: CurrentUser, store:
     """Delete a conversation and all of its messages."""
     await store.delete_conversation(user_id, conversation_id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{conversation_id}/stop",
+    response_model=StopResponse,
+    status_code=202,
+    responses={200: {"model": StopResponse, "description": "No turn was running."}},
+)
+async def stop_turn(
+    conversation_id: str, user_id: CurrentUser, service: Service, response: Response
+) -> StopResponse:
+    """Stop the turn running in this conversation, on whichever replica runs it."""
+    stopping = await service.stop(user_id, conversation_id)
+    if not stopping:
+        response.status_code = 200
+    return StopResponse(stopping=stopping)
 
 
 @router.get("/{conversation_id}/messages", response_model=MessagePage)
