@@ -21,7 +21,11 @@ from chatledger.errors import ChatLedgerError
 from chatledger.settings import Settings
 from chatledger.store import SQLAlchemyStore
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="chatledger: conversations of tool-calling agents, kept in a database.",
+)
 
 DatabaseUrl = Annotated[
     str | None,
