@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("store", "server")
+BENCHMARKS = ("store", "server", "context")
 
 
 def main(argv: list[str]) -> None:

@@ -9,6 +9,7 @@ machine, and the median of those per-round ratios is reported.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import platform
@@ -19,7 +20,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+S = TypeVar("S")  # a benchmark's settings dataclass
 SQLITE, POSTGRES = "SQLite", "PostgreSQL"
 
 
@@ -254,3 +256,52 @@ def _cell(value: object) -> str:
             return "-"
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
     return str(value)
+
+
+def numbers(text: str) -> tuple[int, ...]:
+    """An option's value "100,10000" as (100, 10000)."""
+    return tuple(int(part) for part in text.split(","))
+
+
+def names(text: str) -> tuple[str, ...]:
+    """An option's value "SQLite, postgresql" as ("sqlite", "postgresql")."""
+    return tuple(part.strip().lower() for part in text.split(","))
+
+
+Options = dict[str, tuple[Callable[[str], Any], str]]
+
+
+def parse_options(
+    argv: Sequence[str],
+    *,
+    prog: str,
+    description: str,
+    defaults: S,
+    quick: S,
+    options: Options,
+    quick_help: str,
+) -> S:
+    """The settings of one benchmark: `defaults` (or `quick` with --quick), overridden by
+    flags and by CHATLEDGER_BENCH_<OPTION> variables. `options` maps each field of the
+    settings dataclass to (how to read its text, what it means)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"{description} Each option can also be set as CHATLEDGER_BENCH_<OPTION>, "
+        "e.g. CHATLEDGER_BENCH_ROUNDS=3 or CHATLEDGER_BENCH_QUICK=1.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=(env("QUICK") or "").lower() in ("1", "true", "yes"),
+        help=quick_help,
+    )
+    for name, (kind, text) in options.items():
+        default = getattr(defaults, name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        # argparse applies `type` to a string default too: values from the environment
+        # arrive converted. None means "not given", and --quick or the defaults decide.
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=env(name.upper()), help=f"{text} ({shown})")
+    args = vars(parser.parse_args(argv))
+    base = quick if args.pop("quick") else defaults
+    return replace(base, **{name: value for name, value in args.items() if value is not None})

@@ -32,7 +32,6 @@ a busy machine disturbs much less than it disturbs timings.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib.metadata
@@ -47,7 +46,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, Final
@@ -59,13 +58,16 @@ from pydantic import BaseModel, ConfigDict
 from bench.common import (
     POSTGRES,
     SQLITE,
+    Options,
     Results,
-    env,
     interleaved,
     log,
     machine,
     markdown_table,
     median,
+    names,
+    numbers,
+    parse_options,
     postgres_database,
     run_for,
 )
@@ -334,46 +336,26 @@ class Settings:
 QUICK = Settings(rounds=2, seconds=0.5, workers=(1,))
 
 
-def _numbers_list(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(","))
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(part.strip().lower() for part in text.split(","))
-
-
-_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
+_OPTIONS: Options = {
     "rounds": (int, "interleaved rounds"),
     "seconds": (float, "seconds of each timed slice"),
     "clients": (int, "concurrent clients, each a user with one connection"),
-    "workers": (_numbers_list, "worker counts to run every server with"),
-    "databases": (_names, "sqlite, postgresql or both"),
+    "workers": (numbers, "worker counts to run every server with"),
+    "databases": (names, "sqlite, postgresql or both"),
     "postgres_url": (str, "admin URL the run's own databases are created through"),
 }
 
 
 def parse_args(argv: Sequence[str]) -> Settings:
-    parser = argparse.ArgumentParser(
+    return parse_options(
+        argv,
         prog="python -m bench server",
-        description="Chat turns over HTTP against chatledger serve, and the framework floor. "
-        "Each option can also be set as CHATLEDGER_BENCH_<OPTION>.",
+        description="Chat turns over HTTP against chatledger serve, and the framework floor.",
+        defaults=Settings(),
+        quick=QUICK,
+        options=_OPTIONS,
+        quick_help="a smoke run of under 30 s: 2 short rounds, 1 worker only",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        default=(env("QUICK") or "").lower() in ("1", "true", "yes"),
-        help="a smoke run of under 30 s: 2 short rounds, 1 worker only",
-    )
-    for name, (kind, text) in _OPTIONS.items():
-        default = getattr(Settings(), name)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
-        # argparse applies `type` to a string default too: values from the environment
-        # arrive converted. None means "not given", and --quick or Settings decides.
-        flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, type=kind, default=env(name.upper()), help=f"{text} ({shown})")
-    args = vars(parser.parse_args(argv))
-    base = QUICK if args.pop("quick") else Settings()
-    return replace(base, **{name: value for name, value in args.items() if value is not None})
 
 
 @dataclass

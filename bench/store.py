@@ -25,7 +25,6 @@ chatledger and the SDK sessions run as they ship.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -37,7 +36,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,14 +50,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from bench.common import (
     POSTGRES,
     SQLITE,
+    Options,
     Results,
     Table,
     Target,
-    env,
     interleaved,
     log,
     machine,
     markdown_table,
+    names,
+    numbers,
+    parse_options,
     postgres_database,
     run_for,
 )
@@ -593,48 +595,27 @@ class Settings:
 QUICK = Settings(rounds=2, seconds=0.25, read_seconds=0.1, sizes=(100, 1_000, 10_000))
 
 
-def _numbers(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(","))
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(part.strip().lower() for part in text.split(","))
-
-
-_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
+_OPTIONS: Options = {
     "rounds": (int, "interleaved rounds"),
     "seconds": (float, "seconds of each turn slice, sequential and concurrent"),
     "read_seconds": (float, "seconds of each history-read slice"),
     "concurrency": (int, "conversations in the concurrent scenario"),
-    "sizes": (_numbers, "message counts of the conversations history is read from"),
-    "databases": (_names, "sqlite, postgresql or both"),
+    "sizes": (numbers, "message counts of the conversations history is read from"),
+    "databases": (names, "sqlite, postgresql or both"),
     "postgres_url": (str, "admin URL the run's own database is created through"),
 }
 
 
 def parse_args(argv: Sequence[str]) -> Settings:
-    parser = argparse.ArgumentParser(
+    return parse_options(
+        argv,
         prog="python -m bench store",
-        description="Chat-turn throughput and history-read latency of the conversation "
-        "store. Each option can also be set as CHATLEDGER_BENCH_<OPTION>, e.g. "
-        "CHATLEDGER_BENCH_ROUNDS=3 or CHATLEDGER_BENCH_QUICK=1.",
+        description="Chat-turn throughput and history-read latency of the conversation store.",
+        defaults=Settings(),
+        quick=QUICK,
+        options=_OPTIONS,
+        quick_help="a smoke run of under 30 s: 2 short rounds, up to 10,000 messages",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        default=(env("QUICK") or "").lower() in ("1", "true", "yes"),
-        help="a smoke run of under 30 s: 2 short rounds, up to 10,000 messages",
-    )
-    for name, (kind, text) in _OPTIONS.items():
-        default = getattr(Settings(), name)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
-        # argparse applies `type` to a string default too: values from the environment
-        # arrive converted. None means "not given", and --quick or Settings decides.
-        flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, type=kind, default=env(name.upper()), help=f"{text} ({shown})")
-    args = vars(parser.parse_args(argv))
-    base = QUICK if args.pop("quick") else Settings()
-    return replace(base, **{name: value for name, value in args.items() if value is not None})
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,11 @@ class CountingAgent(ScriptedAgent):
     def __init__(self) -> None:
         super().__init__([Say("ok")])
         self.folded = 0
+        self.told: list[str | None] = []  # the `previous` of each call
 
     async def summarize(self, messages: Sequence[ChatMessage], previous: str | None) -> str:
         self.folded += len(messages)
+        self.told.append(previous)
         return f"{self.folded:09d} earlier messages"
 
 
@@ -166,3 +168,21 @@ async def test_the_openai_agent_on_a_long_conversation_with_a_small_budget(
     assert refused == []
     assert len(await store.tasks.list("alice")) == 40
     assert (await store.summaries.get("alice", conversation_id)) is not None
+
+
+async def test_a_long_backlog_is_folded_from_its_recent_end_in_a_few_calls(
+    store: SQLAlchemyStore,
+) -> None:
+    conversation_id = await _conversation_of(store, 5_000)  # never summarized
+    agent = CountingAgent()
+    service = ChatService(store, agent, context_tokens=300)
+    await service.turn("alice", conversation_id, "and now?")
+    await service.drain()
+    summary = await store.summaries.get("alice", conversation_id)
+    assert summary is not None
+    assert agent.folded <= 800  # four calls of 200 messages at most, not 25
+    note = re.fullmatch(r"\((\d+) earlier messages are not summarized\.\)", agent.told[0] or "")
+    assert note is not None, agent.told[0]
+    assert int(note[1]) + agent.folded == summary.upto_seq
+    _, history = await store.load_context("alice", conversation_id, limit=10_000)
+    assert history[0].seq == summary.upto_seq + 1  # the window begins where the summary ends

@@ -85,6 +85,14 @@ class _Unit(NamedTuple):
     tokens: int
 
 
+# The per-message loop runs thousands of times per call: a NamedTuple's own constructor is
+# Python code (tuple.__new__ is not), and an enum member looked up on its class each time
+# costs more than the comparison itself (docs/benchmarks.md, "Context").
+_new_unit = tuple.__new__
+_TOOL = Role.TOOL
+_USER = Role.USER
+
+
 def build(
     history: Sequence[Message],
     *,
@@ -117,7 +125,7 @@ def build(
     system_tokens = count_message_tokens(system, counter)
     units = _units_newest_first(history, counter)
     newest_user = next(
-        (i for i in range(len(history) - 1, -1, -1) if history[i].role == Role.USER), None
+        (i for i in range(len(history) - 1, -1, -1) if history[i].role is _USER), None
     )
     # The turn in progress: the units from the newest user message on. Without a user
     # message there is none, and every unit competes for the room.
@@ -181,12 +189,12 @@ def _units_newest_first(history: Sequence[Message], counter: TokenCounter) -> It
     waiting: dict[str, list[Message]] = {}
     for index in range(len(history) - 1, -1, -1):
         message = history[index]
-        if message.role == Role.TOOL:
+        if message.role is _TOOL:
             if message.tool_call_id is not None:
                 waiting.setdefault(message.tool_call_id, []).append(message)
             continue
         if not message.tool_calls:
-            yield _Unit(index, (message,), (), message.token_count)
+            yield _new_unit(_Unit, (index, (message,), (), message.token_count))
             continue
         results: list[Message] = []
         synthetic: list[tuple[ChatMessage, int]] = []
@@ -206,7 +214,7 @@ def _units_newest_first(history: Sequence[Message], counter: TokenCounter) -> It
                 synthetic.append((missing, cost))
                 tokens += cost
         results.sort(key=_by_seq)
-        yield _Unit(index, (message, *results), tuple(synthetic), tokens)
+        yield _new_unit(_Unit, (index, (message, *results), tuple(synthetic), tokens))
 
 
 def _missing_result(call: ToolCall) -> ChatMessage:

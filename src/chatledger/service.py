@@ -69,8 +69,10 @@ DEFAULT_SYSTEM_PROMPT: Final = (
 # messages is never mistaken for a crashed one.
 _LEASE_GRACE: Final = timedelta(seconds=30)
 _TITLE_CHARS: Final = 60
-# Messages folded into a summary per call to the agent's summarize.
+# Messages folded into a summary per call to the agent's summarize, and at most this many
+# calls per fold, however long the backlog (see `_fold_summary`).
 _FOLD_CHUNK: Final = 200
+_FOLD_CALLS: Final = 4
 
 log = logging.getLogger("chatledger.service")
 
@@ -441,9 +443,9 @@ class ChatService:
         every message after the summary are messages folded, and then down to 3/4 of the
         budget, so that the next few turns need no fold (each is a model call for a model
         agent). Incremental: only messages after the summary's `upto_seq` are folded, a
-        chunk at a time; the raw messages are never changed. It runs after the reply is
-        stored, so it adds no latency to a turn, and a failure only leaves the summary as
-        it was.
+        chunk at a time, at most `_FOLD_CALLS` chunks; the raw messages are never changed.
+        It runs after the reply is stored, so it adds no latency to a turn, and a failure
+        only leaves the summary as it was.
         """
         try:
             covered = 0 if summary is None else summary.upto_seq
@@ -456,6 +458,15 @@ class ChatService:
             if latest_user is not None:
                 target = min(target, latest_user - 1)
             content = None if summary is None else summary.content
+            replaces = None if summary is None else summary.upto_seq
+            # A backlog longer than one fold can take (a history that never had a summary)
+            # is skipped up to its most recent part, and the summary says so: the raw
+            # messages stay, and the model gets the context nearest the window at once.
+            skipped = target - covered - _FOLD_CHUNK * _FOLD_CALLS
+            if skipped > 0:
+                note = f"({skipped} earlier messages are not summarized.)"
+                content = f"{content}\n\n{note}" if content else note
+                covered += skipped
             known = {message.seq: message for message in history}
             while covered < target:
                 end = min(target, covered + _FOLD_CHUNK)
@@ -475,11 +486,11 @@ class ChatService:
                     conversation_id,
                     content=content,
                     upto_seq=chunk[-1].seq,
-                    replaces=None if covered == 0 else covered,
+                    replaces=replaces,
                 )
                 if not saved:
                     return  # another replica folded first; its summary stands
-                covered = chunk[-1].seq
+                covered = replaces = chunk[-1].seq
         except Exception as error:
             log.warning(
                 "summary not updated",
