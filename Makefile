@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint bench postgres clean
+.PHONY: run test lint bench postgres chromium clean
 
 # Stamps re-run the install whenever pyproject.toml changes.
 $(BIN)/python:
@@ -28,7 +29,11 @@ postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; echo "PostgreSQL did not start"; exit 1
 
-test: $(VENV)/.dev-deps postgres
+# The browser tests drive Debian's Chromium, never a downloaded browser; install it if missing.
+chromium:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
+test: $(VENV)/.dev-deps postgres chromium
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev-deps

@@ -26,6 +26,7 @@ from chatledger.errors import UnavailableError
 from chatledger.service import ChatService
 from chatledger.settings import Settings
 from chatledger.store import SQLAlchemyStore
+from chatledger.web import mount_web
 
 __all__ = ["build_agent", "create_app", "create_app_from_environment"]
 
@@ -150,6 +151,7 @@ def create_app(
     if settings.dev_login:
         app.include_router(dev.router)
     app.mount("/mcp", MCPEndpoint(authenticator))
+    mount_web(app, dev_login=settings.dev_login)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

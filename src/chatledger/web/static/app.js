@@ -1,0 +1,488 @@
+// The chat page: sign-in, the conversation list, the thread and its streaming turn, and the
+// tasks panel, wired to the chat server's API. All state lives on the server except who is
+// signed in (sessionStorage); the page shows what the server stored after every turn.
+
+import { Api, ApiError, NetworkError, requestDevToken } from "./api.js";
+import { hideBanner, showBanner } from "./banner.js";
+import { renderConversations, titleOf } from "./conversations.js";
+import { byId } from "./dom.js";
+import { clearSession, loadSession, saveSession, subjectOf } from "./session.js";
+import { renderTasks } from "./tasks.js";
+import { Thread } from "./thread.js";
+
+// The server marks the page it serves when POST /auth/dev-token exists (`serve --dev`).
+const devLogin = document.querySelector('meta[name="chatledger-dev-login"]').content === "true";
+
+const ui = {
+  signin: byId("signin"),
+  signinNote: byId("signin-note"),
+  app: byId("app"),
+  conversations: byId("conversation-list"),
+  more: byId("more-conversations"),
+  title: byId("title"),
+  rename: byId("rename"),
+  renameForm: byId("rename-form"),
+  renameInput: byId("rename-input"),
+  delete: byId("delete"),
+  composer: byId("composer"),
+  message: byId("message"),
+  send: byId("send"),
+  stop: byId("stop"),
+  tasks: byId("task-list"),
+};
+
+const state = {
+  session: null, // { token, userId, conversationId }
+  api: null,
+  conversations: [], // the pages loaded so far, newest first
+  nextCursor: null,
+  current: null, // the open conversation, or null for a new one
+  messages: [], // the open conversation's loaded messages, oldest first
+  hasMore: false,
+  turn: null, // { controller, conversationId, live, stopping } while a turn streams in
+};
+
+const thread = new Thread(byId("thread"), { onLoadEarlier: loadEarlier });
+
+const current = () => state.current?.id ?? null;
+
+/** Show what went wrong, with `retry` when trying again may help. */
+function report(error, retry = null) {
+  // An abort is the page's own doing; a 401 has already sent the user to sign in.
+  if (error.name === "AbortError" || (error instanceof ApiError && error.status === 401)) return;
+  if (!(error instanceof ApiError || error instanceof NetworkError)) throw error;
+  showBanner(error.message, error.retryable ? retry : null);
+}
+
+// crypto.randomUUID exists only in secure contexts (https, localhost); a server reached
+// over plain http at a LAN address is not one, and getRandomValues works everywhere.
+function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+// -- signing in and out ------------------------------------------------------------------
+
+function showSignIn(note = null) {
+  ui.app.hidden = true;
+  ui.signin.hidden = false;
+  byId("dev-signin").hidden = !devLogin;
+  ui.signinNote.textContent = note ?? "";
+  ui.signinNote.hidden = note === null;
+  byId(devLogin ? "dev-user" : "token").focus();
+}
+
+function start(session) {
+  state.session = session;
+  state.api = new Api(session, () => signOut("Your session has ended. Sign in again."));
+  ui.signin.hidden = true;
+  ui.app.hidden = false;
+  byId("user").textContent = session.userId;
+  refreshConversations();
+  refreshTasks();
+  if (session.conversationId) openConversation(session.conversationId);
+  else newConversation();
+}
+
+function signIn(session) {
+  hideBanner();
+  saveSession(session);
+  start(session);
+}
+
+function signOut(note = null) {
+  leaveTurn();
+  clearSession();
+  // Nothing of this user may stay on screen for the next one; answers still on their way
+  // are dropped, as they belong to an Api that is no longer state.api.
+  Object.assign(state, { session: null, api: null, conversations: [], nextCursor: null });
+  Object.assign(state, { current: null, messages: [], hasMore: false });
+  thread.clear();
+  renderConversations(ui.conversations, [], null, openConversation);
+  renderTasks(ui.tasks, []);
+  hideBanner();
+  showSignIn(note);
+}
+
+byId("dev-signin").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const { token, user_id: userId } = await requestDevToken(byId("dev-user").value.trim());
+    signIn({ token, userId, conversationId: null });
+  } catch (error) {
+    report(error, () => byId("dev-signin").requestSubmit());
+  }
+});
+
+byId("token-signin").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const field = byId("token");
+  const token = field.value.trim();
+  const userId = subjectOf(token);
+  if (userId === null) {
+    showBanner("That is not a JWT with a subject (sub). Paste the whole token.");
+    return;
+  }
+  field.value = "";
+  signIn({ token, userId, conversationId: null });
+});
+
+byId("signout").addEventListener("click", () => signOut());
+
+// -- the conversation list ---------------------------------------------------------------
+
+function setCurrent(conversation) {
+  state.current = conversation;
+  state.session.conversationId = conversation?.id ?? null;
+  saveSession(state.session);
+  showConversations();
+}
+
+function showConversations() {
+  renderConversations(ui.conversations, state.conversations, current(), openConversation);
+  ui.more.hidden = state.nextCursor === null;
+  ui.title.textContent = state.current === null ? "New conversation" : titleOf(state.current);
+  showBusy();
+}
+
+async function refreshConversations() {
+  const api = state.api;
+  try {
+    const page = await api.conversations();
+    if (api !== state.api) return;
+    state.conversations = page.items;
+    state.nextCursor = page.next_cursor;
+    state.current = page.items.find((c) => c.id === current()) ?? state.current;
+    showConversations();
+  } catch (error) {
+    report(error, refreshConversations);
+  }
+}
+
+async function moreConversations() {
+  const api = state.api;
+  try {
+    const page = await api.conversations(state.nextCursor);
+    if (api !== state.api) return;
+    // A conversation updated meanwhile moved to the front: it is listed there already.
+    const listed = new Set(state.conversations.map((c) => c.id));
+    state.conversations.push(...page.items.filter((c) => !listed.has(c.id)));
+    state.nextCursor = page.next_cursor;
+    showConversations();
+  } catch (error) {
+    report(error, moreConversations);
+  }
+}
+
+ui.more.addEventListener("click", moreConversations);
+
+// -- the open conversation ---------------------------------------------------------------
+
+async function openConversation(id) {
+  leaveTurn();
+  closePanels();
+  hideBanner();
+  const api = state.api;
+  const listed = state.conversations.find((c) => c.id === id);
+  setCurrent(listed ?? { id, title: null });
+  state.messages = [];
+  state.hasMore = false;
+  thread.loading();
+  try {
+    // A conversation not in the pages loaded (the one restored after a reload, say) is
+    // asked for by itself, for its title.
+    const [page, conversation] = await Promise.all([
+      api.messages(id),
+      listed ? null : api.conversation(id),
+    ]);
+    if (api !== state.api || current() !== id) return;
+    if (conversation) setCurrent(conversation);
+    state.messages = page.items;
+    state.hasMore = page.has_more;
+    thread.show(state.messages, { hasMore: state.hasMore });
+  } catch (error) {
+    if (api !== state.api || current() !== id) return;
+    if (error instanceof ApiError && error.status === 404) newConversation();
+    report(error, () => openConversation(id));
+  }
+}
+
+function newConversation() {
+  leaveTurn();
+  closePanels();
+  hideBanner();
+  setCurrent(null);
+  state.messages = [];
+  state.hasMore = false;
+  thread.clear();
+}
+
+byId("new-conversation").addEventListener("click", () => {
+  newConversation();
+  ui.message.focus();
+});
+
+async function loadEarlier() {
+  const api = state.api;
+  const id = current();
+  try {
+    const page = await api.messages(id, { before: state.messages[0].seq });
+    if (api !== state.api || current() !== id) return;
+    state.messages = [...page.items, ...state.messages];
+    state.hasMore = page.has_more;
+    thread.show(state.messages, { hasMore: state.hasMore, keepPlace: true });
+  } catch (error) {
+    report(error, loadEarlier);
+  }
+}
+
+/** Bring the thread up to what the server stored, in place of the turn `live` showed. */
+async function syncThread(id, live) {
+  const api = state.api;
+  try {
+    const page = await api.messages(id);
+    if (api !== state.api || current() !== id) return;
+    const first = page.items[0]?.seq ?? 0;
+    const kept = state.messages.filter((m) => m.seq < first);
+    // The loaded messages must stay contiguous: if more arrived than one page holds,
+    // the thread starts again from the newest page.
+    if (kept.length > 0 && kept.at(-1).seq === first - 1) {
+      state.messages = [...kept, ...page.items];
+    } else {
+      state.messages = page.items;
+      state.hasMore = page.has_more;
+    }
+    live.remove();
+    thread.show(state.messages, { hasMore: state.hasMore });
+  } catch (error) {
+    report(error, () => syncThread(id, live));
+  }
+}
+
+function startRename() {
+  ui.renameInput.value = state.current?.title ?? "";
+  ui.renameForm.hidden = false;
+  ui.title.hidden = ui.rename.hidden = ui.delete.hidden = true;
+  ui.renameInput.focus();
+  ui.renameInput.select();
+}
+
+function endRename() {
+  ui.renameForm.hidden = true;
+  ui.title.hidden = ui.rename.hidden = ui.delete.hidden = false;
+}
+
+async function rename(id, title) {
+  const api = state.api;
+  try {
+    // An empty title clears it.
+    const conversation = await api.rename(id, title.trim() || null);
+    if (api !== state.api) return;
+    endRename();
+    if (current() === id) setCurrent(conversation);
+    await refreshConversations();
+  } catch (error) {
+    report(error, () => rename(id, title));
+  }
+}
+
+async function deleteConversation(id) {
+  if (!confirm(`Delete “${titleOf(state.current)}” and all of its messages?`)) return;
+  const api = state.api;
+  try {
+    await api.delete(id);
+    if (api !== state.api) return;
+    if (current() === id) newConversation();
+    await refreshConversations();
+  } catch (error) {
+    report(error, () => deleteConversation(id));
+  }
+}
+
+ui.rename.addEventListener("click", startRename);
+byId("rename-cancel").addEventListener("click", endRename);
+ui.renameInput.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") endRename();
+});
+ui.renameForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  rename(current(), ui.renameInput.value);
+});
+ui.delete.addEventListener("click", () => deleteConversation(current()));
+
+// -- a turn ------------------------------------------------------------------------------
+
+function showBusy() {
+  const turn = state.turn;
+  ui.send.hidden = turn !== null;
+  ui.stop.hidden = turn === null;
+  // Stopping needs the conversation's id, which the stream's first event brings.
+  ui.stop.disabled = turn === null || turn.conversationId === null || turn.stopping;
+  ui.rename.disabled = ui.delete.disabled = current() === null || turn !== null;
+}
+
+/** Stop following the turn that streams in; the turn itself goes on at the server. */
+function leaveTurn() {
+  if (state.turn === null) return;
+  state.turn.controller.abort();
+  state.turn.live.remove();
+  state.turn = null;
+  showBusy();
+}
+
+/**
+ * Send `text` as a turn of the open conversation and show it as it streams in. `key` is
+ * the Idempotency-Key: a retry with the same key replays the turn if it already ran.
+ */
+async function send(text, key) {
+  const api = state.api;
+  const live = thread.beginTurn(text);
+  const turn = {
+    controller: new AbortController(),
+    conversationId: current(), // null until the server names the new conversation
+    live,
+    stopping: false,
+  };
+  state.turn = turn;
+  showBusy();
+  let started = false;
+  let ended = false;
+  let failure = null;
+  try {
+    const events = api.chat({
+      conversationId: turn.conversationId,
+      message: text,
+      key,
+      signal: turn.controller.signal,
+    });
+    for await (const { type, data } of events) {
+      if (type === "conversation") {
+        started = true;
+        turn.conversationId = data.conversation_id;
+        if (current() === null) setCurrent({ id: data.conversation_id, title: null });
+        showBusy();
+      } else if (type === "delta") {
+        live.delta(data.text);
+      } else if (type === "tool_call") {
+        live.toolCall(data);
+      } else if (type === "tool_result") {
+        live.toolResult(data);
+      } else if (type === "done") {
+        ended = true;
+        live.end(data.stopped ? "stopped" : null);
+      } else if (type === "error") {
+        ended = true;
+        failure = data.message;
+        live.end("failed");
+      }
+    }
+    if (!ended) throw new NetworkError("The connection broke before the reply was complete.");
+  } catch (error) {
+    if (state.turn !== turn) return; // left for another conversation, or signed out
+    state.turn = null;
+    showBusy();
+    if (started) {
+      live.end("connection lost");
+    } else {
+      live.refused("not sent");
+    }
+    if (error.retryable) {
+      report(error, () => {
+        live.remove();
+        send(text, key);
+      });
+    } else {
+      // Nothing was stored: the text goes back to be edited.
+      live.remove();
+      if (ui.message.value === "") ui.message.value = text;
+      report(error);
+    }
+    return;
+  }
+  if (state.turn !== turn) return;
+  await Promise.all([
+    syncThread(turn.conversationId, live),
+    refreshConversations(),
+    refreshTasks(),
+  ]);
+  if (state.turn !== turn) return;
+  state.turn = null;
+  showBusy();
+  // The failed turn is stored as such: trying again is a new turn, with a new key.
+  if (failure !== null) showBanner(failure, () => send(text, newKey()));
+}
+
+async function stop() {
+  const turn = state.turn;
+  if (turn === null) return; // a retry after the turn ended
+  turn.stopping = true;
+  showBusy();
+  try {
+    // The stream then ends with `done`, marked stopped, the partial reply stored.
+    await state.api.stop(turn.conversationId);
+  } catch (error) {
+    turn.stopping = false;
+    showBusy();
+    report(error, stop);
+  }
+}
+
+ui.stop.addEventListener("click", stop);
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.message.value;
+  if (state.turn !== null || text.trim() === "") return;
+  ui.message.value = "";
+  hideBanner();
+  send(text, newKey());
+});
+
+ui.message.addEventListener("keydown", (event) => {
+  // Enter sends and Shift+Enter starts a new line; an Enter that ends an IME composition
+  // only ends it.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+
+// -- tasks -------------------------------------------------------------------------------
+
+async function refreshTasks() {
+  const api = state.api;
+  try {
+    const { items } = await api.tasks();
+    if (api !== state.api) return;
+    renderTasks(ui.tasks, items);
+  } catch (error) {
+    report(error, refreshTasks);
+  }
+}
+
+// -- panels on narrow screens ------------------------------------------------------------
+
+const PANELS = ["conversations", "tasks"];
+
+function closePanels() {
+  for (const name of PANELS) {
+    document.body.classList.remove(`show-${name}`);
+    byId(`toggle-${name}`).setAttribute("aria-expanded", "false");
+  }
+}
+
+for (const name of PANELS) {
+  byId(`toggle-${name}`).addEventListener("click", () => {
+    const open = !document.body.classList.contains(`show-${name}`);
+    closePanels();
+    document.body.classList.toggle(`show-${name}`, open);
+    byId(`toggle-${name}`).setAttribute("aria-expanded", String(open));
+  });
+}
+
+// -- start -------------------------------------------------------------------------------
+
+const saved = loadSession();
+if (saved) start(saved);
+else showSignIn();

@@ -1,0 +1,259 @@
+// The messages of one conversation: stored history, and the turn streaming in right now.
+// Tool calls show as compact badges (a <details> element) that open to their arguments
+// and result; a call and its result are paired by the call's id.
+
+import { h } from "./dom.js";
+
+const AT_BOTTOM_PX = 40;
+
+/** The value of JSON text; text that is not JSON stays text. */
+function parsed(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** A value shown as indented JSON; text that is not JSON is shown as it is. */
+function pretty(value) {
+  value = typeof value === "string" ? parsed(value) : value;
+  return typeof value === "string" ? value : JSON.stringify(value, null, 2);
+}
+
+function bubble(role, text, mark = null) {
+  return h(
+    "div",
+    { class: `message ${role}`, "data-mark": mark },
+    h("p", { class: "text" }, text),
+    mark && h("span", { class: "mark" }, mark),
+  );
+}
+
+function markBubble(element, mark) {
+  element.dataset.mark = mark;
+  element.append(h("span", { class: "mark" }, mark));
+}
+
+/**
+ * A badge for one tool call. `call.arguments` is JSON text (stored) or a value (streamed);
+ * undefined when the call is on a page not loaded. A call without a result is running.
+ */
+function toolBadge(call, expanded) {
+  const status = h("span", { class: "tool-status" });
+  const result = h("pre", { class: "tool-result" });
+  const element = h(
+    "details",
+    { class: "tool", open: expanded.has(call.id) },
+    h("summary", {}, h("span", { class: "tool-name" }, call.name), " ", status),
+    h(
+      "div",
+      { class: "tool-body" },
+      h("h4", {}, "Arguments"),
+      h(
+        "pre",
+        { class: "tool-arguments" },
+        call.arguments === undefined ? "(in earlier messages)" : pretty(call.arguments),
+      ),
+      h("h4", {}, "Result"),
+      result,
+    ),
+  );
+  // Re-rendering the thread (after a turn, or loading earlier messages) keeps badges open.
+  element.addEventListener("toggle", () => {
+    if (element.open) expanded.add(call.id);
+    else expanded.delete(call.id);
+  });
+  const setResult = (value) => {
+    // Tools report failure as a result with an `error`, not as an exception.
+    const state = value === undefined ? "running" : value?.error !== undefined ? "error" : "ok";
+    element.dataset.status = state;
+    status.textContent = state;
+    result.textContent = value === undefined ? "…" : pretty(value);
+  };
+  setResult(undefined);
+  return { element, setResult };
+}
+
+function storedBadge(call, resultMessage, expanded) {
+  const badge = toolBadge(call, expanded);
+  // Every stored call has a result after it once its turn ends (the server guarantees it),
+  // so a call without one is in a turn still running.
+  if (resultMessage !== undefined) badge.setResult(parsed(resultMessage.content));
+  return badge.element;
+}
+
+/** Elements for stored messages, oldest first. */
+function renderStored(messages, expanded) {
+  const results = new Map(
+    messages.filter((m) => m.role === "tool").map((m) => [m.tool_call_id, m]),
+  );
+  const calls = new Set(messages.flatMap((m) => m.tool_calls.map((call) => call.id)));
+  const elements = [];
+  for (const message of messages) {
+    // A stopped or failed reply says so, even when it had no text yet.
+    const mark = message.metadata?.status ?? null;
+    if (message.role === "user") {
+      elements.push(bubble("user", message.content));
+    } else if (message.role === "assistant") {
+      if (message.tool_calls.length > 0) {
+        const badges = message.tool_calls.map((call) =>
+          storedBadge(call, results.get(call.id), expanded),
+        );
+        elements.push(h("div", { class: "tools" }, ...badges));
+      }
+      if (message.content || mark) elements.push(bubble("assistant", message.content, mark));
+    } else if (message.role === "tool" && !calls.has(message.tool_call_id)) {
+      // Its call is on the page before; "load earlier" pairs them up.
+      const call = { id: message.tool_call_id, name: message.name, arguments: undefined };
+      elements.push(h("div", { class: "tools" }, storedBadge(call, message, expanded)));
+    }
+  }
+  return elements;
+}
+
+/** A turn as it streams in: the user's message, then text and tool badges as they come. */
+class LiveTurn {
+  #thread;
+  #elements = [];
+  #badges = new Map();
+  #current = null;
+
+  constructor(thread, text) {
+    this.#thread = thread;
+    this.#add(bubble("user", text));
+  }
+
+  get elements() {
+    return this.#elements;
+  }
+
+  #add(element) {
+    this.#elements.push(element);
+    this.#current = element;
+    this.#thread.append(element);
+  }
+
+  delta(text) {
+    if (!this.#current?.classList.contains("assistant")) {
+      this.#add(bubble("assistant", ""));
+      this.#current.classList.add("streaming");
+    }
+    this.#current.querySelector(".text").append(text);
+    this.#thread.follow();
+  }
+
+  toolCall(call) {
+    if (!this.#current?.classList.contains("tools")) this.#add(h("div", { class: "tools" }));
+    const badge = toolBadge(call, this.#thread.expanded);
+    this.#badges.set(call.id, badge);
+    this.#current.append(badge.element);
+    this.#thread.follow();
+  }
+
+  toolResult({ id, result }) {
+    this.#badges.get(id)?.setResult(result);
+  }
+
+  /** The turn is over; `mark` (stopped, failed, …) labels how the reply ended. */
+  end(mark = null) {
+    for (const element of this.#elements) element.classList.remove("streaming");
+    if (mark === null) return;
+    if (!this.#current.classList.contains("assistant")) this.#add(bubble("assistant", ""));
+    markBubble(this.#current, mark);
+    this.#thread.follow();
+  }
+
+  /** The turn never started: the user's message is marked, as it is not stored. */
+  refused(mark) {
+    markBubble(this.#elements[0], mark);
+  }
+
+  remove() {
+    for (const element of this.#elements) element.remove();
+    this.#thread.forget(this);
+  }
+}
+
+export class Thread {
+  #element;
+  #onLoadEarlier;
+  #live = null;
+  /** Ids of the tool calls whose badges are open. */
+  expanded = new Set();
+
+  constructor(element, { onLoadEarlier }) {
+    this.#element = element;
+    this.#onLoadEarlier = onLoadEarlier;
+  }
+
+  /** Show stored `messages` (oldest first); `keepPlace` holds the view on what was shown. */
+  show(messages, { hasMore, keepPlace = false }) {
+    const fromBottom = this.#element.scrollHeight - this.#element.scrollTop;
+    // A turn streaming in stays below the history, whatever is loaded above it.
+    this.#element.replaceChildren(
+      ...renderStored(messages, this.expanded),
+      ...(this.#live?.elements ?? []),
+    );
+    if (hasMore) {
+      const earlier = h("button", { type: "button", class: "load-earlier" }, "Load earlier");
+      earlier.addEventListener("click", async () => {
+        earlier.disabled = true;
+        await this.#onLoadEarlier();
+        earlier.disabled = false;
+      });
+      this.#element.prepend(earlier);
+    }
+    if (messages.length === 0 && this.#live === null) {
+      this.#element.append(h("p", { class: "empty" }, "Say hello, or ask to add a task."));
+    }
+    const { scrollHeight } = this.#element;
+    this.#element.scrollTop = keepPlace ? scrollHeight - fromBottom : scrollHeight;
+  }
+
+  /** An empty thread, for a new conversation. */
+  clear() {
+    this.#forgetAll();
+    this.show([], { hasMore: false });
+  }
+
+  /** An empty thread while a conversation loads. */
+  loading() {
+    this.#forgetAll();
+    this.#element.replaceChildren(h("p", { class: "empty" }, "Loading…"));
+  }
+
+  /** Show `text` sent, and return the turn to show the reply in as it streams. */
+  beginTurn(text) {
+    this.#element.querySelector(".empty")?.remove();
+    this.#live = new LiveTurn(this, text);
+    this.#element.scrollTop = this.#element.scrollHeight;
+    return this.#live;
+  }
+
+  #forgetAll() {
+    this.#live = null;
+    this.expanded.clear();
+  }
+
+  /** `turn` is no longer shown (the stored messages replace it, or it was abandoned). */
+  forget(turn) {
+    if (this.#live === turn) this.#live = null;
+  }
+
+  append(element) {
+    const atBottom = this.#atBottom();
+    this.#element.append(element);
+    if (atBottom) this.#element.scrollTop = this.#element.scrollHeight;
+  }
+
+  /** Keep the newest text in view, unless the reader scrolled up to read something else. */
+  follow() {
+    if (this.#atBottom(AT_BOTTOM_PX * 4)) this.#element.scrollTop = this.#element.scrollHeight;
+  }
+
+  #atBottom(slack = AT_BOTTOM_PX) {
+    const { scrollHeight, scrollTop, clientHeight } = this.#element;
+    return scrollHeight - scrollTop - clientHeight <= slack;
+  }
+}
