@@ -140,6 +140,11 @@ async def test_health_readiness_and_metrics(server: Server) -> None:
     )
     assert 'route="/api/{user_id}/tasks",status="401"' in text
     assert "alice" not in text
+    await server.client.get("/static/app.js")
+    await server.client.get("/no/such/page")
+    text = (await server.client.get("/metrics")).text
+    assert 'route="/static/{path}",status="200"' in text  # a mount, not the raw path
+    assert 'route="unmatched",status="404"' in text
 
 
 async def test_readiness_fails_with_503_when_the_database_is_unreachable(

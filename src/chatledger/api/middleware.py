@@ -47,6 +47,17 @@ def _json(status: int, error: str, message: str, request_id: str) -> list[Messag
     ]
 
 
+def _route_template(scope: Scope) -> str:
+    """The route a request matched, as a template (never the raw path: it holds ids)."""
+    route = scope.get("route")
+    # A mounted app's router (MCP's) sets its own route; the mount point is in root_path.
+    mount = scope.get("root_path", "")
+    if route is not None:
+        return f"{mount}{route.path}"
+    # A mounted app that routes by itself (the static files) sets none.
+    return f"{mount}/{{path}}" if mount else "unmatched"
+
+
 class RequestContextMiddleware:
     """Gives each request an id (an `X-Request-ID` of the client's, when sane), refuses
     bodies over `max_body_bytes` without reading them, logs one line per request (user id
@@ -114,10 +125,7 @@ class RequestContextMiddleware:
                 for message in _json(500, "internal", "internal server error", request_id):
                     await send_with_id(message)
         finally:
-            # A mounted app's router (MCP's) overwrites the route; its mount point stays
-            # in root_path.
-            route = scope.get("route")
-            template = scope.get("root_path", "") + route.path if route is not None else "unmatched"
+            template = _route_template(scope)
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.latency.labels(template, scope["method"]).observe(elapsed)
