@@ -90,6 +90,7 @@ def serve(
     """Migrate the database, then serve the chat API (and the web page) over HTTP."""
     import uvicorn
 
+    from chatledger.api.app import build_agent
     from chatledger.api.auth import Authenticator
 
     overrides = {"DATABASE_URL": database_url, "AGENT": agent}
@@ -102,6 +103,10 @@ def serve(
     settings = Settings()
     try:
         Authenticator.from_settings(settings)
+        # Built once here to refuse bad settings with one line, not a start-up traceback.
+        close = getattr(build_agent(settings), "aclose", None)
+        if close is not None:
+            asyncio.run(close())
     except ChatLedgerError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(1) from None

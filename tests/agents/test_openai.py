@@ -29,7 +29,7 @@ from chatledger.agents import (
     ToolCallStarted,
 )
 from chatledger.domain import ChatMessage, ToolCall
-from chatledger.errors import ModelError, UnavailableError
+from chatledger.errors import ConfigurationError, ModelError, UnavailableError
 from chatledger.store import SQLAlchemyStore
 from chatledger.testing import (
     ErrorResponse,
@@ -506,3 +506,9 @@ async def test_the_client_reads_its_address_and_key_from_the_environment(
             events = await run(agent, toolbox, ChatMessage.user("hi"))
 
     assert said(events) == "Hello from the environment."
+
+
+def test_without_an_api_key_the_agent_refuses_to_be_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
+        OpenAIAgent("gpt-4o-mini")

@@ -23,8 +23,6 @@ from typing import Literal, cast
 import openai
 from agents import (
     Agent as SDKAgent,
-)
-from agents import (
     AgentsException,
     FunctionTool,
     FunctionToolResult,
@@ -61,7 +59,7 @@ from chatledger.agents.base import (
     ToolCallStarted,
 )
 from chatledger.domain import ChatMessage, Role, ToolCall
-from chatledger.errors import ChatLedgerError, ModelError
+from chatledger.errors import ChatLedgerError, ConfigurationError, ModelError
 from chatledger.tools import ToolSpec
 
 __all__ = ["DEFAULT_INSTRUCTIONS", "OpenAIAgent", "to_input_items"]
@@ -277,7 +275,14 @@ class OpenAIAgent:
         # A client built here is ours to close; one passed in belongs to the caller.
         self._own_client: AsyncOpenAI | None = None
         if client is None:
-            client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries)
+            try:
+                client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries)
+            except openai.OpenAIError:
+                # No key anywhere: a setting to fix before serving, not a crash at start-up.
+                raise ConfigurationError(
+                    "the openai agent needs OPENAI_API_KEY (any value, for a local server "
+                    "that takes none)"
+                ) from None
             self._own_client = client
         self._model: Model = (
             OpenAIResponsesModel(model, client)
