@@ -10,8 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from chatledger.context import ContextWindow, build
 from chatledger.domain import ChatMessage, Message, Role, ToolCall

@@ -63,11 +63,11 @@ from chatledger.store.migrate import upgrade
 from chatledger.store.schema import (
     conversations,
     idempotency_keys,
+    messages as message_table,
     summaries,
     task_counters,
     tasks,
 )
-from chatledger.store.schema import messages as message_table
 from chatledger.store.summaries import SELECT_SUMMARY, SummaryStore, summary_of
 from chatledger.store.tasks import TaskStore
 from chatledger.tokens import TokenCounter, approximate_tokens, count_message_tokens
