@@ -142,10 +142,13 @@ class Contender:
     def command(self, port: int, database_url: str | None) -> list[str]:
         where = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(self.workers)]
         if self.database == FLOOR:
-            return [
-                *("-m", "uvicorn", "bench.server:floor_app", "--factory", *where),
-                *("--no-access-log", "--log-level", "warning"),
-            ]
+            # Served exactly as `chatledger serve` serves (run_server), workers included.
+            run = (
+                "import sys; from chatledger.api.server import run_server; "
+                "run_server('bench.server:floor_app', host=sys.argv[1], port=int(sys.argv[2]), "
+                "workers=int(sys.argv[3]))"
+            )
+            return ["-c", run, "127.0.0.1", str(port), str(self.workers)]
         assert database_url is not None
         return [
             *("-m", "chatledger", "serve", *where),

@@ -18,8 +18,8 @@ filled with bulk SQL. Each round opens every contender afresh, warms it up, runs
 scenario for a time slice and closes it; the order rotates from round to round.
 
 The floors are sized like chatledger's defaults: on SQLite 4 worker threads (4
-connections for aiosqlite) with writers queued on an asyncio lock, on PostgreSQL up to 15
-connections (SQLAlchemy's default pool is 5 + 10 overflow; the asyncpg pool is 5..15).
+connections for aiosqlite) with writers queued on an asyncio lock, on PostgreSQL up to 20
+connections (chatledger's pool keeps 10 with 10 overflow; the asyncpg pool is 10..20).
 chatledger and the SDK sessions run as they ship.
 """
 
@@ -74,7 +74,7 @@ HISTORY_LIMIT = 50
 # read in them is a full one.
 SEED_MESSAGES = 60
 SQLITE_THREADS = 4
-POSTGRES_POOL = (5, 15)
+POSTGRES_POOL = (10, 20)
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON")
 
 USER_TEXT = (

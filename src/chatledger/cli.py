@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import sys
 from collections.abc import Coroutine
 from datetime import timedelta
@@ -88,10 +87,9 @@ def serve(
     ] = False,
 ) -> None:
     """Migrate the database, then serve the chat API (and the web page) over HTTP."""
-    import uvicorn
-
     from chatledger.api.app import build_agent
     from chatledger.api.auth import Authenticator
+    from chatledger.api.server import run_server
 
     overrides = {"DATABASE_URL": database_url, "AGENT": agent}
     if dev:
@@ -113,33 +111,13 @@ def serve(
     _run(_migrate(settings))
     url = f"http://{host}:{port}/"
     typer.echo(f"chatledger is serving {url}" + (" (dev sign-in enabled)" if dev else ""))
-    config = uvicorn.Config(
-        "chatledger.api.app:create_app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,  # the app logs each request itself, as JSON
-        log_level="warning",
-    )
-    if workers == 1:
-        uvicorn.Server(config).run()
-        return
-    # uvicorn binds the shared socket of its workers without naming TCP as the protocol,
-    # so asyncio never turns on TCP_NODELAY and every keep-alive response waits ~40 ms
-    # for the client's delayed ACK (Kludex/uvicorn#3149). Bound here, it names it.
-    from uvicorn.supervisors import Multiprocess
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        listener.bind((host, port))
+        run_server(
+            "chatledger.api.app:create_app_from_environment", host=host, port=port, workers=workers
+        )
     except OSError as error:
         typer.echo(f"error: cannot listen on {host}:{port}: {error.strerror}", err=True)
         raise typer.Exit(1) from None
-    listener.set_inheritable(True)
-    Multiprocess(config, sockets=[listener]).run()
 
 
 @app.command()
