@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from chatledger.agents import (
     Agent,
     AssistantMessage,
@@ -91,7 +93,10 @@ async def play(store: SQLAlchemyStore, user_id: str, case: Case) -> str | None:
     return "; ".join(problems) or None
 
 
-async def test_corpus_score(store: SQLAlchemyStore) -> None:
+async def test_corpus_score(
+    store: SQLAlchemyStore, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = database_url.split(":", 1)[0]
     cases = CASES + HELD_OUT
     assert len({case.say for case in cases}) >= 60
     failures = []
@@ -101,7 +106,9 @@ async def test_corpus_score(store: SQLAlchemyStore) -> None:
             failures.append(f"  {case.say!r}: {problem}")
     passed = len(cases) - len(failures)
     score = f"rules corpus: {passed}/{len(cases)} = {passed / len(cases):.1%}"
-    print("\n".join([score, *failures]))
+    # Past pytest's capture, so the score shows in every run, not only with -s.
+    with capsys.disabled():
+        print("\n" + "\n".join([f"[{database}] {score}", *failures]))
     assert passed / len(cases) >= PASS_RATE, "\n".join([score, *failures])
 
 
