@@ -30,7 +30,13 @@ from chatledger.errors import (
     ValidationError,
 )
 
-__all__ = ["error_response", "install_error_handlers", "status_of"]
+__all__ = [
+    "domain_error_response",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "status_of",
+]
 
 log = structlog.get_logger("chatledger.api")
 
@@ -82,26 +88,32 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def error_body(error: ChatLedgerError) -> dict[str, Any]:
+    """The JSON body for a domain error, also sent in-band as a stream's `error` event."""
+    body = {"error": status_of(error)[1], "message": error.message, "code": error.code}
+    for name in ("field", "conversation_id"):
+        if (value := getattr(error, name, None)) is not None:
+            body[name] = value
+    return body
+
+
+def domain_error_response(error: ChatLedgerError) -> JSONResponse:
+    """The response for a domain error: its status, its body, and the headers it calls for."""
+    headers = {}
+    if isinstance(error, AuthenticationError):
+        headers["WWW-Authenticate"] = (
+            "Bearer" if error.code == "missing_token" else 'Bearer error="invalid_token"'
+        )
+    if isinstance(error, UnavailableError):
+        headers["Retry-After"] = "1"
+    return JSONResponse(error_body(error), status_code=status_of(error)[0], headers=headers)
+
+
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ChatLedgerError)
-    status, kind = status_of(exc)
-    headers = {}
-    if isinstance(exc, AuthenticationError):
-        headers["WWW-Authenticate"] = (
-            "Bearer" if exc.code == "missing_token" else 'Bearer error="invalid_token"'
-        )
-    if isinstance(exc, UnavailableError):
-        headers["Retry-After"] = "1"
-    log.info("request refused", status=status, code=exc.code)
-    return error_response(
-        status,
-        kind,
-        exc.message,
-        exc.code,
-        headers=headers,
-        field=getattr(exc, "field", None),
-        conversation_id=getattr(exc, "conversation_id", None),
-    )
+    response = domain_error_response(exc)
+    log.info("request refused", status=response.status_code, code=exc.code)
+    return response
 
 
 def _field(location: tuple[Any, ...]) -> str:

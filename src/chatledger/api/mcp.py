@@ -8,7 +8,6 @@ Stateless mode keeps no session in memory, so any replica answers any request.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +16,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatledger.api.auth import Authenticator, bearer_token
-from chatledger.errors import AuthenticationError, UnavailableError
+from chatledger.api.errors import domain_error_response
+from chatledger.errors import AuthenticationError, ChatLedgerError
 from chatledger.store import SQLAlchemyStore
 from chatledger.tools.mcp import RequestContext, create_mcp_server
 
@@ -49,24 +49,6 @@ async def serve_mcp(store: SQLAlchemyStore) -> AsyncIterator[ASGIApp]:
         yield app
 
 
-async def _refuse(
-    send: Send, status: int, error: str, message: str, code: str, **headers: str
-) -> None:
-    body = json.dumps({"error": error, "message": message, "code": code}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *((name.lower().encode(), value.encode()) for name, value in headers.items()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class MCPEndpoint:
     """Mounted at /mcp: authenticates, then hands the request to the running MCP app."""
 
@@ -81,23 +63,9 @@ class MCPEndpoint:
         }
         try:
             user_id = await self._authenticator.verify(bearer_token(headers.get("authorization")))
-        except AuthenticationError as error:
-            challenge = (
-                "Bearer" if error.code == "missing_token" else 'Bearer error="invalid_token"'
-            )
-            await _refuse(
-                send,
-                401,
-                "unauthorized",
-                error.message,
-                error.code,
-                **{"WWW-Authenticate": challenge},
-            )
-            return
-        except UnavailableError as error:
-            await _refuse(
-                send, 503, "unavailable", error.message, error.code, **{"Retry-After": "1"}
-            )
+        except ChatLedgerError as error:
+            # Refused here, before MCP sees the request, with the API's own JSON errors.
+            await domain_error_response(error)(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         state["user_id"] = user_id

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -12,6 +11,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatledger.api.errors import error_response
 from chatledger.api.metrics import Metrics
 
 __all__ = ["MAX_BODY_BYTES", "RequestContextMiddleware"]
@@ -29,22 +29,6 @@ class _BodyTooLarge(HTTPException):
     # becomes a 400) and the app's handler renders it as the usual JSON error.
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"the request body is larger than {limit} bytes")
-
-
-def _json(status: int, error: str, message: str, request_id: str) -> list[Message]:
-    body = json.dumps({"error": error, "message": message, "code": error}).encode()
-    return [
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        },
-        {"type": "http.response.body", "body": body},
-    ]
 
 
 def _route_template(scope: Scope) -> str:
@@ -117,13 +101,13 @@ class RequestContextMiddleware:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge as too_large:
             if not response_started:
-                for message in _json(413, "too_large", too_large.detail, request_id):
-                    await send_with_id(message)
+                response = error_response(413, "too_large", too_large.detail, "too_large")
+                await response(scope, receive, send_with_id)
         except Exception as error:
             log.error("unexpected error", error_type=type(error).__name__)
             if not response_started:
-                for message in _json(500, "internal", "internal server error", request_id):
-                    await send_with_id(message)
+                response = error_response(500, "internal", "internal server error", "internal")
+                await response(scope, receive, send_with_id)
         finally:
             template = _route_template(scope)
             elapsed = time.perf_counter() - started
