@@ -116,6 +116,10 @@ class TurnResult:
             body["stopped"] = True
         return body
 
+    def to_record(self) -> dict[str, Any]:
+        """Everything about the result, for storing it (`from_dict` reads it back)."""
+        return {**self.to_dict(), "message_ids": self.message_ids, "stopped": self.stopped}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, replayed: bool = False) -> TurnResult:
         return cls(
@@ -186,6 +190,10 @@ class _Turn:
         self.stopped = False
         # Set as soon as the agent is done: from then on a stop request is too late.
         self.agent_done = False
+
+    def unfinished_text(self) -> str:
+        """What the agent said that is not stored yet: the held message and any partial one."""
+        return "\n\n".join(part for part in (self.pending_text, self.partial_text) if part)
 
     async def append(self, tx: SQLAlchemyStore, messages: list[ChatMessage], **kw: Any) -> None:
         stored = await tx.append(
@@ -375,7 +383,7 @@ class ChatService:
         reply = turn.pending_text
         metadata: dict[str, Any] = {}
         if turn.stopped:
-            reply = "\n\n".join(part for part in (turn.pending_text, turn.partial_text) if part)
+            reply = turn.unfinished_text()
             metadata = {"status": "stopped"}
         async with self._store.transaction() as tx:
             await turn.append(
@@ -394,7 +402,7 @@ class ChatService:
                     idempotency_key,
                     conversation_id=turn.conversation_id,
                     status_code=200,
-                    response={**result.to_dict(), "message_ids": result.message_ids},
+                    response=result.to_record(),
                 )
         emit(TurnCompleted(result))
         if self._summarize:
@@ -620,11 +628,14 @@ class ChatService:
         """End a failed turn in the record: its partial reply, marked, and the lease freed."""
         status = "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
         code = error.code if isinstance(error, AgentError) else type(error).__name__
-        text = "\n\n".join(part for part in (turn.pending_text, turn.partial_text) if part)
         async with self._store.transaction() as tx:
             await turn.append(
                 tx,
-                [ChatMessage.assistant(text, metadata={"status": status, "code": code})],
+                [
+                    ChatMessage.assistant(
+                        turn.unfinished_text(), metadata={"status": status, "code": code}
+                    )
+                ],
                 release_lease=True,
             )
             if idempotency_key is None:

@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatledger.agents import TextDelta, ToolCallFinished, ToolCallStarted
 from chatledger.api.dependencies import CurrentUser, Service
-from chatledger.api.errors import status_of
+from chatledger.api.errors import error_body
 from chatledger.api.metrics import Metrics
 from chatledger.api.schemas import ChatRequest, ChatResponse
 from chatledger.errors import AgentError, ChatLedgerError
@@ -112,14 +112,6 @@ def _tool_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
     return {"id": call_id, "name": name, "arguments": arguments}
 
 
-def _done(result: TurnResult) -> dict[str, Any]:
-    return {
-        **result.to_dict(),
-        "message_ids": result.message_ids,
-        "stopped": result.stopped,
-    }
-
-
 def _replayed(result: TurnResult) -> list[tuple[str, dict[str, Any]]]:
     """A stored result told as the stream that first produced it."""
     told: list[tuple[str, dict[str, Any]]] = [
@@ -159,7 +151,7 @@ def _told(event: TurnEvent) -> list[tuple[str, dict[str, Any]]]:
         return [("tool_result", {"id": event.call.id, "result": event.result})]
     if isinstance(event, TurnCompleted):
         before = _replayed(event.result) if event.result.replayed else []
-        return [*before, ("done", _done(event.result))]
+        return [*before, ("done", event.result.to_record())]
     return []  # a whole assistant message: its text already went out as deltas
 
 
@@ -183,16 +175,7 @@ async def _sse(
             event = await anext(rest, None)
     except ChatLedgerError as error:
         record_turn(metrics, None, error)
-        kind = status_of(error)[1]
-        yield sse(
-            "error",
-            {
-                "error": kind,
-                "message": error.message,
-                "code": error.code,
-                "conversation_id": getattr(error, "conversation_id", None),
-            },
-        )
+        yield sse("error", error_body(error))
     except Exception as error:
         # The response began long ago: the client learns of the failure in-band. As in
         # RequestContextMiddleware, only the type is logged.
