@@ -9,9 +9,9 @@ database). A connector runs units:
 - `SQLiteConnector`: the unit runs in a worker thread on the standard library's sqlite3
   driver. SQLite has no network to wait on; aiosqlite is also sqlite3 in a thread, but
   hops to its thread for every statement (and SQLAlchemy's adapter over it for every
-  cursor, fetch and close). Even hand-written, the aiosqlite turn runs at 1/1.56 of the
-  same statements with one hop per unit (docs/benchmarks.md, "floor: aiosqlite" against
-  "floor: sqlite3"). One hop per unit also keeps write transactions short: the write lock
+  cursor, fetch and close). Even hand-written, the same statements with one hop per unit
+  run about 1.5 times as many turns as on aiosqlite (docs/benchmarks.md, "floor: sqlite3"
+  against "floor: aiosqlite"). One hop per unit also keeps write transactions short: the write lock
   is never held across a wait for the event loop.
 """
 

@@ -47,8 +47,9 @@ __all__ = [
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on both databases.
 
-    PostgreSQL stores `timestamptz`; SQLite has no time zones, so UTC is stored naive and
-    made aware again on the way out. Naive input is refused rather than guessed at.
+    PostgreSQL stores `timestamptz` (asyncpg returns aware datetimes); SQLite has no time
+    zones, so UTC is stored as naive text and made aware again on the way out. Naive input
+    is refused rather than guessed at.
     """
 
     impl = DateTime(timezone=True)
@@ -61,16 +62,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetime")
         return value.astimezone(UTC)
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return value
-
     def bind_processor(self, dialect: Dialect) -> Any:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
         # SQLite stores the text SQLAlchemy itself would, microseconds always written, so
-        # that comparing the text compares the times; built directly, as SQLAlchemy's own
-        # processors cost more than the query on the read path (docs/benchmarks.md).
+        # that comparing the text compares the times; written and parsed here with one C
+        # call each (isoformat, fromisoformat) instead of SQLAlchemy's regex-based ones.
         def to_text(value: datetime | None) -> str | None:
             if value is None:
                 return None
