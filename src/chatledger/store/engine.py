@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine as create_sync_engine, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
@@ -70,7 +70,53 @@ def connect(url: str | URL, **engine_options: Any) -> Connector:
     # replicas stay within PostgreSQL's default max_connections of 100.
     engine_options.setdefault("pool_size", 10)
     engine_options.setdefault("max_overflow", 10)
-    return AsyncConnector(create_async_engine(parsed, **engine_options))
+    engine = create_async_engine(parsed, **engine_options)
+    event.listen(engine.sync_engine, "handle_error", _outage_is_a_disconnect)
+    event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
+    event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
+    return AsyncConnector(engine)
+
+
+# SQLSTATEs that mean "the server is going away or not taking connections" rather than
+# "this statement is wrong": connection exceptions (class 08), the shutdown of the server
+# or of this backend (57P01 admin, 57P02 crash, 57P03 still starting), and running out of
+# connection slots (53300). asyncpg reports them as plain errors, not disconnects.
+_OUTAGE_STATES: Final = ("08", "57P01", "57P02", "57P03", "53300")
+# A pooled connection idle longer than this is pinged before it is handed out: the first
+# request after the database restarted must not be the one that finds its connection dead.
+# Connections in steady use skip the round trip.
+IDLE_BEFORE_PING: Final = 1.0
+
+
+def _sqlstate(error: BaseException | None) -> str:
+    state = getattr(error, "sqlstate", None)
+    return state if isinstance(state, str) else ""
+
+
+def _is_outage(error: exc.DBAPIError) -> bool:
+    return error.connection_invalidated or _sqlstate(error.orig).startswith(_OUTAGE_STATES)
+
+
+def _outage_is_a_disconnect(context: Any) -> None:
+    # Marked as a disconnect, the connection is thrown away (and with it every pooled
+    # connection older than it) instead of going back to the pool to fail again.
+    if _sqlstate(context.original_exception).startswith(_OUTAGE_STATES):
+        context.is_disconnect = True
+
+
+def _note_checkin(dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_BEFORE_PING:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as error:
+        # The pool discards this connection and checks out (or opens) another.
+        raise exc.DisconnectionError("a pooled connection did not answer a ping") from error
 
 
 @contextmanager
@@ -81,7 +127,7 @@ def database_errors() -> Iterator[None]:
     except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError) as error:
         raise UnavailableError("the database is unavailable") from error
     except exc.DBAPIError as error:
-        if error.connection_invalidated:
+        if _is_outage(error):
             raise UnavailableError("the database is unavailable") from error
         raise
 
