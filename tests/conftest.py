@@ -21,11 +21,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from chatledger.store import Connector, SQLAlchemyStore, connect
+from chatledger.store.schema import metadata
 
 POSTGRES_URL = os.environ.get(
     "CHATLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-TABLES = ("summaries", "messages", "conversations", "tasks", "task_counters", "idempotency_keys")
+TABLES = tuple(table.name for table in metadata.sorted_tables)
 DATABASES = ("sqlite", "postgresql")
 
 

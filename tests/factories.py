@@ -10,8 +10,10 @@ from sqlalchemy import Engine, event, text
 
 from chatledger.domain import ChatMessage, Message, Role, ToolCall
 from chatledger.store import Connector
+from chatledger.store.schema import metadata
 
-TABLES = ("conversations", "messages", "summaries", "tasks", "task_counters", "idempotency_keys")
+# Every table, each leading with user_id: what a user owns is found in all of them alike.
+TABLES = tuple(table.name for table in metadata.sorted_tables)
 
 
 async def row_counts(db: Connector, user_id: str) -> dict[str, int]:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from chatledger.agents import AssistantMessage, TextDelta, ToolCallFinished, ToolCallStarted
 from chatledger.domain import Role
 from chatledger.errors import (
     AgentTimeoutError,
@@ -19,7 +18,7 @@ from chatledger.errors import (
     TooLargeError,
     ValidationError,
 )
-from chatledger.service import ChatService, TurnCompleted, TurnStarted
+from chatledger.service import ChatService
 from chatledger.store import SQLAlchemyStore
 from chatledger.testing import Block, CallTool, Fail, Say, ScriptedAgent, Signal
 from tests.factories import assert_invariants, row_counts, snapshot
@@ -211,6 +210,7 @@ async def test_twenty_concurrent_requests_with_one_key_run_the_agent_once(
         return_exceptions=True,
     )
     assert all(isinstance(o, ConflictError) and o.code == "idempotency_in_flight" for o in others)
+    assert all(isinstance(o, ConflictError) and o.retry_after for o in others)
     release.set()
     result = await first
     replays = await asyncio.gather(
@@ -234,7 +234,7 @@ async def test_a_second_turn_on_a_busy_conversation_is_refused_before_storing_an
     await started.wait()
     with pytest.raises(ConflictError) as busy:
         await service.turn("alice", conversation.id, "two", idempotency_key="retry-me")
-    assert busy.value.code == "conversation_busy"
+    assert busy.value.code == "conversation_busy" and busy.value.retry_after
     release.set()
     await running
     # The refused request stored nothing, and its key is free for the retry.
@@ -292,7 +292,7 @@ async def test_a_turn_cancelled_after_a_tool_ran_keeps_the_tool_step(
         await turn
     history = await full_history(store, "alice", conversation.id)
     assert [m.role for m in history] == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.ASSISTANT]
-    assert history[-1].metadata == {"status": "cancelled", "code": "CancelledError"}
+    assert history[-1].metadata == {"status": "interrupted", "code": "cancelled"}
     assert len(await store.tasks.list("alice")) == 1
 
 
@@ -348,14 +348,14 @@ async def test_the_stream_reports_each_step_as_it_happens(
 ) -> None:
     agent = ScriptedAgent([CallTool("add_task", {"title": "milk"}), Say("Added.", chunks=3)])
     events = [e async for e in make_service(agent).stream("alice", None, "add milk")]
-    kinds = [type(e) for e in events]
-    assert kinds[:3] == [TurnStarted, ToolCallStarted, ToolCallFinished]
-    assert kinds[-2:] == [AssistantMessage, TurnCompleted]
-    deltas = [e.text for e in events if isinstance(e, TextDelta)]
-    assert "".join(deltas) == "Added." and len(deltas) == 3
-    completed = events[-1]
-    assert isinstance(completed, TurnCompleted)
-    assert completed.result.conversation_id == events[0].conversation_id
+    names = [e.name for e in events]
+    assert names[:3] == ["conversation", "tool_call", "tool_result"]
+    assert set(names[3:-1]) == {"delta"} and names[-1] == "done"
+    assert "".join(e.data["text"] for e in events if e.name == "delta") == "Added."
+    turn_id = events[0].data["turn_id"]
+    assert [e.id for e in events] == [f"{turn_id}:{n}" for n in range(1, len(events) + 1)]
+    assert events[-1].data["conversation_id"] == events[0].data["conversation_id"]
+    assert events[-1].data["response"] == "Added."
 
 
 async def test_a_consumer_that_goes_away_does_not_stop_the_turn(
@@ -366,11 +366,11 @@ async def test_a_consumer_that_goes_away_does_not_stop_the_turn(
     service = make_service(agent)
     stream: AsyncIterator = service.stream("alice", None, "add milk")
     started = await anext(stream)
-    assert isinstance(started, TurnStarted)
+    assert started.name == "conversation"
     await stream.aclose()
     release.set()
     await service.drain()
-    history = await full_history(store, "alice", started.conversation_id)
+    history = await full_history(store, "alice", started.data["conversation_id"])
     assert history[-1].content == "Added."
     assert len(await store.tasks.list("alice")) == 1
 

@@ -138,9 +138,8 @@ def token(
 
 
 async def _chat(settings: Settings, user_id: str, conversation_id: str | None) -> None:
-    from chatledger.agents import TextDelta, ToolCallFinished
     from chatledger.api.app import build_agent
-    from chatledger.service import ChatService, TurnCompleted, TurnStarted
+    from chatledger.service import ChatService
 
     store = SQLAlchemyStore.from_url(settings.database_url)
     try:
@@ -151,18 +150,23 @@ async def _chat(settings: Settings, user_id: str, conversation_id: str | None) -
             agent_timeout=settings.agent_timeout,
             max_tool_calls=settings.max_tool_calls_per_turn,
             max_message_chars=settings.max_message_chars,
+            lease_ttl=settings.lease_seconds,
         )
         typer.echo("chatledger chat — type a message, an empty line or Ctrl-D to leave.")
         while line := (await asyncio.to_thread(sys.stdin.readline)).strip():
+            tools: dict[str, str] = {}
             try:
                 async for event in service.stream(user_id, conversation_id, line):
-                    if isinstance(event, TurnStarted):
-                        conversation_id = event.conversation_id
-                    elif isinstance(event, ToolCallFinished):
-                        typer.echo(f"  [{event.call.name}] {json.dumps(event.result)}")
-                    elif isinstance(event, TextDelta):
-                        typer.echo(event.text, nl=False)
-                    elif isinstance(event, TurnCompleted):
+                    if event.name == "conversation":
+                        conversation_id = event.data["conversation_id"]
+                    elif event.name == "tool_call":
+                        tools[event.data["id"]] = event.data["name"]
+                    elif event.name == "tool_result":
+                        name = tools.get(event.data["id"], "tool")
+                        typer.echo(f"  [{name}] {json.dumps(event.data['result'])}")
+                    elif event.name == "delta":
+                        typer.echo(event.data["text"], nl=False)
+                    elif event.name == "done":
                         typer.echo()
             except ChatLedgerError as error:
                 typer.echo(f"error: {error.message}", err=True)

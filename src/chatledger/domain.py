@@ -4,6 +4,9 @@ Plain data with no I/O. `ChatMessage` is a message as a model sees it: what is a
 to a conversation, and what an agent receives. `Message` is a stored `ChatMessage`, with
 its place (`seq`) in the conversation. `Conversation` and `Task` come out of a store.
 
+`TurnResult` is what a chat turn answered, with its `ToolCallRecord`s; `StreamEvent` is one
+event of a turn's stream, as stored for replicas to replay and as sent to clients.
+
 `check_text` and `check_new_message` are the validation every layer shares, so the API,
 the store and the tools reject the same input with the same error on SQLite and
 PostgreSQL alike.
@@ -27,12 +30,17 @@ __all__ = [
     "Message",
     "Page",
     "Role",
+    "StreamEvent",
     "Summary",
     "Task",
     "TaskFilter",
     "ToolCall",
+    "ToolCallRecord",
+    "TurnResult",
+    "TurnStatus",
     "check_new_message",
     "check_text",
+    "tool_call_records",
 ]
 
 T = TypeVar("T")
@@ -134,6 +142,8 @@ class Conversation:
     message_count: int
     created_at: datetime
     updated_at: datetime
+    # The turn running in it right now (its replica alive and renewing), if any.
+    running_turn_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +167,142 @@ class Task:
     completed: bool
     created_at: datetime
     updated_at: datetime
+
+
+class TurnStatus(StrEnum):
+    """How a turn ended (or that it has not).
+
+    `failed`: the agent failed (a model error or its time limit). `interrupted`: the turn
+    ended without its agent finishing for any other reason: the process died, the database
+    went away, the server shut down; whoever found it unfinished closed it.
+    """
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """A tool call of a turn and its result. `arguments` is parsed JSON when it parses."""
+
+    id: str
+    name: str
+    arguments: Any
+    result: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "arguments": self.arguments,
+            "result": self.result,
+        }
+
+
+def _result_object(content: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"output": content}
+
+
+def tool_call_records(messages: Sequence[ChatMessage]) -> list[ToolCallRecord]:
+    """The tool calls among `messages` with their results, in the order they were made.
+
+    A call whose result is not among `messages` is left out: a record is a pair.
+    """
+    results = {m.tool_call_id: m.content for m in messages if m.role is Role.TOOL}
+    records = []
+    for message in messages:
+        for call in message.tool_calls:
+            if call.id in results:
+                parsed = call.parsed_arguments()
+                arguments = call.arguments if parsed is None else parsed
+                records.append(
+                    ToolCallRecord(call.id, call.name, arguments, _result_object(results[call.id]))
+                )
+    return records
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnResult:
+    """What a turn answered: the seeds' `{conversation_id, response, tool_calls}`, and how
+    it ended (`status`: completed, stopped or interrupted)."""
+
+    conversation_id: str
+    response: str
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+    turn_id: str | None = None
+    status: TurnStatus = TurnStatus.COMPLETED
+    replayed: bool = False
+
+    @property
+    def stopped(self) -> bool:
+        return self.status is TurnStatus.STOPPED
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status is TurnStatus.INTERRUPTED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The response body; `stopped` or `interrupted` appear only when true, so the
+        seeds' contract is unchanged for a turn that completed."""
+        body: dict[str, Any] = {
+            "conversation_id": self.conversation_id,
+            "response": self.response,
+            "tool_calls": [call.to_dict() for call in self.tool_calls],
+        }
+        if self.stopped:
+            body["stopped"] = True
+        if self.interrupted:
+            body["interrupted"] = True
+        return body
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything about the result, for storing it (`from_dict` reads it back)."""
+        return {
+            **self.to_dict(),
+            "message_ids": self.message_ids,
+            "turn_id": self.turn_id,
+            "stopped": self.stopped,
+            "interrupted": self.interrupted,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, replayed: bool = False) -> TurnResult:
+        status = TurnStatus.COMPLETED
+        if data.get("stopped"):
+            status = TurnStatus.STOPPED
+        elif data.get("interrupted"):
+            status = TurnStatus.INTERRUPTED
+        return cls(
+            conversation_id=data["conversation_id"],
+            response=data["response"],
+            tool_calls=[ToolCallRecord(**call) for call in data["tool_calls"]],
+            message_ids=data.get("message_ids", []),
+            turn_id=data.get("turn_id"),
+            status=status,
+            replayed=replayed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One event of a turn's stream, exactly as it is stored and sent.
+
+    `id` is `"<turn id>:<n>"`, n counting 1, 2, 3 ... within the turn, so a client that
+    reconnects with it as `Last-Event-ID` resumes after it, on any replica. `name` is one
+    of conversation, delta, tool_call, tool_result, done and error.
+    """
+
+    id: str
+    name: str
+    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ user's data. `code` is a stable machine-readable string.
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = [
     "AgentError",
     "AgentTimeoutError",
@@ -32,11 +34,14 @@ __all__ = [
     "TooLargeError",
     "UnavailableError",
     "ValidationError",
+    "kind_of",
 ]
 
 
 class ChatLedgerError(Exception):
     code = "error"
+    # Seconds after which trying again can succeed (HTTP `Retry-After`), when that is known.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -72,9 +77,20 @@ class NotFoundError(ChatLedgerError):
 class ConflictError(ChatLedgerError):
     code = "conflict"
 
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
 
 class UnavailableError(ChatLedgerError):
     code = "unavailable"
+    retry_after = 1.0
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class AgentError(ChatLedgerError):
@@ -97,3 +113,31 @@ class AgentTimeoutError(AgentError):
 
 class ConfigurationError(ChatLedgerError):
     code = "configuration"
+
+
+# Most specific first: a TooLargeError is also a ValidationError.
+_KINDS: Final[tuple[tuple[type[ChatLedgerError], str], ...]] = (
+    (TooLargeError, "too_large"),
+    (ValidationError, "invalid"),
+    (AuthenticationError, "unauthorized"),
+    (PermissionDeniedError, "forbidden"),
+    (NotFoundError, "not_found"),
+    (ConflictError, "conflict"),
+    (UnavailableError, "unavailable"),
+    (AgentTimeoutError, "agent_timeout"),
+    (AgentError, "agent_failed"),
+)
+# A retried request with the same key but a different body is a mistake in the request
+# itself, not a clash with another request.
+_CODE_KINDS: Final = {"idempotency_mismatch": "invalid"}
+
+
+def kind_of(error: ChatLedgerError) -> str:
+    """The kind of an error, as error bodies and stream `error` events name it:
+    invalid, too_large, not_found, conflict, unavailable, agent_failed, ... or internal."""
+    if error.code in _CODE_KINDS:
+        return _CODE_KINDS[error.code]
+    for kind, name in _KINDS:
+        if isinstance(error, kind):
+            return name
+    return "internal"

@@ -1,19 +1,21 @@
 """`ChatService`: the stateless chat turn — the one place that composes store, context and agent.
 
-A turn (DESIGN.md, "The stateless turn"):
+A turn (DESIGN.md, "The stateless turn"), read top to bottom in `_run`:
 
-1. replay a finished turn stored under the idempotency key, if any;
-2. append the user message and take the conversation's lease, in one transaction — durable
-   before the agent runs; a second turn on a busy conversation is refused here;
-3. build the agent's input from the newest history;
-4. run the agent with no transaction open. Each tool call runs and is recorded (assistant
-   call + tool result) in one transaction with the tool's effect, as it completes;
-5. append the reply, give up the lease and store the idempotent response, in one
-   transaction.
+1. **begin**, in one transaction: claim the idempotency key (or answer from it: a finished
+   turn is replayed; a running one is 409; a dead one is closed as interrupted and its
+   record is the answer), create the conversation if none was named, store the user
+   message, take the conversation's lease and record the turn. Durable before the agent
+   runs; a second turn on a busy conversation is refused here, having stored nothing.
+2. **converse**: build the agent's input from the newest history and run the agent with no
+   transaction open, renewing the lease meanwhile. Each tool call runs and is recorded
+   (assistant call + tool result) in one transaction with the tool's effect.
+3. **end**, in one transaction: the reply (or, for a turn that failed, its partial text,
+   marked), the lease freed, the turn's status, the idempotent response, the stream's end.
 
-Nothing about the conversation stays in memory between turns. A turn that fails is closed
-with an assistant message marked with the failure, so the history always reads as it
-happened and every tool call has its result.
+Nothing about the conversation stays in memory between turns, and every turn ends in the
+record — by itself, or, if its process dies, closed as `interrupted` by whoever next finds
+its lease expired.
 """
 
 from __future__ import annotations
@@ -23,39 +25,48 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
 from chatledger import context
-from chatledger.agents.base import (
-    Agent,
-    AssistantMessage,
-    TextDelta,
-    ToolCallFinished,
-    ToolCallStarted,
+from chatledger.agents.base import Agent, AssistantMessage, TextDelta
+from chatledger.domain import (
+    ChatMessage,
+    Message,
+    Role,
+    StreamEvent,
+    Summary,
+    ToolCall,
+    ToolCallRecord,
+    TurnResult,
+    TurnStatus,
+    check_text,
 )
-from chatledger.domain import ChatMessage, Message, Role, Summary, ToolCall, check_text
 from chatledger.errors import (
     AgentError,
     AgentTimeoutError,
+    ChatLedgerError,
     ConflictError,
     ModelError,
+    NotFoundError,
     UnavailableError,
     ValidationError,
+    kind_of,
 )
-from chatledger.store import Lease, SQLAlchemyStore
+from chatledger.store import SQLAlchemyStore
+from chatledger.store.core import new_id, utcnow
+from chatledger.store.idempotency import IdempotencyRecord
+from chatledger.store.ledger import event_id
+from chatledger.store.turns import Ending, RunningTurn
 from chatledger.tokens import MESSAGE_OVERHEAD_TOKENS
 from chatledger.tools import TaskTools, ToolSpec
+from chatledger.turns import Turn
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "ChatService",
     "ToolCallRecord",
-    "TurnCompleted",
-    "TurnEvent",
     "TurnResult",
-    "TurnStarted",
 ]
 
 DEFAULT_SYSTEM_PROMPT: Final = (
@@ -65,89 +76,16 @@ DEFAULT_SYSTEM_PROMPT: Final = (
     "ambiguous, ask which task the user means instead of guessing."
 )
 
-# A turn's lease outlives its agent timeout by this much: a turn still writing its last
-# messages is never mistaken for a crashed one.
-_LEASE_GRACE: Final = timedelta(seconds=30)
 _TITLE_CHARS: Final = 60
 # Messages folded into a summary per call to the agent's summarize, and at most this many
 # calls per fold, however long the backlog (see `_fold_summary`).
 _FOLD_CHUNK: Final = 200
 _FOLD_CALLS: Final = 4
+# An attached stream checks for new events this often.
+_ATTACH_POLL_SECONDS: Final = 0.1
+_TERMINAL: Final = frozenset({"done", "error"})
 
 log = logging.getLogger("chatledger.service")
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallRecord:
-    """A tool call of a turn and its result. `arguments` is parsed JSON when it parses."""
-
-    id: str
-    name: str
-    arguments: Any
-    result: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "arguments": self.arguments,
-            "result": self.result,
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TurnResult:
-    """What a turn answered: the seeds' `{conversation_id, response, tool_calls}`."""
-
-    conversation_id: str
-    response: str
-    tool_calls: list[ToolCallRecord] = field(default_factory=list)
-    message_ids: list[str] = field(default_factory=list)
-    replayed: bool = False
-    stopped: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "conversation_id": self.conversation_id,
-            "response": self.response,
-            "tool_calls": [call.to_dict() for call in self.tool_calls],
-        }
-        if self.stopped:
-            body["stopped"] = True
-        return body
-
-    def to_record(self) -> dict[str, Any]:
-        """Everything about the result, for storing it (`from_dict` reads it back)."""
-        return {**self.to_dict(), "message_ids": self.message_ids, "stopped": self.stopped}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, replayed: bool = False) -> TurnResult:
-        return cls(
-            conversation_id=data["conversation_id"],
-            response=data["response"],
-            tool_calls=[ToolCallRecord(**call) for call in data["tool_calls"]],
-            message_ids=data.get("message_ids", []),
-            replayed=replayed,
-            stopped=data.get("stopped", False),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TurnStarted:
-    """The user message is stored; the agent is about to run."""
-
-    conversation_id: str
-    user_message_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class TurnCompleted:
-    result: TurnResult
-
-
-TurnEvent = (
-    TurnStarted | TextDelta | ToolCallStarted | ToolCallFinished | AssistantMessage | TurnCompleted
-)
 
 
 def _request_hash(conversation_id: str | None, message: str) -> str:
@@ -160,87 +98,40 @@ def _title(message: str) -> str:
     return line if len(line) <= _TITLE_CHARS else line[: _TITLE_CHARS - 1].rstrip() + "…"
 
 
-class _Turn:
-    """The state of one running turn, shared by the service and its recording toolbox."""
-
-    def __init__(
-        self,
-        store: SQLAlchemyStore,
-        user_id: str,
-        conversation_id: str,
-        lease: Lease,
-        max_tool_calls: int,
-    ) -> None:
-        self.store = store
-        self.user_id = user_id
-        self.conversation_id = conversation_id
-        self.lease = lease
-        self.max_tool_calls = max_tool_calls
-        self.tool_calls: list[ToolCallRecord] = []
-        self.stored: list[Message] = []
-        # What the turn's agent input was built from: the summary and the messages after it.
-        self.summary: Summary | None = None
-        self.history: list[Message] = []
-        # A complete assistant message not stored yet: it becomes the reply, or the text
-        # of the next tool call's message.
-        self.pending_text = ""
-        # Text streamed since the last complete message (kept if the turn fails).
-        self.partial_text = ""
-        # Set by the stop watcher when someone asked this turn to stop.
-        self.stopped = False
-        # Set as soon as the agent is done: from then on a stop request is too late.
-        self.agent_done = False
-
-    def unfinished_text(self) -> str:
-        """What the agent said that is not stored yet: the held message and any partial one."""
-        return "\n\n".join(part for part in (self.pending_text, self.partial_text) if part)
-
-    async def append(self, tx: SQLAlchemyStore, messages: list[ChatMessage], **kw: Any) -> None:
-        stored = await tx.append(
-            self.user_id, self.conversation_id, messages, lease=self.lease, **kw
-        )
-        self.stored.extend(stored)
+def error_event(error: BaseException, conversation_id: str) -> dict[str, Any]:
+    """The `error` event that ends the stream of a turn that failed once started."""
+    if isinstance(error, ChatLedgerError):
+        return {
+            "error": kind_of(error),
+            "message": error.message,
+            "code": error.code,
+            "conversation_id": conversation_id,
+        }
+    code = "cancelled" if isinstance(error, asyncio.CancelledError) else "internal"
+    message = "the turn was cancelled" if code == "cancelled" else "internal server error"
+    return {
+        "error": "internal",
+        "message": message,
+        "code": code,
+        "conversation_id": conversation_id,
+    }
 
 
 class _RecordingToolbox:
-    """Runs the task tools for a turn and records each call with its result.
-
-    The tool's effect and both messages commit in one transaction, so the record can never
-    claim a change that did not happen, nor miss one that did.
-    """
+    """The task tools for one turn: each call runs and is recorded by the turn, in one
+    transaction with its effect, so the record can never claim a change that did not
+    happen, nor miss one that did."""
 
     specs: Sequence[ToolSpec] = TaskTools.specs
 
-    def __init__(self, turn: _Turn) -> None:
+    def __init__(self, turn: Turn) -> None:
         self._turn = turn
 
     async def call(self, call: ToolCall) -> dict[str, Any]:
-        turn = self._turn
-        async with turn.store.transaction() as tx:
-            if len(turn.tool_calls) >= turn.max_tool_calls:
-                result = {
-                    "error": f"no more than {turn.max_tool_calls} tool calls in one turn",
-                    "code": "tool_limit",
-                }
-            else:
-                result = await TaskTools(tx.tasks, turn.user_id).call(call.name, call.arguments)
-            await turn.append(
-                tx,
-                [
-                    ChatMessage.assistant(turn.pending_text, tool_calls=[call]),
-                    ChatMessage.tool(
-                        tool_call_id=call.id,
-                        name=call.name,
-                        content=json.dumps(result, ensure_ascii=False),
-                    ),
-                ],
-            )
-        turn.pending_text = ""
-        parsed = call.parsed_arguments()
-        turn.tool_calls.append(
-            ToolCallRecord(call.id, call.name, call.arguments if parsed is None else parsed, result)
+        user_id = self._turn.user_id
+        return await self._turn.record_tool_call(
+            call, lambda tx: TaskTools(tx.tasks, user_id).call(call.name, call.arguments)
         )
-        return result
 
 
 class ChatService:
@@ -259,6 +150,8 @@ class ChatService:
         max_message_chars: longest user message accepted (`TooLargeError` beyond).
         idempotency_ttl: how long a finished turn is replayed for its key.
         stop_poll_interval: seconds between a running turn's checks for a stop request.
+        lease_ttl: seconds a turn's lease holds unless renewed (it is renewed five times
+            within it): how long a turn whose process died can hold its conversation.
     """
 
     def __init__(
@@ -274,6 +167,7 @@ class ChatService:
         max_message_chars: int = 32_000,
         idempotency_ttl: timedelta = timedelta(hours=24),
         stop_poll_interval: float = 0.5,
+        lease_ttl: float = 10.0,
     ) -> None:
         self._store = store
         self._agent = agent
@@ -287,6 +181,7 @@ class ChatService:
         self._max_message_chars = max_message_chars
         self._idempotency_ttl = idempotency_ttl
         self._stop_poll_interval = stop_poll_interval
+        self._lease_ttl = timedelta(seconds=lease_ttl)
         self._running: set[asyncio.Task[None]] = set()
 
     async def turn(
@@ -297,13 +192,13 @@ class ChatService:
         *,
         idempotency_key: str | None = None,
     ) -> TurnResult:
-        """Run one turn to the end; see `stream` for the events and errors."""
+        """Run one turn to the end; see `stream` for the errors."""
         async for event in self.stream(
             user_id, conversation_id, message, idempotency_key=idempotency_key
         ):
-            if isinstance(event, TurnCompleted):
-                return event.result
-        raise AssertionError("a turn's stream ended without TurnCompleted")
+            if event.name == "done":
+                return TurnResult.from_dict(event.data, replayed=bool(event.data.get("replayed")))
+        raise AssertionError("a turn's stream ended without `done` or an error")
 
     async def stream(
         self,
@@ -312,8 +207,15 @@ class ChatService:
         message: str,
         *,
         idempotency_key: str | None = None,
-    ) -> AsyncIterator[TurnEvent]:
-        """Run one turn, yielding its events as they happen; the last is `TurnCompleted`.
+    ) -> AsyncIterator[StreamEvent]:
+        """Run one turn, yielding its stream's events as they are stored.
+
+        The first event is `conversation` {conversation_id, turn_id, user_message_id}; then
+        `delta` {text}, `tool_call` {id, name, arguments} and `tool_result` {id, result} as
+        they happen; the last is `done` (the result, as `TurnResult.to_record`) or, for a
+        turn that failed once started, `error` {error, message, code, conversation_id},
+        after which the error is raised. A replayed turn is told as the events of its
+        stored result, its `done` marked `replayed`.
 
         The turn runs in a task of its own: a consumer that stops listening (a client that
         disconnects) does not stop it, and everything it does is stored.
@@ -324,14 +226,15 @@ class ChatService:
             NotFoundError: the conversation does not exist or is another user's.
             ConflictError: `conversation_busy` (a turn is running in the conversation),
                 `idempotency_mismatch` (the key was used for a different request) or
-                `idempotency_in_flight` (the key's first request is still running).
+                `idempotency_in_flight` (the key's turn is still running); with
+                `retry_after`.
             AgentTimeoutError, ModelError: the agent failed; carries the conversation id.
             UnavailableError: the database cannot be reached.
         """
         check_text("message", message, max_chars=self._max_message_chars)
         if not message.strip():
             raise ValidationError("message must not be empty", field="message")
-        events: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
+        events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
         task = asyncio.create_task(
             self._run(user_id, conversation_id, message, idempotency_key, events.put_nowait)
         )
@@ -343,10 +246,106 @@ class ChatService:
             yield event
         await task
 
-    async def drain(self) -> None:
-        """Wait until every turn (and summary) this service started has finished."""
-        while self._running:
-            await asyncio.wait(list(self._running))
+    async def attach(
+        self, user_id: str, conversation_id: str, *, last_event_id: str | None = None
+    ) -> AsyncIterator[StreamEvent] | None:
+        """The stream of the turn running in a conversation, from any replica.
+
+        From its first event, or after `last_event_id` (an event id this stream or
+        `stream` gave: a reconnecting client's `Last-Event-ID`); it ends with the turn.
+
+        Returns:
+            The events, or None if no turn is running.
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        running = await self._store.turns.running(user_id, conversation_id)
+        if running is None:
+            return None
+        if not running.alive(utcnow()):
+            await self._store.turns.take_over(user_id, conversation_id)
+            return None
+        after = 0
+        if last_event_id is not None:
+            turn_id, _, number = last_event_id.rpartition(":")
+            if turn_id == running.turn_id and number.isdecimal():
+                after = int(number)
+        return self._follow(user_id, conversation_id, running.turn_id, after)
+
+    async def _follow(
+        self, user_id: str, conversation_id: str, turn_id: str, after: int
+    ) -> AsyncIterator[StreamEvent]:
+        # The turn's end and its last event are written together, so reading events until
+        # `done` or `error` is enough; the lease is looked at now and then only to notice
+        # a turn whose replica died (closing it writes its `done`).
+        checks_every = max(1, round(self._lease_ttl.total_seconds() / 2 / _ATTACH_POLL_SECONDS))
+        quiet = 0
+        while True:
+            events = await self._store.turns.events(user_id, conversation_id, turn_id, after=after)
+            for event in events:
+                yield event
+                if event.name in _TERMINAL:
+                    return
+            if events:
+                after = int(events[-1].id.rpartition(":")[2])
+                quiet = 0
+                continue
+            quiet += 1
+            if quiet % checks_every == 0:
+                running = await self._store.turns.running(user_id, conversation_id)
+                if running is None or running.turn_id != turn_id:
+                    quiet = -1  # ended: one more read picks up its last events
+                elif not running.alive(utcnow()):
+                    await self._store.turns.take_over(user_id, conversation_id)
+                    continue
+            if quiet == -1:
+                for event in await self._store.turns.events(
+                    user_id, conversation_id, turn_id, after=after
+                ):
+                    yield event
+                return
+            await asyncio.sleep(_ATTACH_POLL_SECONDS)
+
+    async def drain(self, patience: float | None = None) -> None:
+        """Wait until every turn (and summary) this service started has finished; after
+        `patience` seconds, cancel what is left (those turns end as interrupted)."""
+        try:
+            async with asyncio.timeout(patience):
+                while self._running:
+                    await asyncio.wait(list(self._running))
+        except TimeoutError:
+            for task in list(self._running):
+                task.cancel()
+            while self._running:
+                await asyncio.wait(list(self._running))
+
+    async def stop(self, user_id: str, conversation_id: str) -> bool:
+        """Ask the turn running in a conversation to stop (on whichever replica it runs).
+
+        It stops within `stop_poll_interval` seconds and ends as a completed turn marked
+        `stopped`, keeping its partial reply and every tool step it recorded.
+
+        Returns:
+            True if a turn was running, False if none was (a turn whose process died is
+            not running: it is closed as interrupted here).
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        return await self._store.request_stop(user_id, conversation_id)
+
+    async def context_tokens(self, user_id: str, conversation_id: str) -> tuple[int, int | None]:
+        """What the next turn would send: its input's tokens (before the new message),
+        and the seq up to which the summary stands in for messages (None: no summary).
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        summary, history = await self._load(user_id, conversation_id)
+        return self._build(summary, history).tokens, None if summary is None else summary.upto_seq
+
+    # -- the turn ---------------------------------------------------------------------
 
     async def _run(
         self,
@@ -354,62 +353,182 @@ class ChatService:
         conversation_id: str | None,
         message: str,
         idempotency_key: str | None,
-        emit: Callable[[TurnEvent], None],
+        emit: Callable[[StreamEvent], None],
     ) -> None:
-        if idempotency_key is not None:
-            replay = await self._claim(user_id, idempotency_key, conversation_id, message)
-            if replay is not None:
-                emit(TurnCompleted(replay))
-                return
+        begun = await self._begin(user_id, conversation_id, message, idempotency_key, emit)
+        if isinstance(begun, TurnResult):
+            for event in _told(begun):
+                emit(event)
+            return
+        turn = begun
+        runner = asyncio.current_task()
+        assert runner is not None
+        # The lease is kept alive until the turn's end is written, retries included.
+        self._in_background(turn.keep_alive(runner, poll_interval=self._stop_poll_interval))
         try:
-            turn = await self._start(user_id, conversation_id, message, emit)
-        except BaseException:
-            if idempotency_key is not None:
-                await asyncio.shield(self._store.idempotency.release(user_id, idempotency_key))
-            raise
-        try:
-            await self._converse(turn, emit)
-        except asyncio.CancelledError as error:
-            if not turn.stopped:
-                await asyncio.shield(self._close_failed(turn, error, idempotency_key))
-                raise
-            # Cancelled by our own stop watcher: the turn ends here, as stopped.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-        except BaseException as error:
-            await asyncio.shield(self._close_failed(turn, error, idempotency_key))
-            raise
-        reply = turn.pending_text
-        metadata: dict[str, Any] = {}
-        if turn.stopped:
-            reply = turn.unfinished_text()
-            metadata = {"status": "stopped"}
-        async with self._store.transaction() as tx:
-            await turn.append(
-                tx, [ChatMessage.assistant(reply, metadata=metadata)], release_lease=True
-            )
-            result = TurnResult(
-                conversation_id=turn.conversation_id,
-                response=reply,
-                tool_calls=turn.tool_calls,
-                message_ids=[m.id for m in turn.stored],
-                stopped=turn.stopped,
-            )
-            if idempotency_key is not None:
-                await tx.idempotency.complete(
-                    user_id,
-                    idempotency_key,
-                    conversation_id=turn.conversation_id,
-                    status_code=200,
-                    response=result.to_record(),
-                )
-        emit(TurnCompleted(result))
+            summary, history = await self._answer_turn(turn, runner)
+        finally:
+            turn.stop_keeping_alive()
         if self._summarize:
             self._in_background(
                 self._fold_summary(
-                    user_id, turn.conversation_id, turn.summary, turn.history + turn.stored
+                    user_id, turn.conversation_id, summary, [*history, *turn.stored[1:]]
                 )
+            )
+
+    async def _answer_turn(
+        self, turn: Turn, runner: asyncio.Task[Any]
+    ) -> tuple[Summary | None, list[Message]]:
+        """Converse, then end the turn as it went; returns the context it was built on."""
+        summary: Summary | None = None
+        history: list[Message] = []
+        try:
+            summary, history = await self._load(turn.user_id, turn.conversation_id)
+            await self._converse(turn, self._build(summary, history).messages)
+        except asyncio.CancelledError as error:
+            if not (turn.stopped or turn.lease_lost):
+                await asyncio.shield(self._close(turn, error))
+                raise
+            runner.uncancel()  # our own keep_alive's doing, not the caller's
+            if turn.lease_lost:
+                raise _lost() from None
+        except ConflictError as error:
+            if error.code != "lease_lost":
+                await asyncio.shield(self._close(turn, error))
+                raise
+            raise _lost() from error  # closed by someone else: nothing more to write
+        except BaseException as error:
+            await asyncio.shield(self._close(turn, error))
+            raise
+        if turn.stopped:
+            reply = ChatMessage.assistant(turn.unfinished_text(), metadata={"status": "stopped"})
+            ending = Ending(TurnStatus.STOPPED)
+        else:
+            reply = ChatMessage.assistant(turn.reply())
+            ending = Ending(TurnStatus.COMPLETED)
+        try:
+            await turn.end(reply, ending)
+        except ConflictError as error:
+            raise _lost() from error
+        return summary, history
+
+    async def _begin(
+        self,
+        user_id: str,
+        conversation_id: str | None,
+        message: str,
+        key: str | None,
+        emit: Callable[[StreamEvent], None],
+    ) -> Turn | TurnResult:
+        """Start the turn, or find the answer its idempotency key already has."""
+        request_hash = _request_hash(conversation_id, message)
+        turn_id = new_id()
+        async with self._store.transaction() as tx:
+            if key is not None:
+                record = await tx.idempotency.claim(
+                    user_id, key, request_hash=request_hash, expire_after=self._idempotency_ttl
+                )
+                if record is not None:
+                    return await self._answer(tx, user_id, record, request_hash)
+            if conversation_id is None:
+                conversation_id = (await tx.create_conversation(user_id, title=_title(message))).id
+            user_message, first_event = await tx.turns.start(
+                user_id,
+                conversation_id,
+                ChatMessage.user(message),
+                turn_id=turn_id,
+                lease_expires_at=utcnow() + self._lease_ttl,
+                idempotency_key=key,
+            )
+        return Turn(
+            self._store,
+            user_id=user_id,
+            user_message=user_message,
+            first_event=first_event,
+            turn_id=turn_id,
+            lease_ttl=self._lease_ttl,
+            idempotency_key=key,
+            max_tool_calls=self._max_tool_calls,
+            emit=emit,
+        )
+
+    async def _answer(
+        self, tx: SQLAlchemyStore, user_id: str, record: IdempotencyRecord, request_hash: str
+    ) -> TurnResult:
+        """The answer an idempotency key already has for a retry of its request."""
+        if record.request_hash != request_hash:
+            raise ConflictError(
+                "this idempotency key was used for a different request",
+                code="idempotency_mismatch",
+            )
+        if record.status_code is None:
+            outcome: TurnResult | RunningTurn | None = None
+            if record.conversation_id is not None and record.turn_id is not None:
+                outcome = await tx.turns.resolve(user_id, record.conversation_id, record.turn_id)
+            if isinstance(outcome, TurnResult):
+                return TurnResult.from_dict(outcome.to_record(), replayed=True)
+            if outcome is None:
+                # Its turn is gone without an answer: the conversation was deleted.
+                raise NotFoundError("conversation not found")
+            raise ConflictError(
+                "a request with this idempotency key is still running",
+                code="idempotency_in_flight",
+                retry_after=outcome.retry_after(utcnow()),
+            )
+        if record.status_code != 200:
+            raise _failure_from_record(record.response)
+        return TurnResult.from_dict(record.response, replayed=True)
+
+    async def _converse(self, turn: Turn, messages: Sequence[ChatMessage]) -> None:
+        deadline = asyncio.timeout(self._agent_timeout)
+        try:
+            async with deadline:
+                async for event in self._agent.run(messages, _RecordingToolbox(turn)):
+                    if isinstance(event, TextDelta | AssistantMessage):
+                        turn.hear(event)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise AgentTimeoutError(
+                f"the agent did not answer within {self._agent_timeout:g} seconds",
+                conversation_id=turn.conversation_id,
+            ) from None
+        except AgentError as error:
+            error.conversation_id = turn.conversation_id
+            raise
+        finally:
+            turn.agent_done = True
+
+    async def _close(self, turn: Turn, error: BaseException) -> None:
+        """End a turn that failed: its partial reply, marked, and the stream's `error`.
+
+        An agent failure is `failed`, and its key replays the failure (502/504); anything
+        else — the database away, cancellation, a bug — is `interrupted`, and its key
+        answers with what the turn did, as for a turn whose process died.
+        """
+        event = error_event(error, turn.conversation_id)
+        if isinstance(error, AgentError):
+            ending = Ending(
+                TurnStatus.FAILED,
+                error=event,
+                error_status=504 if isinstance(error, AgentTimeoutError) else 502,
+            )
+        else:
+            ending = Ending(TurnStatus.INTERRUPTED, error=event)
+        closing = ChatMessage.assistant(
+            turn.unfinished_text(), metadata={"status": ending.status.value, "code": event["code"]}
+        )
+        try:
+            await turn.end(closing, ending)
+        except ChatLedgerError as failure:
+            # Left for whoever finds the lease expired; the caller learns of the first
+            # error, not of this one.
+            log.warning(
+                "a failed turn could not be closed",
+                extra={
+                    "conversation_id": turn.conversation_id,
+                    "error_type": type(failure).__name__,
+                },
             )
 
     def _build(
@@ -426,16 +545,6 @@ class ChatService:
         self, user_id: str, conversation_id: str
     ) -> tuple[Summary | None, list[Message]]:
         return await self._store.load_context(user_id, conversation_id, limit=self._window_rows)
-
-    async def context_tokens(self, user_id: str, conversation_id: str) -> tuple[int, int | None]:
-        """What the next turn would send: its input's tokens (before the new message),
-        and the seq up to which the summary stands in for messages (None: no summary).
-
-        Raises:
-            NotFoundError: no such conversation for this user.
-        """
-        summary, history = await self._load(user_id, conversation_id)
-        return self._build(summary, history).tokens, None if summary is None else summary.upto_seq
 
     async def _fold_summary(
         self,
@@ -510,150 +619,37 @@ class ChatService:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _claim(
-        self, user_id: str, key: str, conversation_id: str | None, message: str
-    ) -> TurnResult | None:
-        request_hash = _request_hash(conversation_id, message)
-        record = await self._store.idempotency.claim(
-            user_id,
-            key,
-            request_hash=request_hash,
-            stale_after=timedelta(seconds=self._agent_timeout) + _LEASE_GRACE,
-            expire_after=self._idempotency_ttl,
+
+def _told(result: TurnResult) -> list[StreamEvent]:
+    """A stored result told as the stream that first produced it."""
+    named: list[tuple[str, dict[str, Any]]] = [
+        (
+            "conversation",
+            {
+                "conversation_id": result.conversation_id,
+                "turn_id": result.turn_id,
+                "user_message_id": result.message_ids[0] if result.message_ids else None,
+            },
         )
-        if record is None:
-            return None
-        if record.request_hash != request_hash:
-            raise ConflictError(
-                "this idempotency key was used for a different request",
-                code="idempotency_mismatch",
-            )
-        if record.status_code is None:
-            raise ConflictError(
-                "a request with this idempotency key is still running",
-                code="idempotency_in_flight",
-            )
-        if record.status_code != 200:
-            raise _failure_from_record(record.response)
-        return TurnResult.from_dict(record.response, replayed=True)
+    ]
+    for call in result.tool_calls:
+        named.append(("tool_call", {"id": call.id, "name": call.name, "arguments": call.arguments}))
+        named.append(("tool_result", {"id": call.id, "result": call.result}))
+    if result.response:
+        named.append(("delta", {"text": result.response}))
+    named.append(("done", {**result.to_record(), "replayed": True}))
+    turn_id = result.turn_id or "replay"
+    return [
+        StreamEvent(event_id(turn_id, number), name, data)
+        for number, (name, data) in enumerate(named, start=1)
+    ]
 
-    async def _start(
-        self,
-        user_id: str,
-        conversation_id: str | None,
-        message: str,
-        emit: Callable[[TurnEvent], None],
-    ) -> _Turn:
-        lease = Lease.new(timedelta(seconds=self._agent_timeout) + _LEASE_GRACE)
-        async with self._store.transaction() as tx:
-            if conversation_id is None:
-                conversation_id = (await tx.create_conversation(user_id, title=_title(message))).id
-            turn = _Turn(self._store, user_id, conversation_id, lease, self._max_tool_calls)
-            await turn.append(tx, [ChatMessage.user(message)])
-        emit(TurnStarted(conversation_id, turn.stored[0].id))
-        return turn
 
-    async def _converse(self, turn: _Turn, emit: Callable[[TurnEvent], None]) -> None:
-        turn.summary, turn.history = await self._load(turn.user_id, turn.conversation_id)
-        messages = self._build(turn.summary, turn.history).messages
-        toolbox = _RecordingToolbox(turn)
-        deadline = asyncio.timeout(self._agent_timeout)
-        runner = asyncio.current_task()
-        assert runner is not None
-        watcher = asyncio.create_task(self._watch_for_stop(turn, runner))
-        try:
-            async with deadline:
-                async for event in self._agent.run(messages, toolbox):
-                    if isinstance(event, TextDelta):
-                        turn.partial_text += event.text
-                    elif isinstance(event, AssistantMessage):
-                        await self._hold_reply(turn, event.content)
-                    emit(event)
-            turn.agent_done = True
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise AgentTimeoutError(
-                f"the agent did not answer within {self._agent_timeout:g} seconds",
-                conversation_id=turn.conversation_id,
-            ) from None
-        except AgentError as error:
-            error.conversation_id = turn.conversation_id
-            raise
-        finally:
-            turn.agent_done = True
-            watcher.cancel()
-
-    async def _watch_for_stop(self, turn: _Turn, runner: asyncio.Task[Any]) -> None:
-        # The stop request may come to any replica, so it travels through the database:
-        # a short indexed read every interval, for as long as the agent runs.
-        while True:
-            await asyncio.sleep(self._stop_poll_interval)
-            try:
-                asked = await self._store.stop_requested(
-                    turn.user_id, turn.conversation_id, turn.lease
-                )
-            except UnavailableError:
-                continue  # cannot tell now; the turn goes on
-            if asked and not turn.agent_done:
-                turn.stopped = True
-                runner.cancel()
-                return
-
-    async def stop(self, user_id: str, conversation_id: str) -> bool:
-        """Ask the turn running in a conversation to stop (on whichever replica it runs).
-
-        It stops within `stop_poll_interval` seconds and ends as a completed turn marked
-        `stopped`, keeping its partial reply and every tool step it recorded.
-
-        Returns:
-            True if a turn was running, False if none was.
-
-        Raises:
-            NotFoundError: no such conversation for this user.
-        """
-        return await self._store.request_stop(user_id, conversation_id)
-
-    async def _hold_reply(self, turn: _Turn, content: str) -> None:
-        # Two complete messages in a row: the first is not the reply, so store it now.
-        if turn.pending_text:
-            async with self._store.transaction() as tx:
-                await turn.append(tx, [ChatMessage.assistant(turn.pending_text)])
-        turn.pending_text = content
-        turn.partial_text = ""
-
-    async def _close_failed(
-        self, turn: _Turn, error: BaseException, idempotency_key: str | None
-    ) -> None:
-        """End a failed turn in the record: its partial reply, marked, and the lease freed."""
-        status = "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
-        code = error.code if isinstance(error, AgentError) else type(error).__name__
-        async with self._store.transaction() as tx:
-            await turn.append(
-                tx,
-                [
-                    ChatMessage.assistant(
-                        turn.unfinished_text(), metadata={"status": status, "code": code}
-                    )
-                ],
-                release_lease=True,
-            )
-            if idempotency_key is None:
-                return
-            if isinstance(error, AgentError):
-                await tx.idempotency.complete(
-                    turn.user_id,
-                    idempotency_key,
-                    conversation_id=turn.conversation_id,
-                    status_code=504 if isinstance(error, AgentTimeoutError) else 502,
-                    response={
-                        "code": error.code,
-                        "message": error.message,
-                        "conversation_id": turn.conversation_id,
-                    },
-                )
-            else:
-                await tx.idempotency.release(turn.user_id, idempotency_key)
+def _lost() -> UnavailableError:
+    return UnavailableError(
+        "the turn was interrupted: its server could not reach the database for too long",
+        code="turn_interrupted",
+    )
 
 
 _AGENT_ERRORS: Final = {kind.code: kind for kind in (AgentTimeoutError, ModelError)}

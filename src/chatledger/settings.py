@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(default=32_000, ge=1)
     agent_timeout: float = Field(default=60.0, gt=0)
     stop_poll_interval: float = Field(default=0.5, gt=0)
+    lease_seconds: float = Field(default=10.0, gt=0)
     max_tool_calls_per_turn: int = Field(default=10, ge=1)
     dev_login: bool = False
     log_level: str = "info"

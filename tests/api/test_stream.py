@@ -51,16 +51,10 @@ async def test_the_turn_streams_in_order_with_ids(make_server: Callable[..., Any
         assert response.headers["x-accel-buffering"] == "no"
         events = parse(response.text)
         names = [name for _, name, _ in events]
-        assert names == [
-            "conversation",
-            "tool_call",
-            "tool_result",
-            "delta",
-            "delta",
-            "delta",
-            "done",
-        ]
-        assert [int(event_id) for event_id, _, _ in events] == list(range(1, 8))
+        # The three pieces of text come in one go, so they are stored and sent as one.
+        assert names == ["conversation", "tool_call", "tool_result", "delta", "done"]
+        turn_id = events[0][2]["turn_id"]
+        assert [event_id for event_id, _, _ in events] == [f"{turn_id}:{n}" for n in range(1, 6)]
         _, _, started = events[0]
         _, _, call = events[1]
         _, _, result = events[2]
@@ -96,7 +90,7 @@ async def test_a_failure_after_the_start_is_an_error_event(make_server: Callable
     async with make_server(agent) as server:
         response = await stream(server, "alice", "hi")
         events = parse(response.text)
-        assert [name for _, name, _ in events] == ["conversation", "delta", "delta", "error"]
+        assert [name for _, name, _ in events] == ["conversation", "delta", "error"]
         _, _, error = events[-1]
         assert error == {
             "error": "agent_failed",
@@ -120,7 +114,7 @@ async def test_a_streamed_turn_replays_for_its_key(server: Server) -> None:
         "delta",
         "done",
     ]
-    assert again[-1][2] == first[-1][2]
+    assert again[-1][2] == {**first[-1][2], "replayed": True}
     assert server.agent.runs == 1  # type: ignore[attr-defined]
 
 
@@ -231,3 +225,118 @@ async def test_stop_mid_turn_keeps_the_partial_reply_and_the_tool_steps(database
         ).json()["items"]
         assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
         assert messages[-1]["metadata"] == {"status": "stopped"}
+
+
+class Reader:
+    """Reads a stream's events as they arrive, keeping all it has read."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._chunks = response.aiter_text()
+        self.text = ""
+
+    async def until(self, count: int) -> list[tuple[str, str, dict[str, Any]]]:
+        """The events read so far, once there are at least `count` of them."""
+        while len(events := self.events()) < count:
+            self.text += (await anext(self._chunks)).replace("\r\n", "\n")
+        return events
+
+    async def to_the_end(self) -> list[tuple[str, str, dict[str, Any]]]:
+        async for chunk in self._chunks:
+            self.text += chunk.replace("\r\n", "\n")
+        return self.events()
+
+    def events(self) -> list[tuple[str, str, dict[str, Any]]]:
+        complete = self.text[: self.text.rfind("\n\n") + 2] if "\n\n" in self.text else ""
+        return parse(complete) if complete.strip() else []
+
+
+async def test_another_client_follows_a_running_turn_and_resumes_after_last_event_id(
+    database_url: str,
+) -> None:
+    halfway, release = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent(
+        [
+            CallTool("add_task", {"title": "milk"}),
+            Say("Added milk, ", chunks=2),
+            Signal(halfway),
+            Block(release),
+            Say("and that is all."),
+        ]
+    )
+    async with (
+        real_server(database_url, agent) as (_, url),
+        httpx.AsyncClient(base_url=url, timeout=10, headers=auth("alice")) as client,
+    ):
+        created = await client.post("/api/alice/conversations", json={})
+        conversation_id = created.json()["id"]
+        follow_url = f"/api/alice/conversations/{conversation_id}/stream"
+        assert (await client.get(follow_url)).status_code == 204
+        body = {"message": "add milk", "conversation_id": conversation_id}
+        async with client.stream("POST", "/api/alice/chat/stream", json=body) as sent:
+            live = Reader(sent)
+            await live.until(1)
+            await halfway.wait()
+            read = (await client.get(f"/api/alice/conversations/{conversation_id}")).json()
+            async with client.stream("GET", follow_url) as followed:
+                follower = Reader(followed)
+                early = await follower.until(3)
+                resume = {"Last-Event-ID": early[1][0]}
+                async with client.stream("GET", follow_url, headers=resume) as resumed:
+                    release.set()
+                    picked_up = await Reader(resumed).to_the_end()
+                followed_all = await follower.to_the_end()
+            sent_all = await live.to_the_end()
+        after = (await client.get(f"/api/alice/conversations/{conversation_id}")).json()
+        assert (await client.get(follow_url)).status_code == 204
+    assert followed.headers["content-type"].startswith("text/event-stream")
+    assert read["running"] is True and read["turn_id"] == sent_all[0][2]["turn_id"]
+    assert after["running"] is False and after["turn_id"] is None
+    assert [name for _, name, _ in sent_all][-1] == "done"
+    # The same events, the same ids, the same text: the follower's stream is the sender's.
+    assert followed_all == sent_all
+    assert live.text.replace(": ping", "") == follower.text.replace(": ping", "")
+    assert picked_up == sent_all[2:]
+
+
+async def test_following_someone_elses_or_a_missing_conversation_is_404(server: Server) -> None:
+    bobs = await server.client.post("/api/bob/conversations", json={}, headers=auth("bob"))
+    for conversation_id in (bobs.json()["id"], "missing"):
+        response = await server.client.get(
+            f"/api/alice/conversations/{conversation_id}/stream", headers=auth("alice")
+        )
+        assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    forbidden = await server.client.get(
+        f"/api/bob/conversations/{bobs.json()['id']}/stream", headers=auth("alice")
+    )
+    assert forbidden.status_code == 403
+
+
+async def test_busy_and_in_flight_refusals_say_when_to_retry(
+    make_server: Callable[..., Any],
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent([Signal(started), Block(release), Say("ok")])
+    async with make_server(agent, lease_seconds=4) as server:
+        conversation_id = (
+            await server.client.post("/api/alice/conversations", json={}, headers=auth("alice"))
+        ).json()["id"]
+        first = asyncio.create_task(
+            server.client.post(
+                "/api/alice/chat",
+                json={"message": "one", "conversation_id": conversation_id},
+                headers={**auth("alice"), "Idempotency-Key": "k"},
+            )
+        )
+        await started.wait()
+        busy = await server.chat("alice", "two", conversation_id=conversation_id)
+        in_flight = await server.client.post(
+            "/api/alice/chat",
+            json={"message": "one", "conversation_id": conversation_id},
+            headers={**auth("alice"), "Idempotency-Key": "k"},
+        )
+        release.set()
+        assert (await first).status_code == 200
+    assert (busy.status_code, busy.json()["code"]) == (409, "conversation_busy")
+    assert (in_flight.status_code, in_flight.json()["code"]) == (409, "idempotency_in_flight")
+    for refused in (busy, in_flight):
+        assert 1 <= int(refused.headers["retry-after"]) <= 4

@@ -1,16 +1,14 @@
-"""Messages: append (validation, atomicity, statement count, leases) and history reads."""
+"""Messages: append (validation, atomicity, statement count) and history reads."""
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from chatledger.domain import ChatMessage, Role, ToolCall
-from chatledger.errors import ConflictError, NotFoundError, TooLargeError, ValidationError
-from chatledger.store import Lease, SQLAlchemyStore
+from chatledger.errors import NotFoundError, TooLargeError, ValidationError
+from chatledger.store import SQLAlchemyStore
 from tests.factories import count_statements, message_seqs, row_counts, tool_exchange
 
 
@@ -225,38 +223,6 @@ async def test_history_refuses_a_non_integer_before_seq(
         await store.history("alice", conversation.id, before_seq=before_seq)  # type: ignore[arg-type]
 
 
-async def test_a_lease_keeps_other_writers_out_until_released(store: SQLAlchemyStore) -> None:
-    conversation = await store.create_conversation("alice")
-    turn = Lease.new(timedelta(minutes=1))
-    other = Lease.new(timedelta(minutes=1))
-    await store.append("alice", conversation.id, [ChatMessage.user("go")], lease=turn)
-
-    for intruder in (None, other):
-        with pytest.raises(ConflictError) as busy:
-            await store.append(
-                "alice", conversation.id, [ChatMessage.user("me too")], lease=intruder
-            )
-        assert busy.value.code == "conversation_busy"
-
-    await store.append("alice", conversation.id, [ChatMessage.assistant("still mine")], lease=turn)
-    await store.append(
-        "alice", conversation.id, [ChatMessage.assistant("done")], lease=turn, release_lease=True
-    )
-    await store.append("alice", conversation.id, [ChatMessage.user("next")], lease=other)
-    await store.release_lease("alice", conversation.id, other.id)
-    await store.append("alice", conversation.id, [ChatMessage.user("no lease needed now")])
-    contents = [m.content for m in await store.history("alice", conversation.id)]
-    assert contents == ["go", "still mine", "done", "next", "no lease needed now"]
-
-
-async def test_an_expired_lease_can_be_taken_over(store: SQLAlchemyStore) -> None:
-    conversation = await store.create_conversation("alice")
-    crashed = Lease.new(timedelta(seconds=-1))
-    await store.append("alice", conversation.id, [ChatMessage.user("crash")], lease=crashed)
-    await store.append("alice", conversation.id, [ChatMessage.user("after the crash")])
-    assert len(await store.history("alice", conversation.id)) == 2
-
-
 async def test_transactions_commit_together_or_not_at_all(
     store: SQLAlchemyStore, connector
 ) -> None:
@@ -274,49 +240,3 @@ async def test_transactions_commit_together_or_not_at_all(
     counts = await row_counts(connector, "alice")
     assert (counts["tasks"], counts["messages"]) == (1, 2)
     assert [t.title for t in await store.tasks.list("alice")] == ["milk"]
-
-
-async def test_a_stop_request_reaches_the_running_turn_only(store: SQLAlchemyStore) -> None:
-    conversation = await store.create_conversation("alice")
-    assert await store.request_stop("alice", conversation.id) is False  # nothing running
-    turn = Lease.new(timedelta(minutes=1))
-    await store.append("alice", conversation.id, [ChatMessage.user("go")], lease=turn)
-    assert await store.stop_requested("alice", conversation.id, turn) is False
-
-    assert await store.request_stop("alice", conversation.id) is True
-    # The turn's own appends keep the request; another lease never sees it.
-    await store.append("alice", conversation.id, tool_exchange("c1"), lease=turn)
-    assert await store.stop_requested("alice", conversation.id, turn) is True
-    assert await store.stop_requested("alice", conversation.id, Lease.new(timedelta(1))) is False
-
-    # Giving the lease up clears it: the next turn starts unstopped.
-    await store.append(
-        "alice", conversation.id, [ChatMessage.assistant("stopped")], lease=turn, release_lease=True
-    )
-    following = Lease.new(timedelta(minutes=1))
-    await store.append("alice", conversation.id, [ChatMessage.user("again")], lease=following)
-    assert await store.stop_requested("alice", conversation.id, following) is False
-
-
-async def test_a_stop_request_clears_when_a_new_turn_takes_an_expired_lease(
-    store: SQLAlchemyStore,
-) -> None:
-    conversation = await store.create_conversation("alice")
-    crashed = Lease.new(timedelta(seconds=-1))
-    await store.append("alice", conversation.id, [ChatMessage.user("go")], lease=crashed)
-    fresh = Lease.new(timedelta(minutes=1))
-    await store.append("alice", conversation.id, [ChatMessage.user("again")], lease=fresh)
-    assert await store.request_stop("alice", conversation.id) is True
-    await store.release_lease("alice", conversation.id, fresh.id)
-    after = Lease.new(timedelta(minutes=1))
-    await store.append("alice", conversation.id, [ChatMessage.user("next")], lease=after)
-    assert await store.stop_requested("alice", conversation.id, after) is False
-
-
-async def test_stop_requests_for_someone_elses_conversation_are_not_found(
-    store: SQLAlchemyStore,
-) -> None:
-    bobs = await store.create_conversation("bob")
-    await store.append("bob", bobs.id, [ChatMessage.user("go")], lease=Lease.new(timedelta(1)))
-    with pytest.raises(NotFoundError):
-        await store.request_stop("alice", bobs.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from chatledger.domain import ChatMessage
-from chatledger.store import SQLAlchemyStore
+from chatledger.store import Lease, SQLAlchemyStore
 from tests.factories import row_counts, snapshot
 
 
@@ -15,7 +15,21 @@ async def _populate(store: SQLAlchemyStore, user: str) -> None:
         user, conversation.id, [ChatMessage.user("hi"), ChatMessage.assistant("hello")]
     )
     await store.tasks.add(user, title="milk")
-    await store.idempotency.claim(user, "k", request_hash="h", stale_after=timedelta(minutes=1))
+    await store.idempotency.claim(user, "k", request_hash="h")
+    # A turn left running, with a stream event: every table holds a row of the user's.
+    lease = Lease.new(timedelta(minutes=1))
+    await store.turns.start(
+        user,
+        conversation.id,
+        ChatMessage.user("go"),
+        turn_id=lease.id,
+        lease_expires_at=lease.expires_at,
+        idempotency_key="k",
+    )
+    await store.turns.add_events(
+        user, conversation.id, lease.id, [("delta", {"text": "."})], first_seq=2
+    )
+    await store.summaries.save(user, conversation.id, content="hi", upto_seq=1, replaces=None)
 
 
 async def test_delete_user_removes_everything_of_that_user_only(
@@ -27,6 +41,7 @@ async def test_delete_user_removes_everything_of_that_user_only(
 
     await store.delete_user("alice")
 
+    assert 0 not in (await row_counts(connector, "bob")).values()
     assert set((await row_counts(connector, "alice")).values()) == {0}
     assert await snapshot(connector, "bob") == bobs
 

@@ -114,19 +114,22 @@ def create_app(
             max_tool_calls=settings.max_tool_calls_per_turn,
             max_message_chars=settings.max_message_chars,
             idempotency_ttl=IDEMPOTENCY_TTL,
+            lease_ttl=settings.lease_seconds,
         )
-        purger = asyncio.create_task(_purge_idempotency_keys(app.state.store))
+        chores = [
+            asyncio.create_task(_purge_idempotency_keys(app.state.store)),
+            asyncio.create_task(_close_dead_turns(app.state.store, settings)),
+        ]
         try:
             async with serve_mcp(app.state.store) as app.state.mcp_app:
                 yield
         finally:
-            purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purger
-            # Turns in flight finish and are stored before the process goes.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(settings.agent_timeout):
-                    await app.state.service.drain()
+            for chore in chores:
+                chore.cancel()
+            await asyncio.gather(*chores, return_exceptions=True)
+            # Turns in flight finish and are stored before the process goes; those still
+            # running after the agent timeout are closed as interrupted.
+            await app.state.service.drain(patience=settings.agent_timeout)
             if owned:
                 await app.state.store.close()
             # An agent built here is closed here (the OpenAI one holds an HTTP client);
@@ -171,6 +174,19 @@ async def _purge_idempotency_keys(store: SQLAlchemyStore) -> None:
         await asyncio.sleep(_PURGE_EVERY)
         with contextlib.suppress(UnavailableError):
             await store.idempotency.purge(older_than=IDEMPOTENCY_TTL)
+
+
+async def _close_dead_turns(store: SQLAlchemyStore, settings: Settings) -> None:
+    # A turn whose replica died is closed by the next request on its conversation; this
+    # closes the others, so a conversation nobody comes back to still reads as it
+    # happened within seconds. Every replica sweeps; closing a turn is safe to race.
+    # Stream events outlive their turn by a while, for clients still catching up.
+    keep_events = timedelta(seconds=settings.agent_timeout) + timedelta(minutes=5)
+    while True:
+        await asyncio.sleep(settings.lease_seconds / 2)
+        with contextlib.suppress(UnavailableError):
+            await store.turns.close_expired()
+            await store.turns.purge_events(older_than=keep_events)
 
 
 def create_app_from_environment() -> FastAPI:

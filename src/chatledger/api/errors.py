@@ -8,6 +8,7 @@ for the server to log with its traceback.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -17,18 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from chatledger.errors import (
-    AgentError,
-    AgentTimeoutError,
-    AuthenticationError,
-    ChatLedgerError,
-    ConflictError,
-    NotFoundError,
-    PermissionDeniedError,
-    TooLargeError,
-    UnavailableError,
-    ValidationError,
-)
+from chatledger.errors import AuthenticationError, ChatLedgerError, kind_of
 
 __all__ = [
     "domain_error_response",
@@ -40,21 +30,17 @@ __all__ = [
 
 log = structlog.get_logger("chatledger.api")
 
-# Most specific first: a TooLargeError is also a ValidationError.
-_STATUS: Final[list[tuple[type[ChatLedgerError], int, str]]] = [
-    (TooLargeError, 413, "too_large"),
-    (ValidationError, 422, "invalid"),
-    (AuthenticationError, 401, "unauthorized"),
-    (PermissionDeniedError, 403, "forbidden"),
-    (NotFoundError, 404, "not_found"),
-    (ConflictError, 409, "conflict"),
-    (UnavailableError, 503, "unavailable"),
-    (AgentTimeoutError, 504, "agent_timeout"),
-    (AgentError, 502, "agent_failed"),
-]
-# A retried request with the same key but a different body is a client mistake in the
-# request itself, not a clash with another request.
-_CODE_STATUS: Final = {"idempotency_mismatch": (422, "invalid")}
+_STATUS: Final = {
+    "too_large": 413,
+    "invalid": 422,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "unavailable": 503,
+    "agent_timeout": 504,
+    "agent_failed": 502,
+}
 _HTTP_KINDS: Final = {
     400: "bad_request",
     404: "not_found",
@@ -66,12 +52,8 @@ _HTTP_KINDS: Final = {
 
 def status_of(error: ChatLedgerError) -> tuple[int, str]:
     """The HTTP status and error kind for a domain error."""
-    if error.code in _CODE_STATUS:
-        return _CODE_STATUS[error.code]
-    for kind, status, name in _STATUS:
-        if isinstance(error, kind):
-            return status, name
-    return 500, "internal"
+    kind = kind_of(error)
+    return _STATUS.get(kind, 500), kind
 
 
 def error_response(
@@ -104,8 +86,8 @@ def domain_error_response(error: ChatLedgerError) -> JSONResponse:
         headers["WWW-Authenticate"] = (
             "Bearer" if error.code == "missing_token" else 'Bearer error="invalid_token"'
         )
-    if isinstance(error, UnavailableError):
-        headers["Retry-After"] = "1"
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return JSONResponse(error_body(error), status_code=status_of(error)[0], headers=headers)
 
 

@@ -11,8 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatledger.domain import Conversation, Message, Task
-from chatledger.service import TurnResult
+from chatledger.domain import Conversation, Message, Task, TurnResult
 
 __all__ = [
     "ChatRequest",
@@ -59,6 +58,11 @@ class ChatResponse(BaseModel):
     stopped: bool | None = Field(
         default=None, description="Present, true, when the turn was stopped on request."
     )
+    interrupted: bool | None = Field(
+        default=None,
+        description="Present, true, when the turn ended unfinished (its server failed or "
+        "died): the answer to a retry under its idempotency key, with what it did.",
+    )
 
     @classmethod
     def of(cls, result: TurnResult) -> ChatResponse:
@@ -84,6 +88,8 @@ class ConversationPublic(BaseModel):
     message_count: int
     created_at: datetime
     updated_at: datetime
+    running: bool = Field(description="A turn is running: follow it at `…/stream`.")
+    turn_id: str | None = Field(description="The running turn's id (null: none is running).")
 
     @classmethod
     def of(cls, conversation: Conversation) -> ConversationPublic:
@@ -94,6 +100,8 @@ class ConversationPublic(BaseModel):
             message_count=conversation.message_count,
             created_at=conversation.created_at,
             updated_at=conversation.updated_at,
+            running=conversation.running_turn_id is not None,
+            turn_id=conversation.running_turn_id,
         )
 
 

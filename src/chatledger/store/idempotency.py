@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, or_, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from chatledger.domain import check_text
 from chatledger.errors import ValidationError
@@ -21,10 +21,12 @@ _t = idempotency_keys.c
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IdempotencyRecord:
-    """What is stored under a key. `status_code` is None while the first request runs."""
+    """What is stored under a key. `status_code` is None while the first request runs;
+    `turn_id` names the chat turn it started (None for other requests)."""
 
     request_hash: str
     conversation_id: str | None
+    turn_id: str | None
     status_code: int | None
     response: Any
     created_at: datetime
@@ -49,15 +51,16 @@ class IdempotencyStore:
         key: str,
         *,
         request_hash: str,
-        stale_after: timedelta,
         expire_after: timedelta = timedelta(hours=24),
     ) -> IdempotencyRecord | None:
         """Claim `key` for a new request, or return what is already stored under it.
 
         Returns None when the caller now owns the key and must run the request: the key
-        was new, had expired, or was left in flight for longer than `stale_after` by a run
-        that crashed. Otherwise returns the stored record, finished or in flight; the
-        caller compares `request_hash` to tell a retry from a different request.
+        was new, or its answer has expired. Otherwise returns the stored record, finished
+        or in flight; the caller compares `request_hash` to tell a retry from a different
+        request. A key in flight is never taken over here, however old: what became of
+        its request is for its turn to tell (`TurnStore.resolve`), or a retry could run
+        the request twice.
         """
         user_id = check_user_id(user_id)
         key = _check_key(key)
@@ -65,27 +68,30 @@ class IdempotencyStore:
         fresh = {
             "request_hash": request_hash,
             "conversation_id": None,
+            "turn_id": None,
             "status_code": None,
             "response": None,
             "created_at": now,
         }
-        # One statement claims a new key or takes over an abandoned one; a live key is
-        # left alone, and the caller reads it instead.
+        # One statement claims a new key or renews an expired answer; a live key is left
+        # alone, and the caller reads it instead.
         claim = (
             self._db.upsert(idempotency_keys)
             .values(user_id=user_id, key=key, **fresh)
             .on_conflict_do_update(
                 index_elements=[_t.user_id, _t.key],
                 set_=fresh,
-                where=or_(
-                    _t.created_at <= now - expire_after,
-                    _t.status_code.is_(None) & (_t.created_at <= now - stale_after),
-                ),
+                where=_t.status_code.is_not(None) & (_t.created_at <= now - expire_after),
             )
             .returning(_t.key)
         )
         stored = select(
-            _t.request_hash, _t.conversation_id, _t.status_code, _t.response, _t.created_at
+            _t.request_hash,
+            _t.conversation_id,
+            _t.turn_id,
+            _t.status_code,
+            _t.response,
+            _t.created_at,
         ).where(_t.user_id == user_id, _t.key == key)
 
         def work(conn: Connection) -> IdempotencyRecord | None:
@@ -95,6 +101,7 @@ class IdempotencyStore:
             return IdempotencyRecord(
                 request_hash=row.request_hash,
                 conversation_id=row.conversation_id,
+                turn_id=row.turn_id,
                 status_code=row.status_code,
                 response=row.response,
                 created_at=row.created_at,
@@ -116,13 +123,6 @@ class IdempotencyStore:
             update(idempotency_keys)
             .where(_t.user_id == user_id, _t.key == key)
             .values(conversation_id=conversation_id, status_code=status_code, response=response)
-        )
-        await self._db.write(lambda conn: conn.execute(statement))
-
-    async def release(self, user_id: str, key: str) -> None:
-        """Forget an in-flight key whose request failed before it changed anything."""
-        statement = delete(idempotency_keys).where(
-            _t.user_id == user_id, _t.key == key, _t.status_code.is_(None)
         )
         await self._db.write(lambda conn: conn.execute(statement))
 

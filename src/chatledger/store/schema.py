@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -41,6 +42,8 @@ __all__ = [
     "summaries",
     "task_counters",
     "tasks",
+    "turn_events",
+    "turns",
 ]
 
 
@@ -150,6 +153,14 @@ conversations = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("user_id", "id"),
     Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),
+    # Finds the turns whose replica died (their lease ran out) without scanning every
+    # conversation; only conversations with a turn running are in it.
+    Index(
+        "ix_conversations_lease",
+        "lease_expires_at",
+        postgresql_where=text("lease_id IS NOT NULL"),
+        sqlite_where=text("lease_id IS NOT NULL"),
+    ),
 )
 
 messages = Table(
@@ -221,6 +232,58 @@ task_counters = Table(
     PrimaryKeyConstraint("user_id"),
 )
 
+# One row per turn: which user message started it, under which idempotency key, and how
+# it ended. While it runs, the conversation's lease names it; whoever finds that lease
+# expired closes the turn as interrupted from what this row and the messages record.
+turns = Table(
+    "turns",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("conversation_id", String(ID), nullable=False),
+    Column("id", String(ID), nullable=False),
+    Column("user_seq", BigInteger, nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("status", String(16), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("ended_at", UTCDateTime()),
+    PrimaryKeyConstraint("user_id", "conversation_id", "id"),
+    ForeignKeyConstraint(
+        ["user_id", "conversation_id"],
+        ["conversations.user_id", "conversations.id"],
+        ondelete="CASCADE",
+        name="fk_turns_conversation",
+    ),
+    CheckConstraint(
+        "status IN ('running', 'completed', 'stopped', 'failed', 'interrupted')",
+        name="ck_turns_status",
+    ),
+)
+
+# What a running turn has streamed, in order, so that any replica can replay it to a
+# client that attaches late or reconnects. Dropped a while after the turn ends: by then
+# its messages hold everything.
+turn_events = Table(
+    "turn_events",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("conversation_id", String(ID), nullable=False),
+    Column("turn_id", String(ID), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("name", String(16), nullable=False),
+    # JSON as text, not JSONB: JSONB reorders keys, and a replayed event must be the same
+    # bytes the live stream sent.
+    Column("data", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("user_id", "conversation_id", "turn_id", "seq"),
+    ForeignKeyConstraint(
+        ["user_id", "conversation_id", "turn_id"],
+        ["turns.user_id", "turns.conversation_id", "turns.id"],
+        ondelete="CASCADE",
+        name="fk_turn_events_turn",
+    ),
+    Index("ix_turn_events_created", "created_at"),
+)
+
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
@@ -228,6 +291,9 @@ idempotency_keys = Table(
     Column("key", String(255), nullable=False),
     Column("request_hash", String(64), nullable=False),
     Column("conversation_id", String(ID)),
+    # The turn the key started, set in the transaction that stores its user message: a
+    # retry finds that turn instead of starting another.
+    Column("turn_id", String(ID)),
     # NULL while the first request is still running.
     Column("status_code", Integer),
     Column("response", _json()),

@@ -13,19 +13,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import MappingProxyType
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from sqlalchemy import (
     Connection,
     Engine,
     Integer,
     bindparam,
-    case,
     delete,
-    false,
     insert,
-    or_,
     select,
     tuple_,
     update,
@@ -37,14 +33,11 @@ from chatledger.domain import (
     Conversation,
     Message,
     Page,
-    Role,
     Summary,
-    ToolCall,
     check_metadata,
-    check_new_message,
     check_text,
 )
-from chatledger.errors import ConflictError, NotFoundError, ValidationError
+from chatledger.errors import NotFoundError, ValidationError
 from chatledger.store.core import (
     MAX_BIGINT,
     UNSET,
@@ -59,6 +52,13 @@ from chatledger.store.core import (
 from chatledger.store.cursor import decode_cursor, encode_cursor
 from chatledger.store.engine import Connector, connect
 from chatledger.store.idempotency import IdempotencyStore
+from chatledger.store.ledger import (
+    MESSAGE_COLUMNS,
+    LeaseUse,
+    Writer,
+    message_of,
+    require_conversation,
+)
 from chatledger.store.migrate import upgrade
 from chatledger.store.schema import (
     conversations,
@@ -67,10 +67,13 @@ from chatledger.store.schema import (
     summaries,
     task_counters,
     tasks,
+    turn_events,
+    turns,
 )
 from chatledger.store.summaries import SELECT_SUMMARY, SummaryStore, summary_of
 from chatledger.store.tasks import TaskStore
-from chatledger.tokens import TokenCounter, approximate_tokens, count_message_tokens
+from chatledger.store.turns import TurnStore
+from chatledger.tokens import TokenCounter, approximate_tokens
 
 __all__ = ["Lease", "SQLAlchemyStore"]
 
@@ -80,20 +83,15 @@ DEFAULT_MAX_MESSAGE_CHARS: Final = 256 * 1024
 
 _c = conversations.c
 _m = message_table.c
-_CONVERSATION_COLUMNS = (_c.id, _c.title, _c.metadata, _c.next_seq, _c.created_at, _c.updated_at)
-# In the order `_message` unpacks them.
-_MESSAGE_COLUMNS = (
-    _m.conversation_id,
-    _m.seq,
-    _m.id,
-    _m.role,
-    _m.content,
-    _m.tool_calls,
-    _m.tool_call_id,
-    _m.name,
-    _m.metadata,
-    _m.token_count,
-    _m.created_at,
+_CONVERSATION_COLUMNS = (
+    _c.id,
+    _c.title,
+    _c.metadata,
+    _c.next_seq,
+    _c.lease_id,
+    _c.lease_expires_at,
+    _c.created_at,
+    _c.updated_at,
 )
 
 # The statements of a chat turn are built once, at import: built per call, each would be
@@ -101,47 +99,8 @@ _MESSAGE_COLUMNS = (
 _SELECT_CONVERSATION = select(*_CONVERSATION_COLUMNS).where(
     _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
 )
-_CONVERSATION_EXISTS = select(_c.id).where(
-    _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
-)
-_RESERVE_SEQ = (
-    update(conversations)
-    .where(
-        _c.user_id == bindparam("user"),
-        _c.id == bindparam("conversation"),
-        or_(_c.lease_id.is_(None), _c.lease_expires_at <= bindparam("now")),
-    )
-    .values(next_seq=_c.next_seq + bindparam("count"), updated_at=bindparam("now"))
-    .returning(_c.next_seq)
-)
-_RESERVE_SEQ_LEASED = (
-    update(conversations)
-    .where(
-        _c.user_id == bindparam("user"),
-        _c.id == bindparam("conversation"),
-        or_(
-            _c.lease_id.is_(None),
-            _c.lease_expires_at <= bindparam("now"),
-            _c.lease_id == bindparam("held_lease"),
-        ),
-    )
-    .values(
-        next_seq=_c.next_seq + bindparam("count"),
-        updated_at=bindparam("now"),
-        lease_id=bindparam("new_lease_id"),
-        lease_expires_at=bindparam("new_lease_expires_at"),
-        # A stop request belongs to the turn it was made for: kept while that turn
-        # appends, cleared when a turn takes the lease or gives it up.
-        stop_requested=case(
-            (_c.lease_id == bindparam("held_lease"), _c.stop_requested), else_=false()
-        )
-        & (bindparam("new_lease_id").is_not(None)),
-    )
-    .returning(_c.next_seq)
-)
-_INSERT_MESSAGES = insert(message_table)
 _HISTORY = (
-    select(*_MESSAGE_COLUMNS)
+    select(*MESSAGE_COLUMNS)
     .where(_m.user_id == bindparam("user"), _m.conversation_id == bindparam("conversation"))
     .order_by(_m.seq.desc())
     .limit(bindparam("limit", type_=Integer))
@@ -157,7 +116,8 @@ _HISTORY_RANGES = {
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A claim on a conversation for one turn; see `SQLAlchemyStore.append`."""
+    """A running turn's claim on its conversation: the turn's id, and until when it holds
+    unless renewed; see `SQLAlchemyStore.append` and `TurnStore`."""
 
     id: str
     expires_at: datetime
@@ -167,11 +127,8 @@ class Lease:
         return cls(new_id(), utcnow() + ttl)
 
 
-_ROLES = {role.value: role for role in Role}
-_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
-
-
-def _conversation(row: AnyRow) -> Conversation:
+def _conversation(row: AnyRow, now: datetime) -> Conversation:
+    running = row.lease_id is not None and row.lease_expires_at > now
     return Conversation(
         id=row.id,
         title=row.title,
@@ -179,37 +136,7 @@ def _conversation(row: AnyRow) -> Conversation:
         message_count=row.next_seq - 1,
         created_at=row.created_at,
         updated_at=row.updated_at,
-    )
-
-
-def _message(row: AnyRow) -> Message:
-    # Unpacked by position: reading a Row's attributes by name costs about 15 times as
-    # much (docs/benchmarks.md, "Where chatledger's time goes"), 11 times per message.
-    (
-        conversation_id,
-        seq,
-        message_id,
-        role,
-        content,
-        tool_calls,
-        tool_call_id,
-        name,
-        metadata,
-        token_count,
-        created_at,
-    ) = row
-    return Message(
-        conversation_id=conversation_id,
-        seq=seq,
-        id=message_id,
-        role=_ROLES[role],
-        content=content,
-        tool_calls=tuple(ToolCall(**call) for call in tool_calls) if tool_calls else (),
-        tool_call_id=tool_call_id,
-        name=name,
-        metadata=metadata or _NO_METADATA,
-        token_count=token_count,
-        created_at=created_at,
+        running_turn_id=row.lease_id if running else None,
     )
 
 
@@ -222,8 +149,8 @@ def _check_title(title: object) -> str | None:
 class SQLAlchemyStore:
     """The conversation store on SQLite or PostgreSQL, through SQLAlchemy Core.
 
-    Tasks, idempotency keys and rolling summaries live in the same database, as
-    `store.tasks`, `store.idempotency` and `store.summaries`.
+    Tasks, idempotency keys, rolling summaries and turns live in the same database, as
+    `store.tasks`, `store.idempotency`, `store.summaries` and `store.turns`.
 
     Args:
         connector: where statements run; `from_url` makes the right one for a URL.
@@ -243,6 +170,7 @@ class SQLAlchemyStore:
     ) -> None:
         self._max_message_chars = max_message_chars
         self._token_counter = token_counter
+        self._writer = Writer(max_message_chars=max_message_chars, token_counter=token_counter)
         self._cursor_key = cursor_key if cursor_key is not None else os.urandom(32)
         self._use(connector)
 
@@ -251,6 +179,7 @@ class SQLAlchemyStore:
         self.tasks = TaskStore(db)
         self.idempotency = IdempotencyStore(db)
         self.summaries = SummaryStore(db, self._token_counter)
+        self.turns = TurnStore(db, self._writer)
 
     @classmethod
     def from_url(
@@ -282,7 +211,7 @@ class SQLAlchemyStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLAlchemyStore]:
-        """A store whose methods (and `tasks`, `idempotency`) share one write transaction.
+        """A store whose methods (and `tasks`, `turns` ...) share one write transaction.
 
         Committed when the block exits, rolled back if it raises. Nested use joins the
         outer transaction.
@@ -339,7 +268,7 @@ class SQLAlchemyStore:
         row = await self._db.read(lambda conn: conn.execute(_SELECT_CONVERSATION, key).first())
         if row is None:
             raise NotFoundError("conversation not found")
-        return _conversation(row)
+        return _conversation(row, utcnow())
 
     async def list_conversations(
         self, user_id: str, *, limit: int = 20, cursor: str | None = None
@@ -357,7 +286,8 @@ class SQLAlchemyStore:
             query = query.where(tuple_(_c.updated_at, _c.id) < tuple_(*after))
         query = query.order_by(_c.updated_at.desc(), _c.id.desc()).limit(limit + 1)
         rows = await self._db.read(lambda conn: conn.execute(query).all())
-        items = [_conversation(row) for row in rows[:limit]]
+        now = utcnow()
+        items = [_conversation(row, now) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = items[-1]
@@ -391,7 +321,7 @@ class SQLAlchemyStore:
         row = await self._db.write(lambda conn: conn.execute(statement).first())
         if row is None:
             raise NotFoundError("conversation not found")
-        return _conversation(row)
+        return _conversation(row, utcnow())
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> None:
         """Delete a conversation and, in the same transaction, all of its messages."""
@@ -420,9 +350,10 @@ class SQLAlchemyStore:
         reserves a contiguous range of `seq` and returns it, then one insert stores every
         row. Concurrent appends serialize on the conversation row, so `seq` stays gap-free.
 
-        A conversation runs one turn at a time. While a live lease is held, appends
-        without it are refused; with `lease`, the append takes the lease if it is free
-        (or has expired) and keeps it, and `release_lease=True` gives it up.
+        A conversation runs one turn at a time (`store.turns.start` begins one). While a
+        turn runs, appends without its `lease` are refused; with it, the append renews
+        the lease, and `release_lease=True` gives it up. A turn whose lease ran out (its
+        replica died) is closed as interrupted by the next append that finds it.
 
         Returns:
             The stored messages, in order.
@@ -430,90 +361,59 @@ class SQLAlchemyStore:
         Raises:
             ValidationError: a message is invalid; nothing is stored.
             NotFoundError: no such conversation for this user.
-            ConflictError: `conversation_busy`, another turn holds the lease.
+            ConflictError: `conversation_busy` (another turn runs; `retry_after` says
+                when to try again) or `lease_lost` (`lease` is no longer held).
         """
         user_id = check_user_id(user_id)
         conversation_id = check_conversation_id(conversation_id)
-        checked = [check_new_message(m, max_chars=self._max_message_chars) for m in messages]
-        if not checked:
+        prepared = self._writer.prepare(messages)
+        if not prepared:
             raise ValidationError("nothing to append", field="messages")
-        now = utcnow()
-        reserve = _RESERVE_SEQ
-        params: dict[str, Any] = {
-            "user": user_id,
-            "conversation": conversation_id,
-            "now": now,
-            "count": len(checked),
-        }
+        use = LeaseUse.NONE
         if lease is not None:
-            reserve = _RESERVE_SEQ_LEASED
-            params["held_lease"] = lease.id
-            params["new_lease_id"] = None if release_lease else lease.id
-            params["new_lease_expires_at"] = None if release_lease else lease.expires_at
-        prepared = [(m, new_id(), count_message_tokens(m, self._token_counter)) for m in checked]
-
-        def work(conn: Connection) -> list[Message]:
-            next_seq = conn.execute(reserve, params).scalar()
-            if next_seq is None:
-                _raise_missing_or_busy(conn, user_id, conversation_id)
-            first_seq = next_seq - len(prepared)
-            stored = [
-                Message(
-                    conversation_id=conversation_id,
-                    seq=first_seq + offset,
-                    id=message_id,
-                    role=m.role,
-                    content=m.content,
-                    tool_calls=tuple(m.tool_calls),
-                    tool_call_id=m.tool_call_id,
-                    name=m.name,
-                    metadata=m.metadata,
-                    token_count=tokens,
-                    created_at=now,
-                )
-                for offset, (m, message_id, tokens) in enumerate(prepared)
-            ]
-            conn.execute(_INSERT_MESSAGES, [_row(user_id, m) for m in stored])
-            return stored
-
-        return await self._db.write(work)
-
-    async def release_lease(self, user_id: str, conversation_id: str, lease_id: str) -> None:
-        """Give up a lease if it is still held; a no-op otherwise."""
-        statement = (
-            update(conversations)
-            .where(_c.user_id == user_id, _c.id == conversation_id, _c.lease_id == lease_id)
-            .values(lease_id=None, lease_expires_at=None, stop_requested=False)
+            use = LeaseUse.RELEASE if release_lease else LeaseUse.HOLD
+        return await self._db.write(
+            lambda conn: self._writer.append(
+                conn,
+                user_id,
+                conversation_id,
+                prepared,
+                now=utcnow(),
+                use=use,
+                lease_id=None if lease is None else lease.id,
+                lease_expires_at=None if lease is None else lease.expires_at,
+            )
         )
-        await self._db.write(lambda conn: conn.execute(statement))
 
     async def request_stop(self, user_id: str, conversation_id: str) -> bool:
         """Ask the turn running in a conversation to stop, whichever process runs it.
 
         Returns:
             True if a turn was running (it stops within a moment, keeping what it did),
-            False if none was.
+            False if none was. A turn whose replica died is closed as interrupted, and
+            is not running.
 
         Raises:
             NotFoundError: no such conversation for this user.
         """
         user_id = check_user_id(user_id)
         conversation_id = check_conversation_id(conversation_id)
-        flag = (
-            update(conversations)
-            .where(
-                _c.user_id == user_id,
-                _c.id == conversation_id,
-                _c.lease_id.is_not(None),
-                _c.lease_expires_at > utcnow(),
-            )
-            .values(stop_requested=True)
-        )
 
         def work(conn: Connection) -> bool:
+            now = utcnow()
+            flag = (
+                update(conversations)
+                .where(
+                    _c.user_id == user_id,
+                    _c.id == conversation_id,
+                    _c.lease_id.is_not(None),
+                    _c.lease_expires_at > now,
+                )
+                .values(stop_requested=True)
+            )
             if conn.execute(flag).rowcount:
                 return True
-            _require_conversation(conn, user_id, conversation_id)
+            self._writer.take_over(conn, user_id, conversation_id, now=now)
             return False
 
         return await self._db.write(work)
@@ -559,8 +459,8 @@ class SQLAlchemyStore:
             if not rows:
                 # Messages exist only in existing conversations, so only an empty
                 # answer needs a second look to tell "empty" from "not found".
-                _require_conversation(conn, user_id, conversation_id)
-            return [_message(row) for row in reversed(rows)]
+                require_conversation(conn, user_id, conversation_id)
+            return [message_of(row) for row in reversed(rows)]
 
         return await self._db.read(work)
 
@@ -585,20 +485,22 @@ class SQLAlchemyStore:
                 params["after_seq"] = summary.upto_seq
             rows = conn.execute(_HISTORY_RANGES[False, True], params).all()
             if not rows and summary is None:
-                _require_conversation(conn, user_id, conversation_id)
-            return summary, [_message(row) for row in reversed(rows)]
+                require_conversation(conn, user_id, conversation_id)
+            return summary, [message_of(row) for row in reversed(rows)]
 
         return await self._db.read(work)
 
     # -- users --------------------------------------------------------------------------
 
     async def delete_user(self, user_id: str) -> None:
-        """Delete every row the user owns — conversations, messages, tasks, idempotency
-        keys — in one transaction."""
+        """Delete every row the user owns — conversations, messages, turns, tasks,
+        idempotency keys — in one transaction."""
         user_id = check_user_id(user_id)
 
         def work(conn: Connection) -> None:
             for table in (
+                turn_events,
+                turns,
                 summaries,
                 message_table,
                 conversations,
@@ -609,35 +511,3 @@ class SQLAlchemyStore:
                 conn.execute(delete(table).where(table.c.user_id == user_id))
 
         await self._db.write(work)
-
-
-def _require_conversation(conn: Connection, user_id: str, conversation_id: str) -> None:
-    key = {"user": user_id, "conversation": conversation_id}
-    if conn.execute(_CONVERSATION_EXISTS, key).first() is None:
-        raise NotFoundError("conversation not found")
-
-
-def _raise_missing_or_busy(conn: Connection, user_id: str, conversation_id: str) -> NoReturn:
-    _require_conversation(conn, user_id, conversation_id)
-    raise ConflictError("another turn is running in this conversation", code="conversation_busy")
-
-
-def _row(user_id: str, message: Message) -> dict[str, Any]:
-    return {
-        "user_id": user_id,
-        "conversation_id": message.conversation_id,
-        "seq": message.seq,
-        "id": message.id,
-        "role": message.role.value,
-        "content": message.content,
-        "tool_calls": [
-            {"id": call.id, "name": call.name, "arguments": call.arguments}
-            for call in message.tool_calls
-        ]
-        or None,
-        "tool_call_id": message.tool_call_id,
-        "name": message.name,
-        "metadata": message.metadata or None,
-        "token_count": message.token_count,
-        "created_at": message.created_at,
-    }

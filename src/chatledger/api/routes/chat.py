@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Header, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from chatledger.agents import TextDelta, ToolCallFinished, ToolCallStarted
 from chatledger.api.dependencies import CurrentUser, Service
 from chatledger.api.errors import error_body
 from chatledger.api.metrics import Metrics
 from chatledger.api.schemas import ChatRequest, ChatResponse
+from chatledger.domain import StreamEvent, TurnResult
 from chatledger.errors import AgentError, ChatLedgerError
-from chatledger.service import TurnCompleted, TurnEvent, TurnResult, TurnStarted
 
 log = structlog.get_logger("chatledger.api")
 
@@ -72,19 +70,20 @@ async def chat(
     return ChatResponse.of(result)
 
 
-_STREAM_DOC = """The same turn as POST /chat, answered as server-sent events, in order:
-`conversation` {conversation_id, user_message_id}; `delta` {text} as the reply is written;
-`tool_call` {id, name, arguments} and `tool_result` {id, result} for each tool step; and
-`done` {conversation_id, response, tool_calls, message_ids, stopped} — or `error`
-{error, message, code, conversation_id} if the turn fails once started. Every event has an
-id. The turn does not depend on the connection: if it drops, the turn still finishes and
-is stored. Errors found before the turn starts are ordinary JSON error responses."""
+STREAM_DOC = """Server-sent events, in order: `conversation` {conversation_id, turn_id,
+user_message_id}; `delta` {text} as the reply is written (batched); `tool_call` {id, name,
+arguments} and `tool_result` {id, result} for each tool step; and `done` {conversation_id,
+response, tool_calls, message_ids, turn_id, stopped, interrupted} — or `error` {error,
+message, code, conversation_id} if the turn fails once started. Each event's id is
+`<turn_id>:<n>`: send the last one as `Last-Event-ID` to
+`GET /api/{user_id}/conversations/{id}/stream` to resume, on any replica. The turn does not
+depend on the connection: if it drops, the turn still finishes and is stored."""
 
 
 @router.post(
     "/api/{user_id}/chat/stream",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": _STREAM_DOC}},
+    responses={200: {"content": {"text/event-stream": {}}, "description": STREAM_DOC}},
 )
 async def chat_stream(
     body: ChatRequest,
@@ -93,7 +92,8 @@ async def chat_stream(
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> EventSourceResponse:
-    """Send a message; the reply and the tool steps stream back as server-sent events."""
+    """Send a message; the reply and the tool steps stream back as server-sent events.
+    Errors found before the turn starts are ordinary JSON error responses."""
     metrics: Metrics = request.app.state.metrics
     events = service.stream(
         user_id, body.conversation_id, body.message, idempotency_key=idempotency_key
@@ -105,82 +105,41 @@ async def chat_stream(
     except Exception as error:
         record_turn(metrics, None, error)
         raise
-    return EventSourceResponse(_sse(first, events, metrics), ping=KEEP_ALIVE_SECONDS)
+    return EventSourceResponse(sse(first, events, metrics), ping=KEEP_ALIVE_SECONDS)
 
 
-def _tool_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
-    return {"id": call_id, "name": name, "arguments": arguments}
-
-
-def _replayed(result: TurnResult) -> list[tuple[str, dict[str, Any]]]:
-    """A stored result told as the stream that first produced it."""
-    told: list[tuple[str, dict[str, Any]]] = [
-        ("conversation", {"conversation_id": result.conversation_id, "user_message_id": None})
-    ]
-    for call in result.tool_calls:
-        told.append(("tool_call", _tool_call(call.id, call.name, call.arguments)))
-        told.append(("tool_result", {"id": call.id, "result": call.result}))
-    if result.response:
-        told.append(("delta", {"text": result.response}))
-    return told
-
-
-def _told(event: TurnEvent) -> list[tuple[str, dict[str, Any]]]:
-    if isinstance(event, TurnStarted):
-        return [
-            (
-                "conversation",
-                {
-                    "conversation_id": event.conversation_id,
-                    "user_message_id": event.user_message_id,
-                },
-            )
-        ]
-    if isinstance(event, TextDelta):
-        return [("delta", {"text": event.text})]
-    if isinstance(event, ToolCallStarted):
-        call = event.call
-        arguments = call.parsed_arguments()
-        return [
-            (
-                "tool_call",
-                _tool_call(call.id, call.name, call.arguments if arguments is None else arguments),
-            )
-        ]
-    if isinstance(event, ToolCallFinished):
-        return [("tool_result", {"id": event.call.id, "result": event.result})]
-    if isinstance(event, TurnCompleted):
-        before = _replayed(event.result) if event.result.replayed else []
-        return [*before, ("done", event.result.to_record())]
-    return []  # a whole assistant message: its text already went out as deltas
-
-
-async def _sse(
-    first: TurnEvent, rest: AsyncIterator[TurnEvent], metrics: Metrics
+async def sse(
+    first: StreamEvent | None, rest: AsyncIterator[StreamEvent], metrics: Metrics | None
 ) -> AsyncIterator[ServerSentEvent]:
-    ids = itertools.count(1)
+    """A turn's events as server-sent events, exactly as stored.
 
-    def sse(name: str, data: dict[str, Any]) -> ServerSentEvent:
-        return ServerSentEvent(
-            data=json.dumps(data, ensure_ascii=False), event=name, id=str(next(ids))
-        )
-
-    event: TurnEvent | None = first
+    A failure the turn reported in its own `error` event is not reported again; one it
+    could not record (the database away) is sent as an `error` event of its own.
+    """
+    event = first if first is not None else await anext(rest, None)
+    ended = False
     try:
         while event is not None:
-            for name, data in _told(event):
-                yield sse(name, data)
-            if isinstance(event, TurnCompleted):
-                record_turn(metrics, event.result, None)
+            yield ServerSentEvent(
+                data=json.dumps(event.data, ensure_ascii=False), event=event.name, id=event.id
+            )
+            ended = event.name in ("done", "error")
+            if event.name == "done" and metrics is not None:
+                record_turn(
+                    metrics,
+                    TurnResult.from_dict(event.data, replayed=bool(event.data.get("replayed"))),
+                    None,
+                )
             event = await anext(rest, None)
     except ChatLedgerError as error:
-        record_turn(metrics, None, error)
-        yield sse("error", error_body(error))
+        if metrics is not None:
+            record_turn(metrics, None, error)
+        if not ended:
+            yield ServerSentEvent(data=json.dumps(error_body(error)), event="error")
     except Exception as error:
         # The response began long ago: the client learns of the failure in-band. As in
         # RequestContextMiddleware, only the type is logged.
         log.error("unexpected error", error_type=type(error).__name__)
-        yield sse(
-            "error",
-            {"error": "internal", "message": "internal server error", "code": "internal"},
-        )
+        if not ended:
+            body = {"error": "internal", "message": "internal server error", "code": "internal"}
+            yield ServerSentEvent(data=json.dumps(body), event="error")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
+from sse_starlette import EventSourceResponse
 
 from chatledger.api.dependencies import CurrentUser, Service, Store
+from chatledger.api.routes.chat import KEEP_ALIVE_SECONDS, STREAM_DOC, sse
 from chatledger.api.schemas import (
     ConversationCreate,
     ConversationDetail,
@@ -94,6 +96,31 @@ async def stop_turn(
     if not stopping:
         response.status_code = 200
     return StopResponse(stopping=stopping)
+
+
+@router.get(
+    "/{conversation_id}/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": STREAM_DOC},
+        204: {"description": "No turn is running in this conversation."},
+    },
+)
+async def attach_stream(
+    conversation_id: str,
+    user_id: CurrentUser,
+    service: Service,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", description="Resume after this event.", max_length=200),
+    ] = None,
+) -> Response:
+    """Follow the turn running in this conversation, from its start or after
+    `Last-Event-ID`, as the replica running it streams it (204 if none is running)."""
+    events = await service.attach(user_id, conversation_id, last_event_id=last_event_id)
+    if events is None:
+        return Response(status_code=204)
+    return EventSourceResponse(sse(None, events, None), ping=KEEP_ALIVE_SECONDS)
 
 
 @router.get("/{conversation_id}/messages", response_model=MessagePage)

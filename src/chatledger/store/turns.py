@@ -1,0 +1,395 @@
+"""`TurnStore`: chat turns as the database sees them — started, kept alive, ended, streamed.
+
+A turn starts with one unit of work that stores its user message, takes the
+conversation's lease and records the turn; it ends with one that stores its last messages,
+frees the lease, completes its idempotency key and ends its stream. In between, its
+replica renews the lease; if the replica dies, the next request on the conversation (or
+`close_expired`, which every server runs) closes the turn as interrupted. See
+`chatledger.store.ledger`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+
+from chatledger.domain import (
+    ChatMessage,
+    Message,
+    StreamEvent,
+    TurnResult,
+    TurnStatus,
+    tool_call_records,
+)
+from chatledger.errors import ConflictError, NotFoundError
+from chatledger.store.core import check_conversation_id, check_user_id, utcnow
+from chatledger.store.engine import Connector
+from chatledger.store.ledger import LeaseUse, Writer
+from chatledger.store.schema import conversations, idempotency_keys, turn_events, turns
+
+__all__ = ["RunningTurn", "TurnStore"]
+
+_c = conversations.c
+_t = turns.c
+_e = turn_events.c
+_k = idempotency_keys.c
+
+_RENEW: Final = (
+    update(conversations)
+    .where(
+        _c.user_id == bindparam("user"),
+        _c.id == bindparam("conversation"),
+        _c.lease_id == bindparam("turn"),
+    )
+    .values(lease_expires_at=bindparam("expires"))
+    .returning(_c.stop_requested)
+)
+_LEASE: Final = select(_c.lease_id, _c.lease_expires_at).where(
+    _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
+)
+_INSERT_TURN: Final = insert(turns)
+_KEY_STARTS: Final = (
+    update(idempotency_keys)
+    .where(_k.user_id == bindparam("user"), _k.key == bindparam("idempotency_key"))
+    .values(conversation_id=bindparam("conversation"), turn_id=bindparam("turn"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningTurn:
+    """The turn holding a conversation's lease, and until when (unless renewed)."""
+
+    turn_id: str
+    expires_at: datetime
+
+    def alive(self, now: datetime) -> bool:
+        return self.expires_at > now
+
+    def retry_after(self, now: datetime) -> int:
+        """Seconds until a new turn may start here if this one's replica has died."""
+        return max(1, math.ceil((self.expires_at - now).total_seconds()))
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a turn ends.
+
+    `error`, when set, is the stream's last event instead of `done`. `error_status`, when
+    set, is what its idempotency key replays, with `error` as the body (an agent failure,
+    502 or 504); otherwise the key answers with the turn's result.
+    """
+
+    status: TurnStatus
+    error: Mapping[str, Any] | None = None
+    error_status: int | None = None
+
+
+class TurnStore:
+    """Turns of each user's conversations; reach it as `SQLAlchemyStore.turns`."""
+
+    def __init__(self, db: Connector, writer: Writer) -> None:
+        self._db = db
+        self._writer = writer
+
+    async def start(
+        self,
+        user_id: str,
+        conversation_id: str,
+        message: ChatMessage,
+        *,
+        turn_id: str,
+        lease_expires_at: datetime,
+        idempotency_key: str | None = None,
+    ) -> tuple[Message, StreamEvent]:
+        """Store the user message and start the turn on it, taking the lease; a dead
+        turn's lease is taken over (that turn closed first).
+
+        Returns:
+            The stored user message and the stream's first event, `conversation`.
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+            ConflictError: `conversation_busy`, with `retry_after`.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        prepared = self._writer.prepare([message])
+
+        def work(conn: Connection) -> tuple[Message, StreamEvent]:
+            now = utcnow()
+            [stored] = self._writer.append(
+                conn,
+                user_id,
+                conversation_id,
+                prepared,
+                now=now,
+                use=LeaseUse.TAKE,
+                lease_id=turn_id,
+                lease_expires_at=lease_expires_at,
+            )
+            conn.execute(
+                _INSERT_TURN,
+                {
+                    "user_id": user_id,
+                    "conversation_id": conversation_id,
+                    "id": turn_id,
+                    "user_seq": stored.seq,
+                    "idempotency_key": idempotency_key,
+                    "status": TurnStatus.RUNNING.value,
+                    "started_at": now,
+                },
+            )
+            if idempotency_key is not None:
+                conn.execute(
+                    _KEY_STARTS,
+                    {
+                        "user": user_id,
+                        "idempotency_key": idempotency_key,
+                        "conversation": conversation_id,
+                        "turn": turn_id,
+                    },
+                )
+            started = {
+                "conversation_id": conversation_id,
+                "turn_id": turn_id,
+                "user_message_id": stored.id,
+            }
+            [event] = self._writer.add_events(
+                conn, user_id, conversation_id, turn_id, [("conversation", started)],
+                first_seq=1, now=now,
+            )  # fmt: skip
+            return stored, event
+
+        return await self._db.write(work)
+
+    async def finish(
+        self,
+        user_id: str,
+        conversation_id: str,
+        turn_id: str,
+        closing: Sequence[ChatMessage],
+        *,
+        earlier: Sequence[Message],
+        ending: Ending,
+        idempotency_key: str | None,
+        events: Sequence[tuple[str, Any]],
+        first_event_seq: int,
+    ) -> tuple[TurnResult, list[Message], list[StreamEvent]]:
+        """End a running turn: store `closing` (its last messages; the last one is the
+        reply), free the lease, mark the turn, complete its key, end its stream.
+
+        Returns:
+            The turn's result, the messages stored, and the events sent.
+
+        `earlier` are the turn's messages stored before (its user message first); `events`
+        go on its stream before `done` (or `error`, for a failed ending).
+
+        Raises:
+            ConflictError: `lease_lost`, the turn had already been closed (taken over
+                after its lease ran out): nothing is stored.
+        """
+        prepared = self._writer.prepare(closing)
+
+        def work(conn: Connection) -> tuple[TurnResult, list[Message], list[StreamEvent]]:
+            now = utcnow()
+            stored = self._writer.append(
+                conn,
+                user_id,
+                conversation_id,
+                prepared,
+                now=now,
+                use=LeaseUse.RELEASE,
+                lease_id=turn_id,
+            )
+            conn.execute(
+                update(turns)
+                .where(
+                    _t.user_id == user_id,
+                    _t.conversation_id == conversation_id,
+                    _t.id == turn_id,
+                )
+                .values(status=ending.status.value, ended_at=now)
+            )
+            messages = [*earlier, *stored]
+            result = TurnResult(
+                conversation_id=conversation_id,
+                response=stored[-1].content,
+                tool_calls=tool_call_records(messages),
+                message_ids=[m.id for m in messages],
+                turn_id=turn_id,
+                status=ending.status,
+            )
+            last: tuple[str, Any] = ("done", result.to_record())
+            if ending.error is not None:
+                last = ("error", dict(ending.error))
+            if idempotency_key is not None:
+                if ending.error_status is None:
+                    self._writer.complete_key(conn, user_id, idempotency_key, result)
+                else:
+                    conn.execute(
+                        update(idempotency_keys)
+                        .where(_k.user_id == user_id, _k.key == idempotency_key)
+                        .values(status_code=ending.error_status, response=ending.error)
+                    )
+            sent = self._writer.add_events(
+                conn,
+                user_id,
+                conversation_id,
+                turn_id,
+                [*events, last],
+                first_seq=first_event_seq,
+                now=now,
+            )
+            return result, stored, sent
+
+        return await self._db.write(work)
+
+    async def renew(
+        self, user_id: str, conversation_id: str, turn_id: str, *, expires_at: datetime
+    ) -> bool | None:
+        """Push the lease of a running turn forward.
+
+        Returns:
+            Whether the turn has been asked to stop; None if it no longer holds the lease
+            (it was closed by someone who found the lease expired).
+        """
+        params = {
+            "user": user_id,
+            "conversation": conversation_id,
+            "turn": turn_id,
+            "expires": expires_at,
+        }
+        row = await self._db.write(lambda conn: conn.execute(_RENEW, params).first())
+        return None if row is None else bool(row[0])
+
+    async def add_events(
+        self,
+        user_id: str,
+        conversation_id: str,
+        turn_id: str,
+        named: Sequence[tuple[str, Any]],
+        *,
+        first_seq: int,
+    ) -> list[StreamEvent]:
+        """Append events to a running turn's stream, numbered from `first_seq`."""
+        return await self._db.write(
+            lambda conn: self._writer.add_events(
+                conn, user_id, conversation_id, turn_id, named, first_seq=first_seq, now=utcnow()
+            )
+        )
+
+    async def events(
+        self, user_id: str, conversation_id: str, turn_id: str, *, after: int, limit: int = 500
+    ) -> list[StreamEvent]:
+        """A turn's stored events numbered after `after`, oldest first."""
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        return await self._db.read(
+            lambda conn: self._writer.events(
+                conn, user_id, conversation_id, turn_id, after=after, limit=limit
+            )
+        )
+
+    async def running(self, user_id: str, conversation_id: str) -> RunningTurn | None:
+        """The turn holding the conversation's lease, alive or dead; None if none does.
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        key = {"user": user_id, "conversation": conversation_id}
+        row = await self._db.read(lambda conn: conn.execute(_LEASE, key).first())
+        if row is None:
+            raise NotFoundError("conversation not found")
+        lease_id, expires_at = row
+        return None if lease_id is None else RunningTurn(lease_id, expires_at)
+
+    async def take_over(self, user_id: str, conversation_id: str) -> bool:
+        """Close the conversation's turn as interrupted if its lease has run out.
+
+        Returns:
+            True if a live turn holds the conversation, False if none does (now).
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+
+        def work(conn: Connection) -> bool:
+            try:
+                self._writer.take_over(conn, user_id, conversation_id, now=utcnow())
+            except ConflictError:
+                return True
+            return False
+
+        return await self._db.write(work)
+
+    async def resolve(
+        self, user_id: str, conversation_id: str, turn_id: str
+    ) -> TurnResult | RunningTurn | None:
+        """What became of a turn an idempotency key started and has no answer for.
+
+        Returns:
+            `RunningTurn` if it is still running (its lease is alive); its result if it had
+            died (it is closed now, as interrupted, and its key completed); None if it is
+            not running, or its conversation is gone.
+        """
+
+        def work(conn: Connection) -> TurnResult | RunningTurn | None:
+            now = utcnow()
+            key = {"user": user_id, "conversation": conversation_id}
+            row = conn.execute(_LEASE.with_for_update(), key).first()
+            if row is None or row.lease_id != turn_id:
+                return None
+            running = RunningTurn(row.lease_id, row.lease_expires_at)
+            if running.alive(now):
+                return running
+            return self._writer.close_turn(
+                conn, user_id, conversation_id, turn_id, status=TurnStatus.INTERRUPTED, now=now
+            )
+
+        return await self._db.write(work)
+
+    async def close_expired(self, *, limit: int = 100) -> int:
+        """Close, as interrupted, turns whose lease has run out (their replica died).
+
+        Every server runs this now and then, so a dead turn is closed within seconds
+        even if nobody comes back to its conversation. Safe from many replicas at once.
+
+        Returns:
+            How many turns were closed.
+        """
+        now = utcnow()
+        expired = (
+            select(_c.user_id, _c.id)
+            .where(_c.lease_id.is_not(None), _c.lease_expires_at <= now)
+            .limit(limit)
+        )
+        found = await self._db.read(lambda conn: conn.execute(expired).all())
+        closed = 0
+        for user_id, conversation_id in found:
+
+            def work(conn: Connection, user_id: str = user_id, cid: str = conversation_id) -> bool:
+                try:
+                    return self._writer.take_over(conn, user_id, cid, now=utcnow())
+                except (ConflictError, NotFoundError):
+                    return False  # renewed, or deleted, since it was found
+
+            closed += await self._db.write(work)
+        return closed
+
+    async def purge_events(self, *, older_than: timedelta) -> int:
+        """Delete every user's stream events stored longer ago than `older_than`.
+
+        The events of a finished turn are only needed by a client still catching up with
+        it; the turn's messages hold everything it did.
+        """
+        statement = delete(turn_events).where(_e.created_at < utcnow() - older_than)
+        return await self._db.write(lambda conn: int(conn.execute(statement).rowcount))

@@ -1,0 +1,271 @@
+"""`Turn`: one running chat turn — what it has said, what it has recorded, its stream.
+
+A turn is started by `ChatService` (its user message stored, the conversation's lease
+taken) and then owns its record-keeping until it ends:
+
+- what the agent says is held (`hear`) until it is stored with the next tool call or as
+  the reply; streamed text goes to the turn's event log, in batches;
+- each tool call runs and is recorded under the turn's tool-call limit (`record_tool_call`),
+  in one transaction with the tool's effect and the events that report it;
+- `keep_alive` renews the lease while the turn runs and notices a stop request;
+- `end` stores the last message, frees the lease, completes the idempotency key and ends
+  the stream, retrying a while if the database is away.
+
+The stream is written to the database before it is handed to the live listener, so a
+client that attaches from another replica, or reconnects, gets exactly the same events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any, Final
+
+from chatledger.agents.base import AgentEvent, AssistantMessage, TextDelta
+from chatledger.domain import ChatMessage, Message, StreamEvent, ToolCall, TurnResult
+from chatledger.errors import UnavailableError
+from chatledger.store import Lease, SQLAlchemyStore
+from chatledger.store.core import utcnow
+from chatledger.store.turns import Ending
+
+__all__ = ["Turn"]
+
+# How long streamed text may wait before it is stored and sent, as one `delta` event.
+STREAM_BATCH_SECONDS: Final = 0.05
+# Waits between attempts to write a turn's end while the database is away; bounded so
+# that the lease (which the same outage keeps from being renewed) has not run out first.
+_END_RETRY_DELAYS: Final = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+
+ToolRun = Callable[[SQLAlchemyStore], Awaitable[dict[str, Any]]]
+
+
+class Turn:
+    """A turn from the moment its user message is stored until it has ended.
+
+    Args:
+        store: where the turn is recorded.
+        user_id: the verified user the turn acts for.
+        user_message: the stored user message the turn answers.
+        first_event: the stream's first event, already stored with the user message.
+        lease_ttl: how long the lease holds unless renewed.
+        idempotency_key: the key the turn was started under, if any.
+        max_tool_calls: tool calls allowed; later ones get an error result.
+        emit: the live listener, handed each event once it is stored.
+    """
+
+    def __init__(
+        self,
+        store: SQLAlchemyStore,
+        *,
+        user_id: str,
+        user_message: Message,
+        first_event: StreamEvent,
+        turn_id: str,
+        lease_ttl: timedelta,
+        idempotency_key: str | None,
+        max_tool_calls: int,
+        emit: Callable[[StreamEvent], None],
+    ) -> None:
+        self.store = store
+        self.user_id = user_id
+        self.conversation_id = user_message.conversation_id
+        self.id = turn_id
+        self.idempotency_key = idempotency_key
+        self.stored: list[Message] = [user_message]
+        self.tool_calls = 0
+        # Complete assistant messages since the last tool call, and the one being streamed.
+        self._said: list[str] = []
+        self._partial = ""
+        self.stopped = False  # a stop request cancelled the agent
+        self.lease_lost = False  # someone closed the turn after its lease ran out
+        self.agent_done = False  # from then on neither can cancel the agent any more
+        self._lease_ttl = lease_ttl
+        self._max_tool_calls = max_tool_calls
+        self._emit = emit
+        self._next_event = 2
+        self._deltas: list[str] = []
+        # One write of the stream at a time, so events are stored in the order of their
+        # numbers: a reader that has seen n never misses n - 1.
+        self._writing = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
+        emit(first_event)
+
+    def lease(self) -> Lease:
+        """The turn's lease as a write renews it."""
+        return Lease(self.id, utcnow() + self._lease_ttl)
+
+    def hear(self, event: AgentEvent) -> None:
+        """Take in what the agent says: streamed text, or a complete message."""
+        if isinstance(event, TextDelta):
+            self._partial += event.text
+            self._deltas.append(event.text)
+            if self._flusher is None:
+                self._flusher = asyncio.create_task(self._flush_soon())
+        elif isinstance(event, AssistantMessage):
+            self._said.append(event.content)
+            self._partial = ""
+
+    def reply(self) -> str:
+        """What the agent said since its last tool call, complete messages only."""
+        return "\n\n".join(self._said)
+
+    def unfinished_text(self) -> str:
+        """Everything said since the last tool call, the message in progress included."""
+        return "\n\n".join([*self._said, *([self._partial] if self._partial else [])])
+
+    async def record_tool_call(self, call: ToolCall, run: ToolRun) -> dict[str, Any]:
+        """Run a tool whose effect is in our database, and record it, all in one
+        transaction: the effect, the assistant message carrying the call (with what was
+        said before it), the tool message carrying the result, and their events.
+
+        `run` gets the transaction's store. Past the turn's tool-call limit the tool does
+        not run, and the result says why.
+        """
+        async with self._writing, self.store.transaction() as tx:
+            if self.tool_calls >= self._max_tool_calls:
+                result: dict[str, Any] = {
+                    "error": f"no more than {self._max_tool_calls} tool calls in one turn",
+                    "code": "tool_limit",
+                }
+            else:
+                result = await run(tx)
+            stored = await tx.append(
+                self.user_id,
+                self.conversation_id,
+                [
+                    ChatMessage.assistant(self.unfinished_text(), tool_calls=[call]),
+                    ChatMessage.tool(
+                        tool_call_id=call.id,
+                        name=call.name,
+                        content=json.dumps(result, ensure_ascii=False),
+                    ),
+                ],
+                lease=self.lease(),
+            )
+            parsed = call.parsed_arguments()
+            arguments = call.arguments if parsed is None else parsed
+            sent, consumed = self._pending(
+                [
+                    ("tool_call", {"id": call.id, "name": call.name, "arguments": arguments}),
+                    ("tool_result", {"id": call.id, "result": result}),
+                ]
+            )
+            events = await tx.turns.add_events(
+                self.user_id, self.conversation_id, self.id, sent, first_seq=self._next_event
+            )
+        self.stored.extend(stored)
+        self.tool_calls += 1
+        self._said, self._partial = [], ""
+        self._committed(events, consumed)
+        return result
+
+    async def end(self, closing: ChatMessage, ending: Ending) -> TurnResult:
+        """Store the turn's last message and end it (lease, key, stream), retrying while
+        the database is away.
+
+        Raises:
+            UnavailableError: the database stayed away; the turn is left for whoever
+                finds its lease expired, who will close it as interrupted.
+            ConflictError: `lease_lost`, the turn was closed by someone else already.
+        """
+        async with self._writing:
+            if self._flusher is not None:
+                self._flusher.cancel()
+            sent, consumed = self._pending([])
+            for delay in (*_END_RETRY_DELAYS, None):
+                try:
+                    result, stored, events = await self.store.turns.finish(
+                        self.user_id,
+                        self.conversation_id,
+                        self.id,
+                        [closing],
+                        earlier=self.stored,
+                        ending=ending,
+                        idempotency_key=self.idempotency_key,
+                        events=sent,
+                        first_event_seq=self._next_event,
+                    )
+                    break
+                except UnavailableError:
+                    if delay is None:
+                        raise
+                    await asyncio.sleep(delay)
+            self.stored.extend(stored)
+            self._committed(events, consumed)
+        return result
+
+    async def keep_alive(self, agent_runner: asyncio.Task[Any], *, poll_interval: float) -> None:
+        """Renew the lease while the turn runs, and stop the agent if asked to.
+
+        The stop request may come to any replica, so it travels through the database: a
+        short read every `poll_interval`, and a renewal (which reads it too) every fifth
+        of the lease. A turn that finds its lease gone was closed by someone else: its
+        agent is stopped, for nothing it did could be recorded any more.
+        """
+        renew_every = self._lease_ttl.total_seconds() / 5
+        renewed = time.monotonic()
+        while True:
+            # Woken early when the turn has ended; never cancelled in the middle of a
+            # statement, which would cost the pool its connection.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), poll_interval)
+            if self._ended.is_set():
+                return
+            try:
+                if time.monotonic() - renewed >= renew_every:
+                    lease = self.lease()
+                    stop = await self.store.turns.renew(
+                        self.user_id, self.conversation_id, self.id, expires_at=lease.expires_at
+                    )
+                    renewed = time.monotonic()
+                    if stop is None:
+                        self.lease_lost = True
+                        if not self.agent_done:
+                            agent_runner.cancel()
+                        return
+                else:
+                    stop = await self.store.stop_requested(
+                        self.user_id, self.conversation_id, self.lease()
+                    )
+            except UnavailableError:
+                continue  # cannot tell now; the turn goes on, and so does this
+            if stop and not self.agent_done and not self.stopped:
+                self.stopped = True
+                agent_runner.cancel()
+
+    def stop_keeping_alive(self) -> None:
+        """The turn has ended (or been given up): `keep_alive` returns at its next wake."""
+        self._ended.set()
+
+    def _pending(self, named: Sequence[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], int]:
+        """The events to write next: the text streamed since the last write (one `delta`),
+        then `named`; and how many streamed pieces that consumes."""
+        consumed = len(self._deltas)
+        text = "".join(self._deltas)
+        return ([("delta", {"text": text})] if text else []) + list(named), consumed
+
+    def _committed(self, events: Sequence[StreamEvent], consumed: int) -> None:
+        del self._deltas[:consumed]
+        self._next_event += len(events)
+        for event in events:
+            self._emit(event)
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(STREAM_BATCH_SECONDS)
+        async with self._writing:
+            self._flusher = None
+            sent, consumed = self._pending([])
+            if not sent:
+                return
+            try:
+                events = await self.store.turns.add_events(
+                    self.user_id, self.conversation_id, self.id, sent, first_seq=self._next_event
+                )
+            except UnavailableError:
+                return  # the text stays pending, and goes with the next write
+            self._committed(events, consumed)
