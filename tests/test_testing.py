@@ -368,3 +368,39 @@ async def test_a_stall_still_waiting_does_not_keep_the_server_from_stopping() ->
     # Leaving the block stopped the server although the stalled request never ended.
     with pytest.raises(RuntimeError, match="not running"):
         server.release()
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_a_reply_paused_halfway_sends_its_first_pieces_then_the_rest_once_released(
+    api: str,
+) -> None:
+    reply = Text("Added milk for you!!", chunks=2, pause_after=1)
+    async with FakeModelServer([reply]) as server, client_for(server) as client:
+        if api == "chat":
+            stream = await client.chat.completions.create(model="m", messages=[USER], stream=True)
+            texts = (c.choices[0].delta.content async for c in stream if c.choices)
+        else:
+            events = await client.responses.create(model="m", input="add milk", stream=True)
+            texts = (e.delta async for e in events if e.type == "response.output_text.delta")
+        pieces = [piece async for piece in _until(texts, "Added milk")]
+        assert server.replies_sent == 0
+        rest = asyncio.create_task(_collect(texts))
+        await asyncio.sleep(0.05)  # long enough for a piece that was not held to arrive
+        assert not rest.done()
+        server.release()
+        pieces += await rest
+    assert "".join(p for p in pieces if p) == "Added milk for you!!"
+    assert server.replies_sent == 1
+
+
+async def _until(texts: AsyncIterator[str | None], wanted: str) -> AsyncIterator[str | None]:
+    seen = ""
+    async for text in texts:
+        yield text
+        seen += text or ""
+        if seen == wanted:
+            return
+
+
+async def _collect(texts: AsyncIterator[str | None]) -> list[str | None]:
+    return [text async for text in texts]

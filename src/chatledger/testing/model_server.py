@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Self
 
 from chatledger.domain import ToolCall
 
@@ -49,10 +49,15 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """The model answers with assistant text, streamed in `chunks` pieces."""
+    """The model answers with assistant text, streamed in `chunks` pieces.
+
+    With `pause_after`, a streamed answer sends that many pieces, then holds the rest until
+    `FakeModelServer.release()`: a model caught in the middle of its reply.
+    """
 
     text: str
     chunks: int = 3
+    pause_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,12 +283,21 @@ def _error(status: int, message: str, kind: str, code: str | None = None) -> Res
     return JSONResponse({"error": error}, status_code=status)
 
 
-def _event_stream(frames: list[str]) -> Response:
+# Stands between two frames of a stream where a `Text.pause_after` holds it; no frame of
+# server-sent events (nor any piece of text, which are never empty) is this string.
+_PAUSE: Final = "\x00pause\x00"
+
+
+def _event_stream(frames: list[str], *, pause: asyncio.Event, sent: Callable[[], None]) -> Response:
     from starlette.responses import StreamingResponse
 
     async def send() -> AsyncIterator[str]:
         for frame in frames:
-            yield frame
+            if frame == _PAUSE:
+                await pause.wait()
+            else:
+                yield frame
+        sent()
 
     return StreamingResponse(
         send(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
@@ -306,7 +320,8 @@ class FakeModelServer:
 
     A reply is one of:
 
-    - `Text(text, chunks=3)`: assistant text, streamed in `chunks` pieces;
+    - `Text(text, chunks=3, pause_after=None)`: assistant text, streamed in `chunks` pieces
+      (holding after `pause_after` of them until `release()`);
     - `ToolCalls([FunctionCall(name, arguments, id=None), ...], text="")`: tool calls, in
       parallel when there are several;
     - `ErrorResponse(status, message)`: an HTTP error with an OpenAI-style body;
@@ -321,10 +336,12 @@ class FakeModelServer:
 
     Attributes:
         requests: every request received, in order, refused ones included.
+        replies_sent: how many replies have been sent to their last byte.
     """
 
     def __init__(self, script: ModelScript) -> None:
         self.requests: list[ModelRequest] = []
+        self.replies_sent = 0
         self._script = script
         self._replies = iter(()) if callable(script) else iter(script)
         self._ids = itertools.count(1)
@@ -444,9 +461,17 @@ class FakeModelServer:
         if isinstance(reply, ErrorResponse):
             return _error(reply.status, reply.message, reply.type, reply.code)
         chunks = reply.chunks if isinstance(reply, Text) else 1
+        pause_after = reply.pause_after if isinstance(reply, Text) else None
         calls = [] if isinstance(reply, Text) else [self._tool_call(call) for call in reply.calls]
         build = _chat_completion if api == "chat_completions" else _response
-        return build(received, _Answer(reply.text, chunks, calls), self._ids)
+        frames = build(received, _Answer(reply.text, chunks, calls, pause_after), self._ids)
+        if not isinstance(frames, list):
+            self.replies_sent += 1
+            return frames
+        return _event_stream(frames, pause=self._released, sent=self._count_sent)
+
+    def _count_sent(self) -> None:
+        self.replies_sent += 1
 
     def _next_reply(self, request: ModelRequest) -> ModelReply:
         if callable(self._script):
@@ -471,11 +496,21 @@ class _Answer(NamedTuple):
     text: str
     chunks: int
     calls: list[ToolCall]
+    pause_after: int | None = None
+
+    def pieces(self) -> list[str]:
+        """The text's pieces, with `_PAUSE` after the first `pause_after` of them."""
+        pieces = _pieces(self.text, self.chunks)
+        if self.pause_after is not None:
+            pieces.insert(self.pause_after, _PAUSE)
+        return pieces
 
 
-def _chat_completion(request: ModelRequest, answer: _Answer, ids: Iterator[int]) -> Response:
-    """A Chat Completions reply: a `chat.completion`, or its chunks as server-sent events
-    ending with `data: [DONE]`."""
+def _chat_completion(
+    request: ModelRequest, answer: _Answer, ids: Iterator[int]
+) -> Response | list[str]:
+    """A Chat Completions reply: a `chat.completion`, or the frames of its chunks as
+    server-sent events, ending with `data: [DONE]`."""
     from starlette.responses import JSONResponse
 
     head = {
@@ -515,8 +550,12 @@ def _chat_completion(request: ModelRequest, answer: _Answer, ids: Iterator[int])
         chunks.append({**head, "object": "chat.completion.chunk", "choices": [choice]})
 
     emit({"role": "assistant", "content": "" if answer.text else None, "refusal": None})
-    for piece in _pieces(answer.text, answer.chunks):
-        emit({"content": piece})
+    held = len(chunks)
+    for piece in answer.pieces():
+        if piece == _PAUSE:
+            held = len(chunks)
+        else:
+            emit({"content": piece})
     for index, call in enumerate(answer.calls):
         # A call's first chunk has its id and name; its arguments follow in pieces.
         function = {"name": call.name, "arguments": ""}
@@ -534,11 +573,15 @@ def _chat_completion(request: ModelRequest, answer: _Answer, ids: Iterator[int])
         # Then every chunk says "usage": null, and one more, with no choices, has it.
         chunks = [{**chunk, "usage": None} for chunk in chunks]
         chunks.append({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
-    return _event_stream([*(f"data: {json.dumps(c)}\n\n" for c in chunks), "data: [DONE]\n\n"])
+    frames = [*(f"data: {json.dumps(c)}\n\n" for c in chunks), "data: [DONE]\n\n"]
+    if answer.pause_after is not None:
+        frames.insert(held, _PAUSE)
+    return frames
 
 
-def _response(request: ModelRequest, answer: _Answer, ids: Iterator[int]) -> Response:
-    """A Responses API reply: a `response`, or its typed events as server-sent events."""
+def _response(request: ModelRequest, answer: _Answer, ids: Iterator[int]) -> Response | list[str]:
+    """A Responses API reply: a `response`, or the frames of its typed events as
+    server-sent events."""
     from starlette.responses import JSONResponse
 
     sent, said = _usage(request, answer)
@@ -593,7 +636,7 @@ def _response(request: ModelRequest, answer: _Answer, ids: Iterator[int]) -> Res
     frames: list[str] = []
 
     def emit(kind: str, **data: Any) -> None:
-        event = {"type": kind, "sequence_number": len(frames), **data}
+        event = {"type": kind, "sequence_number": sum(f != _PAUSE for f in frames), **data}
         frames.append(f"event: {kind}\ndata: {json.dumps(event)}\n\n")
 
     in_progress = {**head, "status": "in_progress", "output": [], "usage": None}
@@ -605,7 +648,10 @@ def _response(request: ModelRequest, answer: _Answer, ids: Iterator[int]) -> Res
             started = {**item, "status": "in_progress", "content": []}
             emit("response.output_item.added", output_index=index, item=started)
             emit("response.content_part.added", **at, content_index=0, part={**text, "text": ""})
-            for piece in _pieces(answer.text, answer.chunks):
+            for piece in answer.pieces():
+                if piece == _PAUSE:
+                    frames.append(_PAUSE)
+                    continue
                 emit("response.output_text.delta", **at, content_index=0, delta=piece, logprobs=[])
             emit("response.output_text.done", **at, content_index=0, text=answer.text, logprobs=[])
             emit("response.content_part.done", **at, content_index=0, part=text)
@@ -623,7 +669,7 @@ def _response(request: ModelRequest, answer: _Answer, ids: Iterator[int]) -> Res
             )
         emit("response.output_item.done", output_index=index, item=item)
     emit("response.completed", response=completed)
-    return _event_stream(frames)
+    return frames
 
 
 def _usage(request: ModelRequest, answer: _Answer) -> tuple[int, int]:
