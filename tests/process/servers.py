@@ -172,8 +172,9 @@ async def start_server(
     cwd: Path,
     workers: int = 1,
     env: Mapping[str, str] | None = None,
+    agent: str = "rules",
 ) -> ServerProcess:
-    """Start `chatledger serve` with the rules agent on a free port (not yet ready)."""
+    """Start `chatledger serve` (the rules agent unless told) on a free port (not yet ready)."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -187,7 +188,7 @@ async def start_server(
         "--database-url",
         database_url,
         "--agent",
-        "rules",
+        agent,
         "--workers",
         str(workers),
         cwd=cwd,
