@@ -36,6 +36,10 @@ DatabaseUrl = Annotated[
 ]
 
 
+# Settings that configure how tokens are checked: `serve --dev` brings its own.
+_AUTH_SETTINGS = ("CHATLEDGER_JWT_SECRET", "BETTER_AUTH_SECRET", "CHATLEDGER_JWKS_URL")
+
+
 @app.callback()
 def _root() -> None:
     """chatledger: conversations of tool-calling agents, kept in a database."""
@@ -83,7 +87,11 @@ def serve(
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     dev: Annotated[
-        bool, typer.Option("--dev", help="Generate a JWT secret and enable dev sign-in.")
+        bool,
+        typer.Option(
+            "--dev",
+            help="Development: sign in as anyone, with a JWT secret made up for this server.",
+        ),
     ] = False,
 ) -> None:
     """Migrate the database, then serve the chat API (and the web page) over HTTP."""
@@ -93,9 +101,17 @@ def serve(
 
     overrides = {"DATABASE_URL": database_url, "AGENT": agent}
     if dev:
-        overrides["DEV_LOGIN"] = "true"
-        if not os.environ.get("CHATLEDGER_JWT_SECRET") and not os.environ.get("BETTER_AUTH_SECRET"):
-            overrides["JWT_SECRET"] = secrets.token_urlsafe(32)
+        # Dev tokens are signed with the server's own secret: with a configured one they
+        # would be accepted by every production replica that shares it.
+        configured = [name for name in _AUTH_SETTINGS if os.environ.get(name)]
+        if configured:
+            typer.echo(
+                f"error: --dev makes up its own JWT secret; unset {' and '.join(configured)}"
+                " or serve without --dev",
+                err=True,
+            )
+            raise typer.Exit(1)
+        overrides["JWT_SECRET"] = secrets.token_urlsafe(32)
     # Workers are separate processes: settings reach them through the environment.
     os.environ.update({f"CHATLEDGER_{k}": v for k, v in overrides.items() if v is not None})
     settings = Settings()
@@ -110,11 +126,16 @@ def serve(
         raise typer.Exit(1) from None
     _run(_migrate(settings))
     url = f"http://{host}:{port}/"
-    typer.echo(f"chatledger is serving {url}" + (" (dev sign-in enabled)" if dev else ""))
-    try:
-        run_server(
-            "chatledger.api.app:create_app_from_environment", host=host, port=port, workers=workers
+    if dev:
+        typer.echo(
+            "WARNING: dev sign-in is on: anyone who can reach this server can sign in as any"
+            " user. Never expose it; serve with CHATLEDGER_JWT_SECRET instead.",
+            err=True,
         )
+    typer.echo(f"chatledger is serving {url}" + (" (dev sign-in enabled)" if dev else ""))
+    factory = "create_dev_app_from_environment" if dev else "create_app_from_environment"
+    try:
+        run_server(f"chatledger.api.app:{factory}", host=host, port=port, workers=workers)
     except OSError as error:
         typer.echo(f"error: cannot listen on {host}:{port}: {error.strerror}", err=True)
         raise typer.Exit(1) from None

@@ -42,7 +42,6 @@ class Settings(BaseSettings):
     stop_poll_interval: float = Field(default=0.5, gt=0)
     lease_seconds: float = Field(default=10.0, gt=0)
     max_tool_calls_per_turn: int = Field(default=10, ge=1)
-    dev_login: bool = False
     log_level: str = "info"
 
     @field_validator("jwt_algorithms", "cors_origins", mode="before")

@@ -49,7 +49,6 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "jwt_secret": SECRET,
-        "dev_login": True,
         "agent_timeout": 5,
     }
     return Settings(**{**values, **overrides})
@@ -91,12 +90,15 @@ def default_agent() -> ScriptedAgent:
 def make_server(
     database_url: str,
 ) -> Callable[..., Any]:
-    """`async with make_server(agent, **settings) as server:` an app on the test database."""
+    """`async with make_server(agent, dev_login=False, **settings) as server:` an app on the
+    test database."""
 
     @contextlib.asynccontextmanager
-    async def make(agent: Agent, **overrides: Any) -> AsyncIterator[Server]:
+    async def make(
+        agent: Agent, *, dev_login: bool = False, **overrides: Any
+    ) -> AsyncIterator[Server]:
         url = overrides.pop("database_url", database_url)
-        app = create_app(settings_for(url, **overrides), agent=agent)
+        app = create_app(settings_for(url, **overrides), agent=agent, dev_login=dev_login)
         async with lifespan(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(

@@ -162,16 +162,19 @@ async def test_readiness_fails_with_503_when_the_database_is_unreachable(
         assert "127.0.0.1" not in response.text and "postgres" not in response.text
 
 
-async def test_dev_sign_in_issues_working_tokens(server: Server) -> None:
-    issued = await server.client.post("/auth/dev-token", json={"user_id": "carol"})
-    assert issued.status_code == 200
-    token = issued.json()["token"]
-    listed = await server.client.get(
-        "/api/carol/conversations", headers={"Authorization": f"Bearer {token}"}
-    )
-    assert listed.status_code == 200
-    for body in ({}, {"user_id": ""}, {"user_id": "x" * 256}, {"user_id": "a", "admin": True}):
-        assert (await server.client.post("/auth/dev-token", json=body)).status_code == 422
+async def test_dev_sign_in_issues_working_tokens(
+    make_server: Callable[..., Any], default_agent: ScriptedAgent
+) -> None:
+    async with make_server(default_agent, dev_login=True) as server:
+        issued = await server.client.post("/auth/dev-token", json={"user_id": "carol"})
+        assert issued.status_code == 200
+        token = issued.json()["token"]
+        listed = await server.client.get(
+            "/api/carol/conversations", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert listed.status_code == 200
+        for body in ({}, {"user_id": ""}, {"user_id": "x" * 256}, {"user_id": "a", "admin": True}):
+            assert (await server.client.post("/auth/dev-token", json=body)).status_code == 422
 
 
 async def test_dev_sign_in_does_not_exist_without_dev_mode(

@@ -59,12 +59,11 @@ def main() -> None:
     settings = Settings(
         database_url=options.database_url,
         jwt_secret=secrets.token_urlsafe(32),
-        dev_login=True,
         stop_poll_interval=0.05,
         agent_timeout=30,
     )
     asyncio.run(migrate(settings.database_url))
-    app = create_app(settings, agent=SlowAgent())
+    app = create_app(settings, agent=SlowAgent(), dev_login=True)
     uvicorn.run(app, host=options.host, port=options.port, log_level="warning")
 
 

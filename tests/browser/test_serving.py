@@ -17,7 +17,7 @@ from tests.api.conftest import settings_for
 @asynccontextmanager
 async def client(*, dev_login: bool) -> AsyncIterator[httpx.AsyncClient]:
     # Serving the page touches no database, so the app's lifespan is not needed.
-    app = create_app(settings_for("sqlite:///never-opened.db", dev_login=dev_login))
+    app = create_app(settings_for("sqlite:///never-opened.db"), dev_login=dev_login)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://chatledger") as http:
         yield http

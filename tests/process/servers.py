@@ -173,6 +173,7 @@ async def start_server(
     workers: int = 1,
     env: Mapping[str, str] | None = None,
     agent: str = "rules",
+    dev: bool = False,
 ) -> ServerProcess:
     """Start `chatledger serve` (the rules agent unless told) on a free port (not yet ready)."""
     port = free_port()
@@ -191,6 +192,7 @@ async def start_server(
         agent,
         "--workers",
         str(workers),
+        *(["--dev"] if dev else []),
         cwd=cwd,
         env=dict(env) if env is not None else child_env(JWT_SECRET=SECRET),
         stdin=asyncio.subprocess.DEVNULL,

@@ -173,6 +173,58 @@ async def test_serve_refuses_to_start_with_a_one_line_error(
     assert "serving" not in finished.stdout
 
 
+@pytest.mark.parametrize(
+    "configured",
+    [
+        {"CHATLEDGER_JWT_SECRET": SECRET},
+        {"BETTER_AUTH_SECRET": SECRET},
+        {"CHATLEDGER_JWKS_URL": "https://issuer.example/jwks.json"},
+    ],
+    ids=["jwt-secret", "better-auth-secret", "jwks"],
+)
+async def test_dev_sign_in_refuses_to_start_beside_a_configured_secret(
+    configured: dict[str, str], tmp_path: Path
+) -> None:
+    # With the production secret, `/auth/dev-token` would mint tokens every production
+    # replica accepts, for any user.
+    env = {**child_env(), **configured}
+    finished = await run(
+        "serve", "--dev", "--port", str(free_port()), "--database-url",
+        f"sqlite:///{tmp_path / 'a.db'}", cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert_one_line_error(finished)
+    assert next(iter(configured)) in finished.stderr
+    assert "serving" not in finished.stdout
+
+
+async def test_no_setting_turns_dev_sign_in_on_without_dev(
+    tmp_path: Path, serve: StartServer, sqlite_url: str
+) -> None:
+    env = child_env(JWT_SECRET=SECRET, DEV_LOGIN="true")
+    server = await serve(sqlite_url, env=env)
+    async with server.client() as client:
+        refused = await client.post("/auth/dev-token", json={"user_id": "bob"})
+        page = await client.get("/")
+    assert refused.status_code == 404
+    assert 'name="chatledger-dev-login" content="false"' in page.text
+    assert "dev sign-in" not in server.output().lower()
+
+
+async def test_dev_sign_in_says_so_loudly_and_its_tokens_are_its_own(
+    tmp_path: Path, serve: StartServer, sqlite_url: str
+) -> None:
+    dev = await serve(sqlite_url, env=child_env(), dev=True)
+    async with dev.client() as client:
+        issued = await client.post("/auth/dev-token", json={"user_id": "bob"})
+    assert issued.status_code == 200
+    assert "WARNING: dev sign-in is on" in "".join(dev.stderr)
+    # A production server (its own secret, same database) refuses the dev token.
+    production = await serve(sqlite_url, env=child_env(JWT_SECRET=SECRET))
+    headers = {"Authorization": f"Bearer {issued.json()['token']}"}
+    async with production.client(headers=headers) as client:
+        assert (await client.get("/api/bob/conversations")).status_code == 401
+
+
 async def test_chat_holds_a_conversation_offline_and_continues_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'chat.db'}"
     env = child_env(AGENT="rules")

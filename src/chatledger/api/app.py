@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, Final
 
+import structlog
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
@@ -28,7 +29,12 @@ from chatledger.settings import Settings
 from chatledger.store import SQLAlchemyStore
 from chatledger.web import mount_web
 
-__all__ = ["build_agent", "create_app", "create_app_from_environment"]
+__all__ = [
+    "build_agent",
+    "create_app",
+    "create_app_from_environment",
+    "create_dev_app_from_environment",
+]
 
 IDEMPOTENCY_TTL: Final = timedelta(hours=24)
 _PURGE_EVERY: Final = 3600.0
@@ -81,7 +87,11 @@ def _cursor_key(settings: Settings) -> bytes:
 
 
 def create_app(
-    settings: Settings, *, agent: Agent | None = None, store: SQLAlchemyStore | None = None
+    settings: Settings,
+    *,
+    agent: Agent | None = None,
+    store: SQLAlchemyStore | None = None,
+    dev_login: bool = False,
 ) -> FastAPI:
     """The chat server for `settings`.
 
@@ -90,11 +100,18 @@ def create_app(
         agent: the agent to run turns with; by default `build_agent(settings)`.
         store: the store to use (and leave open); by default one for
             `settings.database_url`, opened and closed with the app.
+        dev_login: serve `POST /auth/dev-token`, a token for any user id to whoever asks.
+            Only for a server whose JWT secret is its own (`chatledger serve --dev`
+            makes one up): with a shared secret, those tokens would open every replica.
 
     Raises:
         ConfigurationError: unsafe or incomplete authentication settings.
     """
     configure_logging(settings.log_level)
+    if dev_login:
+        structlog.get_logger("chatledger.api").warning(
+            "dev sign-in is on: anyone who can reach this server can sign in as any user"
+        )
     authenticator = Authenticator.from_settings(settings)
     metrics = Metrics()
 
@@ -151,10 +168,10 @@ def create_app(
     app.include_router(chat.router, responses=_TURN_ERRORS)
     for module in (conversations, tasks, users, health):
         app.include_router(module.router)
-    if settings.dev_login:
+    if dev_login:
         app.include_router(dev.router)
     app.mount("/mcp", MCPEndpoint(authenticator))
-    mount_web(app, dev_login=settings.dev_login)
+    mount_web(app, dev_login=dev_login)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -192,3 +209,9 @@ async def _close_dead_turns(store: SQLAlchemyStore, settings: Settings) -> None:
 def create_app_from_environment() -> FastAPI:
     """`create_app` with settings read from the environment (uvicorn's factory for workers)."""
     return create_app(Settings())
+
+
+def create_dev_app_from_environment() -> FastAPI:
+    """The same with dev sign-in, for `chatledger serve --dev` only, which made up the JWT
+    secret its workers find in their environment."""
+    return create_app(Settings(), dev_login=True)
