@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=10.0, gt=0)
     max_tool_calls_per_turn: int = Field(default=10, ge=1)
     log_level: str = "info"
+    metrics_token: SecretStr | None = None
 
     @field_validator("jwt_algorithms", "cors_origins", mode="before")
     @classmethod

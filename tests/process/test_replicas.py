@@ -316,6 +316,31 @@ async def test_two_worker_processes_serve_turns(serve: StartServer, sqlite_url: 
     assert not any(_exists(worker) for worker in workers)
 
 
+async def test_every_worker_serves_the_same_metrics(serve: StartServer, sqlite_url: str) -> None:
+    """Scraped through any worker, /metrics counts the requests every worker served."""
+    server = await serve(sqlite_url, workers=2)
+
+    async def healthz() -> None:
+        async with server.client() as client:  # a connection of its own, to either worker
+            assert (await client.get("/healthz")).status_code == 200
+
+    await asyncio.gather(*(healthz() for _ in range(60)))
+
+    async def counted() -> float:
+        async with server.client() as client:
+            scrape = (await client.get("/metrics")).text
+        [line] = [
+            line
+            for line in scrape.splitlines()
+            if line.startswith("chatledger_http_requests_total{")
+            and 'route="/healthz"' in line
+            and 'status="200"' in line
+        ]
+        return float(line.rsplit(" ", 1)[1])
+
+    assert await asyncio.gather(*(counted() for _ in range(10))) == [60.0] * 10
+
+
 async def test_two_workers_answer_keep_alive_requests_without_a_delayed_ack_stall(
     serve: StartServer, sqlite_url: str
 ) -> None:

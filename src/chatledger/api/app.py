@@ -164,6 +164,9 @@ def create_app(
     )
     app.state.authenticator = authenticator
     app.state.metrics = metrics
+    app.state.metrics_token = (
+        settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    )
     install_error_handlers(app)
     app.include_router(chat.router, responses=_TURN_ERRORS)
     for module in (conversations, tasks, users, health):

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatledger.api.errors import error_response
-from chatledger.api.metrics import Metrics
+from chatledger.api.metrics import Metrics, method_label
 
 __all__ = ["MAX_BODY_BYTES", "RequestContextMiddleware"]
 
@@ -110,12 +110,13 @@ class RequestContextMiddleware:
                 await response(scope, receive, send_with_id)
         finally:
             template = _route_template(scope)
+            method = method_label(scope["method"])
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(template, scope["method"]).observe(elapsed)
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.latency.labels(template, method).observe(elapsed)
             log.info(
                 "request",
-                method=scope["method"],
+                method=method,
                 route=template,
                 status=status,
                 user_id=scope.get("path_params", {}).get("user_id")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
+
+from chatledger.api.metrics import MULTIPROCESS_DIR
 
 __all__ = ["run_server"]
 
@@ -30,6 +34,18 @@ def run_server(factory: str, *, host: str, port: int, workers: int) -> None:
     if workers == 1:
         uvicorn.Server(config).run()
         return
+    # Workers keep their metrics in files of one directory, so that a scrape of any of
+    # them counts every worker's requests (prometheus_client's multiprocess mode). The
+    # variable must be set before a worker imports prometheus_client.
+    with tempfile.TemporaryDirectory(prefix="chatledger-metrics-") as shared:
+        os.environ[MULTIPROCESS_DIR] = shared
+        try:
+            _run_workers(config, host=host, port=port)
+        finally:
+            del os.environ[MULTIPROCESS_DIR]
+
+
+def _run_workers(config: uvicorn.Config, *, host: str, port: int) -> None:
     # uvicorn binds the shared socket of its workers without naming TCP as the protocol,
     # so asyncio never turns on TCP_NODELAY and every keep-alive response waits ~40 ms
     # for the client's delayed ACK (Kludex/uvicorn#3149). Bound here, it names it.

@@ -1,11 +1,15 @@
-"""Liveness, readiness and metrics (no authentication: they reveal no user data)."""
+"""Liveness, readiness and metrics: no user's token needed, they reveal no user data."""
 
 from __future__ import annotations
+
+import asyncio
+import hmac
 
 from fastapi import APIRouter, Request, Response
 
 from chatledger.api.dependencies import Store
 from chatledger.api.metrics import Metrics
+from chatledger.errors import AuthenticationError
 
 router = APIRouter(tags=["operations"])
 
@@ -25,6 +29,15 @@ async def readyz(store: Store) -> dict[str, str]:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics: requests, latency, turns, agent errors, tool calls."""
+    """Prometheus metrics: requests, latency, turns, agent errors, tool calls (with
+    `CHATLEDGER_METRICS_TOKEN` set, for that bearer token only)."""
+    token: str | None = request.app.state.metrics_token
+    if token is not None:
+        offered = request.headers.get("authorization", "")
+        if not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
+            raise AuthenticationError("/metrics needs its bearer token", code="invalid_token")
     registry: Metrics = request.app.state.metrics
-    return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    # Rendering reads every series (and, under --workers, every worker's file): not on
+    # the event loop, where it would hold up every other request meanwhile.
+    body = await asyncio.to_thread(registry.render)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
