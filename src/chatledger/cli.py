@@ -135,7 +135,15 @@ def serve(
     typer.echo(f"chatledger is serving {url}" + (" (dev sign-in enabled)" if dev else ""))
     factory = "create_dev_app_from_environment" if dev else "create_app_from_environment"
     try:
-        run_server(f"chatledger.api.app:{factory}", host=host, port=port, workers=workers)
+        run_server(
+            f"chatledger.api.app:{factory}",
+            host=host,
+            port=port,
+            workers=workers,
+            header_timeout=settings.request_header_timeout,
+            # Connections, idle ones included, beyond the requests the app itself admits.
+            max_connections=2 * settings.max_concurrent_requests,
+        )
     except OSError as error:
         typer.echo(f"error: cannot listen on {host}:{port}: {error.strerror}", err=True)
         raise typer.Exit(1) from None

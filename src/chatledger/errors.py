@@ -7,6 +7,7 @@
      ├── PermissionDeniedError  credentials for another user (HTTP 403)
      ├── NotFoundError          missing, or belongs to another user (HTTP 404)
      ├── ConflictError          conversation_busy, idempotency_* , lease_lost (HTTP 409)
+     ├── RateLimitedError       too many turns or open streams, for now (HTTP 429)
      ├── UnavailableError       the database cannot be reached right now (HTTP 503)
      ├── AgentError             the agent failed; carries the conversation id
      │    ├── ModelError         the model endpoint answered with an error (HTTP 502)
@@ -31,6 +32,7 @@ __all__ = [
     "ModelError",
     "NotFoundError",
     "PermissionDeniedError",
+    "RateLimitedError",
     "TooLargeError",
     "UnavailableError",
     "ValidationError",
@@ -84,6 +86,14 @@ class ConflictError(ChatLedgerError):
         self.retry_after = retry_after
 
 
+class RateLimitedError(ChatLedgerError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
 class UnavailableError(ChatLedgerError):
     code = "unavailable"
     retry_after = 1.0
@@ -123,6 +133,7 @@ _KINDS: Final[tuple[tuple[type[ChatLedgerError], str], ...]] = (
     (PermissionDeniedError, "forbidden"),
     (NotFoundError, "not_found"),
     (ConflictError, "conflict"),
+    (RateLimitedError, "rate_limited"),
     (UnavailableError, "unavailable"),
     (AgentTimeoutError, "agent_timeout"),
     (AgentError, "agent_failed"),

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     max_tool_calls_per_turn: int = Field(default=10, ge=1)
     log_level: str = "info"
     metrics_token: SecretStr | None = None
+    request_header_timeout: float = Field(default=10.0, gt=0)
+    request_body_timeout: float = Field(default=30.0, gt=0)
+    max_concurrent_requests: int = Field(default=1000, ge=1)
+    max_streams_per_user: int = Field(default=8, ge=1)
 
     @field_validator("jwt_algorithms", "cors_origins", mode="before")
     @classmethod

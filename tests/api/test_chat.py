@@ -274,3 +274,35 @@ async def test_request_ids_are_echoed_and_logged_without_content(
     text = json.dumps(lines)
     assert "my-private-words" not in text
     assert "Bearer" not in text and "eyJ" not in text
+
+
+async def test_a_numeric_conversation_id_is_an_id_like_any_other(server: Server) -> None:
+    # Seeds-style clients send their autoincrement ids as numbers.
+    for conversation_id in (123, "123"):
+        response = await server.chat("alice", "hi", conversation_id=conversation_id)
+        assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    for not_an_id in (True, 1.5, ["x"], {"id": 1}):
+        response = await server.chat("alice", "hi", conversation_id=not_an_id)
+        assert (response.status_code, response.json()["field"]) == (422, "conversation_id")
+
+
+async def test_requests_beyond_the_concurrency_limit_are_503_with_retry_after(
+    make_server: Callable[..., Any],
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent([Signal(started), Block(release), Say("ok")])
+    async with make_server(agent, max_concurrent_requests=1) as server:
+        first = asyncio.create_task(server.chat("alice", "hi"))
+        await started.wait()
+        busy = await server.client.get("/healthz")
+        release.set()
+        assert (await first).status_code == 200
+        after = await server.client.get("/healthz")
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "1"
+    assert busy.json() == {
+        "error": "unavailable",
+        "message": "the server is too busy; try again",
+        "code": "too_busy",
+    }
+    assert after.status_code == 200

@@ -17,6 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from chatledger.agents import Agent
 from chatledger.api.auth import Authenticator
 from chatledger.api.errors import install_error_handlers
+from chatledger.api.guards import StreamLimiter, VerifyFirstMiddleware
 from chatledger.api.logs import configure_logging
 from chatledger.api.mcp import MCPEndpoint, serve_mcp
 from chatledger.api.metrics import Metrics
@@ -175,6 +176,9 @@ def create_app(
         app.include_router(dev.router)
     app.mount("/mcp", MCPEndpoint(authenticator))
     mount_web(app, dev_login=dev_login)
+    app.state.streams = StreamLimiter(settings.max_streams_per_user)
+    # Inside CORS, which answers preflight requests (they carry no token) by itself.
+    app.add_middleware(VerifyFirstMiddleware, authenticator=authenticator)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -183,7 +187,12 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Idempotent-Replayed", "Retry-After"],
         )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        body_timeout=settings.request_body_timeout,
+        max_requests=settings.max_concurrent_requests,
+    )
     return app
 
 

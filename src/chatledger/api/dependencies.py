@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 
 from chatledger.api.auth import Authenticator, bearer_token
+from chatledger.api.guards import StreamLimiter
 from chatledger.errors import PermissionDeniedError
 from chatledger.service import ChatService
 from chatledger.store import SQLAlchemyStore
 
-__all__ = ["CurrentUser", "Service", "Store", "authenticated_user"]
+__all__ = ["CurrentUser", "Service", "Store", "Streams", "authenticated_user"]
 
 
 async def authenticated_user(
@@ -24,6 +25,8 @@ async def authenticated_user(
     No token or a bad one is 401; a good token for someone else is 403. The comparison
     is exact: no case folding and no normalisation, which could map two users to one.
     """
+    if getattr(request.state, "user_id", None) == user_id:
+        return user_id  # verified before the body was read (VerifyFirstMiddleware)
     authenticator: Authenticator = request.app.state.authenticator
     subject = await authenticator.verify(bearer_token(authorization))
     if subject != user_id:
@@ -41,6 +44,12 @@ def _store(request: Request) -> SQLAlchemyStore:
     return store
 
 
+def _streams(request: Request) -> StreamLimiter:
+    streams: StreamLimiter = request.app.state.streams
+    return streams
+
+
 CurrentUser = Annotated[str, Depends(authenticated_user)]
 Service = Annotated[ChatService, Depends(_service)]
 Store = Annotated[SQLAlchemyStore, Depends(_store)]
+Streams = Annotated[StreamLimiter, Depends(_streams)]

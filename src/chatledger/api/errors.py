@@ -37,6 +37,7 @@ _STATUS: Final = {
     "forbidden": 403,
     "not_found": 404,
     "conflict": 409,
+    "rate_limited": 429,
     "unavailable": 503,
     "agent_timeout": 504,
     "agent_failed": 502,
@@ -45,6 +46,7 @@ _HTTP_KINDS: Final = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "too_large",
     431: "headers_too_large",
 }
@@ -127,7 +129,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else kind.replace("_", " ")
     if exc.status_code == 404:
         message = "no such route"
-    return error_response(exc.status_code, kind, message, kind, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code in (408, 413):
+        # A body left unread (too large, or too slow to come) spoils the connection.
+        headers["Connection"] = "close"
+    return error_response(exc.status_code, kind, message, kind, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -20,6 +21,7 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 # A client's X-Request-ID is echoed and logged, so only a safe, short one is honoured.
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BODY_METHODS: Final = {"POST", "PUT", "PATCH", "DELETE"}
+_API_REFUSED: Final = "/api/{user_id}/…"
 
 log = structlog.get_logger("chatledger.api")
 
@@ -31,6 +33,11 @@ class _BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is larger than {limit} bytes")
 
 
+class _BodyTooSlow(HTTPException):
+    def __init__(self, limit: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {limit:g} seconds")
+
+
 def _route_template(scope: Scope) -> str:
     """The route a request matched, as a template (never the raw path: it holds ids)."""
     route = scope.get("route")
@@ -39,27 +46,58 @@ def _route_template(scope: Scope) -> str:
     if route is not None:
         return f"{mount}{route.path}"
     # A mounted app that routes by itself (the static files) sets none.
-    return f"{mount}/{{path}}" if mount else "unmatched"
+    if mount:
+        return f"{mount}/{{path}}"
+    # Refused before routing: its token is checked first (VerifyFirstMiddleware).
+    return _API_REFUSED if scope.get("path", "").startswith("/api/") else "unmatched"
 
 
 class RequestContextMiddleware:
     """Gives each request an id (an `X-Request-ID` of the client's, when sane), refuses
-    bodies over `max_body_bytes` without reading them, logs one line per request (user id
-    and route template, never content), counts it in `metrics`, and turns an unexpected
-    exception into a bare 500 whose log line names only its type.
+    bodies over `max_body_bytes` without reading them and bodies that take longer than
+    `body_timeout` seconds to arrive, answers 503 beyond `max_requests` requests in
+    progress, logs one line per request (user id and route template, never content),
+    counts it in `metrics`, and turns an unexpected exception into a bare 500 whose log
+    line names only its type.
     """
 
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int = MAX_BODY_BYTES
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        body_timeout: float = 30.0,
+        max_requests: int = 1000,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        self.max_requests = max_requests
+        self.in_progress = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.in_progress >= self.max_requests:
+            busy = error_response(
+                503,
+                "unavailable",
+                "the server is too busy; try again",
+                "too_busy",
+                headers={"Retry-After": "1"},
+            )
+            await busy(scope, receive, send)
+            return
+        self.in_progress += 1
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            self.in_progress -= 1
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
         offered = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
@@ -80,14 +118,25 @@ class RequestContextMiddleware:
             await send(message)
 
         received = 0
+        body_complete = False
+        body_deadline = asyncio.get_running_loop().time() + self.body_timeout
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete:
+                # After the body, receive() only waits for the client to disconnect, as
+                # long as a stream lasts: no deadline.
+                return await receive()
+            try:
+                async with asyncio.timeout_at(body_deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTooSlow(self.body_timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise _BodyTooLarge(self.max_body_bytes)
+                body_complete = not message.get("more_body", False)
             return message
 
         try:
@@ -102,6 +151,18 @@ class RequestContextMiddleware:
         except _BodyTooLarge as too_large:
             if not response_started:
                 response = error_response(413, "too_large", too_large.detail, "too_large")
+                await response(scope, receive, send_with_id)
+        except _BodyTooSlow as too_slow:
+            if not response_started:
+                # The rest of the body may still trickle in: the connection cannot be
+                # reused, so it is closed once the answer is out.
+                response = error_response(
+                    408,
+                    "request_timeout",
+                    too_slow.detail,
+                    "request_timeout",
+                    headers={"Connection": "close"},
+                )
                 await response(scope, receive, send_with_id)
         except Exception as error:
             log.error("unexpected error", error_type=type(error).__name__)

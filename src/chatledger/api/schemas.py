@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatledger.domain import Conversation, Message, Task, TurnResult
 
@@ -42,6 +42,15 @@ class ChatRequest(_Request):
         default=None, description="Continue this conversation; omit to start a new one."
     )
     message: str = Field(description="What the user says.")
+
+    @field_validator("conversation_id", mode="before")
+    @classmethod
+    def _numbers_are_ids_too(cls, value: object) -> object:
+        # Clients written for the seeds' autoincrement ids send numbers: such an id is
+        # simply not found (404), rather than a malformed request (422).
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
 
 
 class ToolCallPublic(BaseModel):

@@ -10,7 +10,7 @@ import structlog
 from fastapi import APIRouter, Header, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from chatledger.api.dependencies import CurrentUser, Service
+from chatledger.api.dependencies import CurrentUser, Service, Streams
 from chatledger.api.errors import error_body
 from chatledger.api.metrics import Metrics
 from chatledger.api.schemas import ChatRequest, ChatResponse
@@ -89,12 +89,14 @@ async def chat_stream(
     body: ChatRequest,
     user_id: CurrentUser,
     service: Service,
+    streams: Streams,
     request: Request,
     idempotency_key: IdempotencyKey = None,
-) -> EventSourceResponse:
+) -> Response:
     """Send a message; the reply and the tool steps stream back as server-sent events.
     Errors found before the turn starts are ordinary JSON error responses."""
     metrics: Metrics = request.app.state.metrics
+    held = streams.hold(user_id)  # refused (429) before the turn starts
     events = service.stream(
         user_id, body.conversation_id, body.message, idempotency_key=idempotency_key
     )
@@ -103,9 +105,10 @@ async def chat_stream(
         # still a plain HTTP error with its status code.
         first = await anext(events)
     except Exception as error:
+        held.release()
         record_turn(metrics, None, error)
         raise
-    return EventSourceResponse(sse(first, events, metrics), ping=KEEP_ALIVE_SECONDS)
+    return held.respond(EventSourceResponse(sse(first, events, metrics), ping=KEEP_ALIVE_SECONDS))
 
 
 async def sse(

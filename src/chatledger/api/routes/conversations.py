@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from sse_starlette import EventSourceResponse
 
-from chatledger.api.dependencies import CurrentUser, Service, Store
+from chatledger.api.dependencies import CurrentUser, Service, Store, Streams
 from chatledger.api.routes.chat import KEEP_ALIVE_SECONDS, STREAM_DOC, sse
 from chatledger.api.schemas import (
     ConversationCreate,
@@ -110,6 +110,7 @@ async def attach_stream(
     conversation_id: str,
     user_id: CurrentUser,
     service: Service,
+    streams: Streams,
     last_event_id: Annotated[
         str | None,
         Header(alias="Last-Event-ID", description="Resume after this event.", max_length=200),
@@ -117,10 +118,16 @@ async def attach_stream(
 ) -> Response:
     """Follow the turn running in this conversation, from its start or after
     `Last-Event-ID`, as the replica running it streams it (204 if none is running)."""
-    events = await service.attach(user_id, conversation_id, last_event_id=last_event_id)
+    held = streams.hold(user_id)
+    try:
+        events = await service.attach(user_id, conversation_id, last_event_id=last_event_id)
+    except BaseException:
+        held.release()
+        raise
     if events is None:
+        held.release()
         return Response(status_code=204)
-    return EventSourceResponse(sse(None, events, None), ping=KEEP_ALIVE_SECONDS)
+    return held.respond(EventSourceResponse(sse(None, events, None), ping=KEEP_ALIVE_SECONDS))
 
 
 @router.get("/{conversation_id}/messages", response_model=MessagePage)
