@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from chatledger.errors import TooLargeError, ValidationError
 
@@ -40,6 +40,8 @@ __all__ = [
     "TurnStatus",
     "check_new_message",
     "check_text",
+    "check_written_text",
+    "json_depth",
     "tool_call_records",
 ]
 
@@ -72,11 +74,13 @@ class ToolCall:
     arguments: str = "{}"
 
     def parsed_arguments(self) -> Any:
-        """The arguments as JSON, or `None` when the model sent text that is not JSON."""
+        """The arguments as JSON, or `None` when the model sent text that is not JSON (or
+        JSON nested deeper than `MAX_JSON_DEPTH`, shown as the text it is)."""
         try:
-            return json.loads(self.arguments)
-        except ValueError:
+            parsed = json.loads(self.arguments)
+        except (ValueError, RecursionError):
             return None
+        return parsed if json_depth(parsed) <= MAX_JSON_DEPTH else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -316,6 +320,14 @@ class Page(Generic[T]):
 # NUL is refused by PostgreSQL text and JSON; lone surrogates cannot be encoded as UTF-8.
 # SQLite would store both, so checking here makes the two databases behave alike.
 _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
+# Control characters but newline and tab: in text people write (messages, titles) they
+# are never meant, and in a terminal or a log they move the cursor, clear the screen or
+# rewrite what was shown (ESC sequences, CR, BEL, the C1 controls).
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Deeper than any metadata or tool arguments a person or a model means to send, and well
+# inside what every JSON encoder and validator on the way handles (Pydantic refuses to
+# serialize a value nested a few hundred deep).
+MAX_JSON_DEPTH: Final = 32
 
 
 def check_text(field_name: str, value: object, *, max_chars: int | None = None) -> str:
@@ -337,12 +349,52 @@ def check_text(field_name: str, value: object, *, max_chars: int | None = None) 
     return value
 
 
+def check_written_text(field_name: str, value: object, *, max_chars: int | None = None) -> str:
+    """`check_text` for what people write — messages, titles: also refuses control
+    characters other than newline and tab.
+
+    Raises:
+        ValidationError: as `check_text`, or a control character.
+        TooLargeError: longer than `max_chars`.
+    """
+    text = check_text(field_name, value, max_chars=max_chars)
+    if _CONTROLS.search(text) is not None:
+        raise ValidationError(
+            f"{field_name} contains a control character (only newline and tab are allowed)",
+            field=field_name,
+        )
+    return text
+
+
+def json_depth(value: object, *, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply `value` nests lists and objects (a scalar is 0), counted up to
+    `limit + 1`: deeper than that is not looked into. Level by level, without recursion,
+    so no input can exhaust the stack."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [node for node in level if isinstance(node, Mapping | list | tuple)]
+        if not containers:
+            return depth
+        depth += 1
+        level = [
+            item
+            for node in containers
+            for item in (node.values() if isinstance(node, Mapping) else node)
+        ]
+    return depth
+
+
 def check_metadata(
     field_name: str, value: object, *, max_chars: int | None = None
 ) -> dict[str, Any]:
-    """Return `value` as a dict if it is a JSON object of storable text, else raise."""
+    """Return `value` as a dict if it is a JSON object of storable text, nested at most
+    `MAX_JSON_DEPTH` deep, else raise."""
     if not isinstance(value, Mapping):
         raise ValidationError(f"{field_name} must be a JSON object", field=field_name)
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ValidationError(
+            f"{field_name} is nested deeper than {MAX_JSON_DEPTH} levels", field=field_name
+        )
     try:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
@@ -407,7 +459,11 @@ def check_new_message(message: ChatMessage, *, max_chars: int) -> ChatMessage:
         raise ValidationError(
             "role must be one of system, user, assistant, tool", field="role"
         ) from None
-    check_text("content", message.content, max_chars=max_chars)
+    if role is Role.USER:
+        check_written_text("content", message.content, max_chars=max_chars)
+    else:
+        # What models and tools say is stored as they said it; it is escaped where shown.
+        check_text("content", message.content, max_chars=max_chars)
     tool_calls = check_tool_calls("tool_calls", message.tool_calls)
     if tool_calls and role is not Role.ASSISTANT:
         raise ValidationError("only assistant messages carry tool_calls", field="tool_calls")

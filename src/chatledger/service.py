@@ -40,7 +40,7 @@ from chatledger.domain import (
     ToolCallRecord,
     TurnResult,
     TurnStatus,
-    check_text,
+    check_written_text,
 )
 from chatledger.errors import (
     AgentError,
@@ -231,7 +231,7 @@ class ChatService:
             AgentTimeoutError, ModelError: the agent failed; carries the conversation id.
             UnavailableError: the database cannot be reached.
         """
-        check_text("message", message, max_chars=self._max_message_chars)
+        check_written_text("message", message, max_chars=self._max_message_chars)
         if not message.strip():
             raise ValidationError("message must not be empty", field="message")
         events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()

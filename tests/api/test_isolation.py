@@ -301,6 +301,6 @@ async def test_bobs_task_ids_through_the_agent_reach_only_alices_tasks(
         ]
         # No tool takes a user id: the model cannot choose whose tasks it touches.
         assert (results[-2][0], results[-2][1]["code"]) == ("add_task", "invalid_arguments")
-        assert results[-1] == ("list_tasks", {"tasks": []})
+        assert results[-1] == ("list_tasks", {"tasks": [], "total": 0, "omitted": 0})
         tasks = await alice.request("GET", f"/api/{ALICE}/tasks")
-        assert tasks.json() == {"items": []}
+        assert tasks.json() == {"items": [], "next_cursor": None, "has_more": False}

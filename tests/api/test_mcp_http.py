@@ -50,7 +50,7 @@ async def test_the_tools_act_for_the_tokens_user(server: Server, connector) -> N
     bob_before = await snapshot(connector, "bob")
     async with mcp_client(server, auth("bob")) as bob:
         listed = await bob.call_tool("list_tasks", {})
-        assert result(listed) == {"tasks": []}
+        assert result(listed) == {"tasks": [], "total": 0, "omitted": 0}
         refused = await bob.call_tool("delete_task", {"task_id": 1})
         assert refused.is_error and result(refused)["code"] == "not_found"
         smuggled = await bob.call_tool("add_task", {"title": "x", "user_id": "alice"})

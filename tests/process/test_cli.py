@@ -246,7 +246,7 @@ async def test_chat_holds_a_conversation_offline_and_continues_it(tmp_path: Path
         '  [complete_task] {"task_id": 1, "status": "completed", "title": "buy milk"}',
         'Marked task 1 "buy milk" as done.',
         '  [list_tasks] {"tasks": [{"task_id": 1, "title": "buy milk", "description": null,'
-        ' "completed": true}]}',
+        ' "completed": true}], "total": 1, "omitted": 0}',
         "You have 1 task:",
         "- #1 buy milk (done)",
     ]

@@ -240,3 +240,19 @@ async def test_transactions_commit_together_or_not_at_all(
     counts = await row_counts(connector, "alice")
     assert (counts["tasks"], counts["messages"]) == (1, 2)
     assert [t.title for t in await store.tasks.list("alice")] == ["milk"]
+
+
+async def test_user_messages_refuse_control_characters_and_replies_keep_them(
+    store: SQLAlchemyStore,
+) -> None:
+    conversation = await store.create_conversation("alice")
+    with pytest.raises(ValidationError) as refused:
+        await store.append("alice", conversation.id, [ChatMessage.user("hi\x1b[31m")])
+    assert refused.value.field == "content"
+    # What a model or a tool said is the record of what it said; it is escaped where shown.
+    [stored] = await store.append(
+        "alice", conversation.id, [ChatMessage.assistant("colour \x1b[31mred\x1b[0m")]
+    )
+    assert stored.content == "colour \x1b[31mred\x1b[0m"
+    with pytest.raises(ValidationError):
+        await store.create_conversation("alice", title="x\x07")

@@ -94,3 +94,29 @@ async def test_update_needs_something_to_change(store: SQLAlchemyStore) -> None:
     task = await store.tasks.add("alice", title="a")
     with pytest.raises(ValidationError):
         await store.tasks.update("alice", task.id)
+
+
+async def test_tasks_page_by_id_and_count(store: SQLAlchemyStore) -> None:
+    for n in range(7):
+        await store.tasks.add("alice", title=f"t{n}")
+    await store.tasks.complete("alice", 2)
+    await store.tasks.add("bob", title="bob's")
+    first = await store.tasks.list("alice", limit=3)
+    rest = await store.tasks.list("alice", limit=10, after_id=first[-1].id)
+    assert [t.id for t in first + rest] == list(range(1, 8))
+    assert [t.id for t in await store.tasks.list("alice", status="pending", after_id=1)] == [
+        3, 4, 5, 6, 7,
+    ]  # fmt: skip
+    assert await store.tasks.count("alice") == 7
+    assert await store.tasks.count("alice", status="completed") == 1
+    assert await store.tasks.count("carol") == 0
+    assert await store.tasks.list("alice", after_id=2**70) == []
+
+
+@pytest.mark.parametrize("field", ["title", "description"])
+async def test_task_text_refuses_control_characters(store: SQLAlchemyStore, field: str) -> None:
+    values = {"title": "ok", "description": None, field: "bad\x1b[2Jtitle"}
+    with pytest.raises(ValidationError) as refused:
+        await store.tasks.add("alice", **values)
+    assert refused.value.field == field
+    assert await store.tasks.count("alice") == 0

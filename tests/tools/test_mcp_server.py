@@ -28,9 +28,11 @@ async def test_the_user_is_resolved_on_every_call_from_its_request(
         as_bob = await client.call_tool("list_tasks", {})
         as_alice = await client.call_tool("list_tasks", {})
     assert added.structured_content == {"task_id": 1, "status": "created", "title": "Buy milk"}
-    assert as_bob.structured_content == {"tasks": []}
+    assert as_bob.structured_content == {"tasks": [], "total": 0, "omitted": 0}
     assert as_alice.structured_content == {
-        "tasks": [{"task_id": 1, "title": "Buy milk", "description": None, "completed": False}]
+        "tasks": [{"task_id": 1, "title": "Buy milk", "description": None, "completed": False}],
+        "total": 1,
+        "omitted": 0,
     }
     assert len(contexts) == 3
     assert all(isinstance(ctx, ServerRequestContext) for ctx in contexts)

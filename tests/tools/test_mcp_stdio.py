@@ -111,7 +111,9 @@ async def test_each_tool_acts_on_the_users_tasks(database_url: str, store: SQLAl
         assert (await store.tasks.get("alice", 1)).completed
 
         assert await succeeds(client, "list_tasks", {"status": "pending"}) == {
-            "tasks": [{"task_id": 2, "title": "Call mom", "description": None, "completed": False}]
+            "tasks": [{"task_id": 2, "title": "Call mom", "description": None, "completed": False}],
+            "total": 1,
+            "omitted": 0,
         }
 
         updated = await succeeds(client, "update_task", {"task_id": 2, "title": "Call dad"})
@@ -122,7 +124,9 @@ async def test_each_tool_acts_on_the_users_tasks(database_url: str, store: SQLAl
         assert deleted == {"task_id": 1, "status": "deleted", "title": "Buy milk"}
         assert [task.id for task in await store.tasks.list("alice")] == [2]
         assert await succeeds(client, "list_tasks", {}) == {
-            "tasks": [{"task_id": 2, "title": "Call dad", "description": None, "completed": False}]
+            "tasks": [{"task_id": 2, "title": "Call dad", "description": None, "completed": False}],
+            "total": 1,
+            "omitted": 0,
         }
 
 
@@ -163,7 +167,11 @@ async def test_another_user_cannot_see_or_change_alices_tasks(
     await store.tasks.add("alice", title="Call mom")
     alices_rows = await snapshot(connector, "alice")
     async with mcp_client("bob", database_url) as client:
-        assert await succeeds(client, "list_tasks", {"status": "all"}) == {"tasks": []}
+        assert await succeeds(client, "list_tasks", {"status": "all"}) == {
+            "tasks": [],
+            "total": 0,
+            "omitted": 0,
+        }
         for task_id in (1, 2):
             assert await fails(client, "complete_task", {"task_id": task_id}) == NOT_FOUND
             assert (

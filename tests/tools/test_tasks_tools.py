@@ -74,7 +74,9 @@ async def test_arguments_may_be_json_text_as_models_send_them(alice: TaskTools) 
     result = await alice.call("add_task", '{"title": "Buy milk"}')
     assert result == {"task_id": 1, "status": "created", "title": "Buy milk"}
     assert await alice.call("list_tasks", "") == {
-        "tasks": [{"task_id": 1, "title": "Buy milk", "description": None, "completed": False}]
+        "tasks": [{"task_id": 1, "title": "Buy milk", "description": None, "completed": False}],
+        "total": 1,
+        "omitted": 0,
     }
 
 
@@ -106,11 +108,12 @@ async def test_list_tasks_filters_by_status(
         2: {"task_id": 2, "title": "Call mom", "description": None, "completed": True},
     }
     result = await alice.call("list_tasks", arguments)
-    assert result == {"tasks": [listed[task_id] for task_id in expected_ids]}
+    tasks = [listed[task_id] for task_id in expected_ids]
+    assert result == {"tasks": tasks, "total": len(tasks), "omitted": 0}
 
 
 async def test_list_tasks_of_a_user_without_tasks_is_empty(alice: TaskTools) -> None:
-    assert await alice.call("list_tasks", {}) == {"tasks": []}
+    assert await alice.call("list_tasks", {}) == {"tasks": [], "total": 0, "omitted": 0}
 
 
 @pytest.mark.usefixtures("seeded")

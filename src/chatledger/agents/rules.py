@@ -270,6 +270,12 @@ class _Turn:
                         f'More than one task matches "{ref.text}": {options}.'
                         f" Which one should I {action}?"
                     )
+                elif self._result.get("omitted"):
+                    self.lines.append(
+                        f'I couldn\'t find a task matching "{ref.text}" among the first'
+                        f" {len(self._result['tasks'])} of your {self._result['total']} tasks."
+                        " Tell me its number."
+                    )
                 else:
                     self.lines.append(
                         f'I couldn\'t find a task matching "{ref.text}".'
@@ -295,8 +301,9 @@ class _Turn:
             self.lines.append(_NOTHING_LISTED[status])
             return
         kind = {TaskFilter.ALL: "", TaskFilter.PENDING: "pending ", TaskFilter.COMPLETED: "done "}
-        plural = "" if len(tasks) == 1 else "s"
-        self.lines.append(f"You have {len(tasks)} {kind[status]}task{plural}:")
+        total = self._result.get("total", len(tasks))
+        plural = "" if total == 1 else "s"
+        self.lines.append(f"You have {total} {kind[status]}task{plural}:")
         for task in tasks:
             line = f"- #{task['task_id']} {task['title']}"
             if task["completed"] and status is TaskFilter.ALL:
@@ -304,6 +311,8 @@ class _Turn:
             if task["description"]:
                 line += f": {task['description']}"
             self.lines.append(line)
+        if omitted := self._result.get("omitted", 0):
+            self.lines.append(f"…and {omitted} more, not shown here.")
 
     def _recall(self) -> None:
         ledger = self._ledger

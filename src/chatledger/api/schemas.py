@@ -26,7 +26,7 @@ __all__ = [
     "MessagePage",
     "MessagePublic",
     "StopResponse",
-    "TaskList",
+    "TaskPage",
     "TaskPublic",
     "TokenResponse",
     "ToolCallPublic",
@@ -188,8 +188,10 @@ class TaskPublic(BaseModel):
         )
 
 
-class TaskList(BaseModel):
-    items: list[TaskPublic]
+class TaskPage(BaseModel):
+    items: list[TaskPublic] = Field(description="In id order.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+    has_more: bool = Field(description="More tasks follow this page.")
 
 
 class StopResponse(BaseModel):

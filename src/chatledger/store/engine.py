@@ -160,6 +160,11 @@ class Connector(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    @abstractmethod
+    async def scrub(self) -> None:
+        """Make deleted data unreadable from the database's files, where the database
+        leaves it readable (SQLite's write-ahead log)."""
+
     def upsert(self, table: Table) -> Any:
         """`INSERT` with `ON CONFLICT` support, in this database's dialect."""
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
@@ -202,6 +207,11 @@ class AsyncConnector(Connector):
         with database_errors():
             async with self._writer.begin() as connection:
                 yield AsyncConnector(self.engine, connection)
+
+    async def scrub(self) -> None:
+        # PostgreSQL's deleted rows stay in their pages until (auto)vacuum reuses them,
+        # and no statement of a client can hurry that along for one row.
+        return
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -295,6 +305,20 @@ class SQLiteConnector(Connector):
                 raise
             await asyncio.shield(self._in_thread(lambda: _finish(connection, commit=True)))
 
+    async def scrub(self) -> None:
+        # secure_delete zeroes what a delete frees in the database file, but the log still
+        # holds the pages as they were written: copy them back and empty it.
+        def checkpoint() -> None:
+            with database_errors():
+                # Straight to the driver: SQLAlchemy would wrap it in a transaction, inside
+                # which SQLite cannot checkpoint.
+                driver = self._writing().connection.driver_connection
+                if driver is not None:
+                    driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+        async with self._write_lock:
+            await self._in_thread(checkpoint)
+
     def _begin(self) -> Connection:
         with database_errors():
             connection = self._writing()
@@ -335,6 +359,10 @@ class _BoundSQLite(Connector):
     async def transaction(self) -> AsyncIterator[Connector]:
         yield self
 
+    async def scrub(self) -> None:
+        # Not inside a transaction: what it deleted is not even committed yet.
+        return
+
     async def close(self) -> None:
         raise RuntimeError("close the store, not a transaction")
 
@@ -350,7 +378,14 @@ def _finish(connection: Connection, *, commit: bool) -> None:
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take transaction control away from the driver; `_sqlite_begin` emits BEGIN itself.
     dbapi_connection.isolation_level = None
-    for pragma in ("busy_timeout=10000", "synchronous=NORMAL", "foreign_keys=ON"):
+    # secure_delete: a deleted message's text is overwritten, not left in free pages for
+    # anyone with the file to read (docs/architecture.md has its cost).
+    for pragma in (
+        "busy_timeout=10000",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        "secure_delete=ON",
+    ):
         dbapi_connection.execute(f"PRAGMA {pragma}")
     _use_wal(dbapi_connection)
 

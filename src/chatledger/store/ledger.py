@@ -25,6 +25,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, Integer, bindparam, func, insert, select, update
 
 from chatledger.domain import (
+    MAX_JSON_DEPTH,
     ChatMessage,
     Message,
     Role,
@@ -33,6 +34,7 @@ from chatledger.domain import (
     TurnResult,
     TurnStatus,
     check_new_message,
+    json_depth,
     tool_call_records,
 )
 from chatledger.errors import ConflictError, NotFoundError
@@ -52,6 +54,7 @@ __all__ = [
     "Writer",
     "event_id",
     "message_of",
+    "readable_metadata",
     "require_conversation",
 ]
 
@@ -178,6 +181,15 @@ def event_id(turn_id: str, seq: int) -> str:
     return f"{turn_id}:{seq}"
 
 
+def readable_metadata(metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Stored metadata as it can be returned. Versions before 0.2 stored metadata nested
+    any depth, which no response can carry; such a value is replaced by a note (the row
+    is left as it is, and a new value can be set)."""
+    if json_depth(metadata) <= MAX_JSON_DEPTH:
+        return metadata
+    return {"unreadable": f"stored nested deeper than {MAX_JSON_DEPTH} levels; set it anew"}
+
+
 def message_of(row: AnyRow) -> Message:
     # Unpacked by position: reading a Row's attributes by name costs about 15 times as
     # much (docs/benchmarks.md, "Where chatledger's time goes"), 11 times per message.
@@ -203,7 +215,7 @@ def message_of(row: AnyRow) -> Message:
         tool_calls=tuple(ToolCall(**call) for call in tool_calls) if tool_calls else (),
         tool_call_id=tool_call_id,
         name=name,
-        metadata=metadata or _NO_METADATA,
+        metadata=readable_metadata(metadata) if metadata else _NO_METADATA,
         token_count=token_count,
         created_at=created_at,
     )

@@ -36,6 +36,7 @@ from chatledger.domain import (
     Summary,
     check_metadata,
     check_text,
+    check_written_text,
 )
 from chatledger.errors import NotFoundError, ValidationError
 from chatledger.store.core import (
@@ -57,6 +58,7 @@ from chatledger.store.ledger import (
     LeaseUse,
     Writer,
     message_of,
+    readable_metadata,
     require_conversation,
 )
 from chatledger.store.migrate import upgrade
@@ -78,6 +80,8 @@ from chatledger.tokens import TokenCounter, approximate_tokens
 __all__ = ["Lease", "SQLAlchemyStore"]
 
 MAX_PAGE_SIZE: Final = 100
+# A conversation's metadata is read with every listing: kept small.
+MAX_CONVERSATION_METADATA_CHARS: Final = 16 * 1024
 # Bigger than any reply a model writes, small enough that one row cannot exhaust memory.
 DEFAULT_MAX_MESSAGE_CHARS: Final = 256 * 1024
 
@@ -132,7 +136,7 @@ def _conversation(row: AnyRow, now: datetime) -> Conversation:
     return Conversation(
         id=row.id,
         title=row.title,
-        metadata=row.metadata,
+        metadata=readable_metadata(row.metadata),
         message_count=row.next_seq - 1,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -143,7 +147,7 @@ def _conversation(row: AnyRow, now: datetime) -> Conversation:
 def _check_title(title: object) -> str | None:
     if title is None:
         return None
-    return check_text("title", title, max_chars=200).strip() or None
+    return check_written_text("title", title, max_chars=200).strip() or None
 
 
 class SQLAlchemyStore:
@@ -243,7 +247,9 @@ class SQLAlchemyStore:
         conversation = Conversation(
             id=new_id(),
             title=_check_title(title),
-            metadata=check_metadata("metadata", metadata or {}, max_chars=self._max_message_chars),
+            metadata=check_metadata(
+                "metadata", metadata or {}, max_chars=MAX_CONVERSATION_METADATA_CHARS
+            ),
             message_count=0,
             created_at=now,
             updated_at=now,
@@ -310,7 +316,7 @@ class SQLAlchemyStore:
             values["title"] = _check_title(title)
         if not isinstance(metadata, Unset):
             values["metadata"] = check_metadata(
-                "metadata", metadata, max_chars=self._max_message_chars
+                "metadata", metadata, max_chars=MAX_CONVERSATION_METADATA_CHARS
             )
         statement = (
             update(conversations)
@@ -332,6 +338,7 @@ class SQLAlchemyStore:
         deleted = await self._db.write(lambda conn: conn.execute(statement).rowcount)
         if deleted == 0:
             raise NotFoundError("conversation not found")
+        await self._db.scrub()
 
     # -- messages -----------------------------------------------------------------------
 
@@ -511,3 +518,4 @@ class SQLAlchemyStore:
                 conn.execute(delete(table).where(table.c.user_id == user_id))
 
         await self._db.write(work)
+        await self._db.scrub()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Final
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Select, delete, func, insert, select, update
 
-from chatledger.domain import Task, TaskFilter, check_text
+from chatledger.domain import Task, TaskFilter, check_text, check_written_text
 from chatledger.errors import NotFoundError, ValidationError
 from chatledger.store.core import (
     MAX_BIGINT,
@@ -55,7 +55,7 @@ def _check_task_id(task_id: object) -> int:
 
 
 def _check_title(title: object) -> str:
-    text = check_text("title", title).strip()
+    text = check_written_text("title", title).strip()
     if not text:
         raise ValidationError("title must not be empty", field="title")
     return check_text("title", text, max_chars=TITLE_MAX_CHARS)
@@ -64,7 +64,7 @@ def _check_title(title: object) -> str:
 def _check_description(description: object) -> str | None:
     if description is None:
         return None
-    return check_text("description", description, max_chars=DESCRIPTION_MAX_CHARS) or None
+    return check_written_text("description", description, max_chars=DESCRIPTION_MAX_CHARS) or None
 
 
 class TaskStore:
@@ -109,9 +109,33 @@ class TaskStore:
         return await self._db.write(work)
 
     async def list(
-        self, user_id: str, *, status: TaskFilter | str = TaskFilter.ALL, limit: int = 100
+        self,
+        user_id: str,
+        *,
+        status: TaskFilter | str = TaskFilter.ALL,
+        limit: int = 100,
+        after_id: int | None = None,
     ) -> list[Task]:
-        """The user's tasks in id order: all, pending or completed."""
+        """The user's tasks in id order (all, pending or completed): at most `limit` of
+        them, those after task `after_id` when given (the last id of the previous page).
+
+        Paged on the id, never by offset: tasks added or deleted meanwhile neither shift
+        nor repeat a page.
+        """
+        query = self._where(user_id, status).order_by(tasks.c.id).limit(check_limit(limit))
+        if after_id is not None:
+            if isinstance(after_id, bool) or not isinstance(after_id, int):
+                raise ValidationError("after_id must be an integer", field="after_id")
+            query = query.where(tasks.c.id > max(min(after_id, MAX_BIGINT), 0))
+        return await self._db.read(lambda conn: [_task(row) for row in conn.execute(query)])
+
+    async def count(self, user_id: str, *, status: TaskFilter | str = TaskFilter.ALL) -> int:
+        """How many tasks the user has: all, pending or completed."""
+        query = self._where(user_id, status).with_only_columns(func.count())
+        return await self._db.read(lambda conn: int(conn.execute(query).scalar_one()))
+
+    @staticmethod
+    def _where(user_id: str, status: TaskFilter | str) -> Select[Any]:
         user_id = check_user_id(user_id)
         try:
             status = TaskFilter(status)
@@ -122,8 +146,7 @@ class TaskStore:
         query = select(*_COLUMNS).where(tasks.c.user_id == user_id)
         if status is not TaskFilter.ALL:
             query = query.where(tasks.c.completed.is_(status is TaskFilter.COMPLETED))
-        query = query.order_by(tasks.c.id).limit(check_limit(limit))
-        return await self._db.read(lambda conn: [_task(row) for row in conn.execute(query)])
+        return query
 
     async def get(self, user_id: str, task_id: int) -> Task:
         """Raises `NotFoundError` alike for a missing task and another user's."""

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 from chatledger.domain import Task, TaskFilter
 from chatledger.errors import NotFoundError, TooLargeError, ValidationError
 
-__all__ = ["TASK_TOOLS", "TaskRepository", "TaskTools", "ToolSpec"]
+__all__ = ["LISTED_TASKS", "TASK_TOOLS", "TaskRepository", "TaskTools", "ToolSpec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,10 @@ class TaskRepository(Protocol):
     """What the tools need of a store: `SQLAlchemyStore.tasks` (or its transaction's)."""
 
     async def add(self, user_id: str, *, title: str, description: str | None = None) -> Task: ...
-    async def list(self, user_id: str, *, status: TaskFilter | str = ...) -> list[Task]: ...
+    async def list(
+        self, user_id: str, *, status: TaskFilter | str = ..., limit: int = ...
+    ) -> list[Task]: ...
+    async def count(self, user_id: str, *, status: TaskFilter | str = ...) -> int: ...
     async def complete(self, user_id: str, task_id: int) -> Task: ...
     async def delete(self, user_id: str, task_id: int) -> Task: ...
     async def update(
@@ -51,6 +54,8 @@ def _schema(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
 
 
 MAX_TASK_ID = 2**63 - 1
+# The most tasks `list_tasks` shows a model at once (its input is a budget of tokens).
+LISTED_TASKS = 100
 _TASK_ID = {"type": "integer", "minimum": 1, "description": "The task's number, as listed."}
 _TITLE = {"type": "string", "minLength": 1, "maxLength": 200}
 _DESCRIPTION = {"type": "string", "maxLength": 1000}
@@ -63,7 +68,9 @@ TASK_TOOLS: tuple[ToolSpec, ...] = (
     ),
     ToolSpec(
         "list_tasks",
-        "List the user's tasks: all of them, only pending ones, or only completed ones.",
+        "List the user's tasks: all of them, only pending ones, or only completed ones. "
+        f"Shows at most {LISTED_TASKS}, oldest first; `total` and `omitted` say how many "
+        "there are and how many are not shown.",
         _schema(
             {"status": {"type": "string", "enum": [f.value for f in TaskFilter], "default": "all"}}
         ),
@@ -195,8 +202,17 @@ class TaskTools:
         status = args.get("status") or TaskFilter.ALL
         if status not in TaskFilter.__members__.values():
             raise _ToolFailure("status must be all, pending or completed", "invalid_arguments")
-        tasks = await self._tasks.list(self._user_id, status=status)
-        return {"tasks": [_listed(task) for task in tasks]}
+        tasks = await self._tasks.list(self._user_id, status=status, limit=LISTED_TASKS)
+        total = len(tasks)
+        if total == LISTED_TASKS:
+            total = await self._tasks.count(self._user_id, status=status)
+        # The model is told how many it does not see, so it can say so, not claim the
+        # list is whole.
+        return {
+            "tasks": [_listed(task) for task in tasks],
+            "total": total,
+            "omitted": total - len(tasks),
+        }
 
     async def _complete(self, args: dict[str, Any]) -> dict[str, Any]:
         task = await self._tasks.complete(self._user_id, _task_id(args["task_id"]))

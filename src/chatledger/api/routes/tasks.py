@@ -7,18 +7,35 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from chatledger.api.dependencies import CurrentUser, Store
-from chatledger.api.schemas import TaskList, TaskPublic
+from chatledger.api.schemas import TaskPage, TaskPublic
 from chatledger.domain import TaskFilter
+from chatledger.errors import ValidationError
 
 router = APIRouter(tags=["tasks"])
 
 
-@router.get("/api/{user_id}/tasks", response_model=TaskList)
+@router.get("/api/{user_id}/tasks", response_model=TaskPage)
 async def list_tasks(
     user_id: CurrentUser,
     store: Store,
     status: Annotated[TaskFilter, Query()] = TaskFilter.ALL,
-) -> TaskList:
-    """The user's tasks: all, pending or completed."""
-    tasks = await store.tasks.list(user_id, status=status)
-    return TaskList(items=[TaskPublic.of(task) for task in tasks])
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=32, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> TaskPage:
+    """The user's tasks (all, pending or completed) in id order, a page at a time."""
+    after_id = None
+    if cursor is not None:
+        if not (cursor.isascii() and cursor.isdecimal()):
+            raise ValidationError("cursor is not valid", field="cursor")
+        after_id = int(cursor)
+    # One more than asked tells whether another page follows, in the same query.
+    tasks = await store.tasks.list(user_id, status=status, limit=limit + 1, after_id=after_id)
+    page = tasks[:limit]
+    has_more = len(tasks) > limit
+    return TaskPage(
+        items=[TaskPublic.of(task) for task in page],
+        next_cursor=str(page[-1].id) if has_more else None,
+        has_more=has_more,
+    )
