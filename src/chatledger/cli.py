@@ -12,11 +12,13 @@ import secrets
 import sys
 from collections.abc import Coroutine
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from sqlalchemy.engine import make_url
 
-from chatledger.errors import ChatLedgerError
+from chatledger.errors import ChatLedgerError, UnavailableError
 from chatledger.settings import Settings
 from chatledger.store import SQLAlchemyStore
 
@@ -60,10 +62,27 @@ async def _migrate(settings: Settings) -> None:
         await store.close()
 
 
-def _run(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work`; a chatledger error is one line on stderr and exit status 1."""
+def _database_label(url: str) -> str:
+    """Where a database URL points, for people: an SQLite file's full path, or the URL
+    with its password hidden."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(Path(parsed.database or "").resolve())
+    return parsed.render_as_string(hide_password=True)
+
+
+def _run(work: Coroutine[Any, Any, None], *, database_url: str | None = None) -> None:
+    """Run `work`; a chatledger error is one line on stderr and exit status 1. When the
+    database is what failed, the line says which database, and why."""
     try:
         asyncio.run(work)
+    except UnavailableError as error:
+        cause = error.__cause__
+        reason = getattr(cause, "orig", None) or cause
+        where = f" at {_database_label(database_url)}" if database_url else ""
+        why = f": {str(reason).splitlines()[0]}" if reason is not None and str(reason) else ""
+        typer.echo(f"error: cannot use the database{where}{why}", err=True)
+        raise typer.Exit(1) from None
     except ChatLedgerError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(1) from None
@@ -72,7 +91,8 @@ def _run(work: Coroutine[Any, Any, None]) -> None:
 @app.command()
 def migrate(database_url: DatabaseUrl = None) -> None:
     """Create or upgrade the database schema (safe to run from many replicas at once)."""
-    _run(_migrate(_settings(database_url)))
+    settings = _settings(database_url)
+    _run(_migrate(settings), database_url=settings.database_url)
     typer.echo("database is up to date")
 
 
@@ -124,7 +144,7 @@ def serve(
     except ChatLedgerError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(1) from None
-    _run(_migrate(settings))
+    _run(_migrate(settings), database_url=settings.database_url)
     url = f"http://{host}:{port}/"
     if dev:
         typer.echo(
@@ -214,7 +234,8 @@ def chat(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Chat with the task agent in the terminal, on the local database (no server)."""
-    _run(_chat(_settings(database_url), user, conversation))
+    settings = _settings(database_url)
+    _run(_chat(settings, user, conversation), database_url=settings.database_url)
 
 
 async def _serve_mcp(settings: Settings, user_id: str) -> None:
@@ -238,6 +259,13 @@ def mcp_command(
         typer.Option("--user", help="The user whose tasks the tools act on.", show_default=False),
     ],
     database_url: DatabaseUrl = None,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level",
+            help="Logs go to stderr, which MCP hosts show their users: warning by default.",
+        ),
+    ] = "warning",
 ) -> None:
     """Serve the task tools over MCP on stdin/stdout, acting for one user (migrates first)."""
     if not user:
@@ -250,8 +278,8 @@ def mcp_command(
         )
         raise typer.Exit(1)
     settings = _settings(database_url)
-    logging.basicConfig(stream=sys.stderr, level=settings.log_level.upper())
-    _run(_serve_mcp(settings, user))
+    logging.basicConfig(stream=sys.stderr, level=log_level.upper())
+    _run(_serve_mcp(settings, user), database_url=settings.database_url)
 
 
 def main() -> None:

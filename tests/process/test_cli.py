@@ -225,6 +225,28 @@ async def test_dev_sign_in_says_so_loudly_and_its_tokens_are_its_own(
         assert (await client.get("/api/bob/conversations")).status_code == 401
 
 
+async def test_mcp_from_a_directory_it_cannot_write_names_the_database_it_tried(
+    tmp_path: Path,
+) -> None:
+    # The default database is ./chatledger.db; /proc takes no new files, even from root.
+    finished = await run("mcp", "--user", "alice", cwd=Path("/proc"), env=child_env())
+    assert_one_line_error(finished)
+    assert "/proc/chatledger.db" in finished.stderr
+    assert "unable to open database file" in finished.stderr
+    assert finished.stdout == ""
+
+
+async def test_mcp_keeps_its_logs_off_the_hosts_stderr_unless_asked(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'quiet.db'}"
+    quiet = await run("mcp", "--user", "alice", "--database-url", url, cwd=tmp_path)
+    assert (quiet.status, quiet.stderr) == (0, "")
+    told = await run(
+        "mcp", "--user", "alice", "--database-url", f"sqlite:///{tmp_path / 'told.db'}",
+        "--log-level", "info", cwd=tmp_path,
+    )  # fmt: skip
+    assert told.status == 0 and "alembic" in told.stderr
+
+
 async def test_chat_holds_a_conversation_offline_and_continues_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'chat.db'}"
     env = child_env(AGENT="rules")

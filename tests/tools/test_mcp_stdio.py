@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.session import IncomingMessage
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 
 from chatledger.store import Connector, SQLAlchemyStore
@@ -146,15 +147,14 @@ async def test_mistakes_are_tool_errors_and_the_server_keeps_serving(
         ("complete_task", {"task_id": 0}, INVALID_ID),
         ("delete_task", {"task_id": True}, INVALID_ID),
         ("update_task", {"task_id": 7, "title": "x"}, NOT_FOUND),
-        (
-            "drop_tables",
-            {},
-            {"error": "there is no tool called 'drop_tables'", "code": "unknown_tool"},
-        ),
     ]
     async with mcp_client("alice", database_url) as client:
         for tool, arguments, expected in mistakes:
             assert await fails(client, tool, arguments) == expected, (tool, arguments)
+        # A tool that does not exist is a protocol error (JSON-RPC -32602), as MCP asks.
+        with pytest.raises(MCPError) as unknown:
+            await client.call_tool("drop_tables", {})
+        assert (unknown.value.code, unknown.value.message) == (-32602, "Unknown tool: drop_tables")
         assert set((await row_counts(connector, "alice")).values()) == {0}
         added = await succeeds(client, "add_task", {"title": "Buy milk"})
         assert added == {"task_id": 1, "status": "created", "title": "Buy milk"}
@@ -216,4 +216,6 @@ async def test_an_unreachable_database_is_a_clean_error_on_stderr() -> None:
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert (process.returncode, stdout) == (1, b"")
-    assert stderr.decode().strip() == "error: the database is unavailable"
+    [line] = stderr.decode().splitlines()
+    assert line.startswith(f"error: cannot use the database at {url}: "), line
+    assert "Traceback" not in line

@@ -13,13 +13,14 @@ from typing import Any, Final
 import structlog
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 
 from chatledger.agents import Agent
 from chatledger.api.auth import Authenticator
 from chatledger.api.errors import install_error_handlers
 from chatledger.api.guards import StreamLimiter, VerifyFirstMiddleware
 from chatledger.api.logs import configure_logging
-from chatledger.api.mcp import MCPEndpoint, serve_mcp
+from chatledger.api.mcp import MCPEndpoint, metadata_router, serve_mcp
 from chatledger.api.metrics import Metrics
 from chatledger.api.middleware import RequestContextMiddleware
 from chatledger.api.routes import chat, conversations, dev, health, tasks, users
@@ -76,6 +77,12 @@ def build_agent(settings: Settings) -> Agent:
     from chatledger.agents.rules import RulesAgent
 
     return RulesAgent()
+
+
+def _authorization_servers(settings: Settings) -> list[str]:
+    # The issuer of the tokens is where an OAuth client gets them, when it is a URL.
+    issuer = settings.jwt_issuer
+    return [issuer] if issuer and issuer.startswith(("https://", "http://")) else []
 
 
 def _cursor_key(settings: Settings) -> bytes:
@@ -139,7 +146,7 @@ def create_app(
             asyncio.create_task(_close_dead_turns(app.state.store, settings)),
         ]
         try:
-            async with serve_mcp(app.state.store) as app.state.mcp_app:
+            async with serve_mcp(app.state.store) as app.state.mcp:
                 yield
         finally:
             for chore in chores:
@@ -174,7 +181,11 @@ def create_app(
         app.include_router(module.router)
     if dev_login:
         app.include_router(dev.router)
-    app.mount("/mcp", MCPEndpoint(authenticator))
+    mcp = MCPEndpoint(authenticator)
+    for path in ("/mcp", "/mcp/"):  # both, so that neither redirects to the other
+        app.router.routes.append(Route(path, mcp, include_in_schema=False))
+    app.include_router(metadata_router)
+    app.state.authorization_servers = _authorization_servers(settings)
     mount_web(app, dev_login=dev_login)
     app.state.streams = StreamLimiter(settings.max_streams_per_user)
     # Inside CORS, which answers preflight requests (they carry no token) by itself.

@@ -3,25 +3,40 @@
 The same JWT as the REST API is checked before MCP sees the request; the tools act for
 the token's subject (the MCP server asks for the user on every call, from the request).
 Stateless mode keeps no session in memory, so any replica answers any request.
+
+- `/mcp` and `/mcp/` both serve, without a redirect: a 307 breaks clients that do not
+  follow redirects for POST (the Agents SDK's `MCPServerStreamableHttp` among them) and
+  doubles every request of those that do.
+- `GET` is 405, as the MCP specification allows a server that sends nothing of its own
+  accord: in stateless mode the SDK would hold an event stream open per GET, forever.
+- A 401 names this resource's metadata (RFC 9728), served at
+  `/.well-known/oauth-protected-resource/mcp` (and without the suffix), so OAuth-capable
+  clients learn where tokens come from instead of dead-ending.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
+from fastapi import APIRouter, Request
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from chatledger.api.auth import Authenticator, bearer_token
-from chatledger.api.errors import domain_error_response
+from chatledger.api.errors import domain_error_response, error_response
 from chatledger.errors import AuthenticationError, ChatLedgerError
 from chatledger.store import SQLAlchemyStore
 from chatledger.tools.mcp import RequestContext, create_mcp_server
 
-__all__ = ["MCPEndpoint", "serve_mcp"]
+__all__ = ["METADATA_PATH", "MCPEndpoint", "metadata_router", "serve_mcp"]
+
+METADATA_PATH: Final = "/.well-known/oauth-protected-resource"
+
+metadata_router = APIRouter(tags=["mcp"])
 
 
 def _user_of(ctx: RequestContext) -> str:
@@ -34,23 +49,26 @@ def _user_of(ctx: RequestContext) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serve_mcp(store: SQLAlchemyStore) -> AsyncIterator[ASGIApp]:
-    """The MCP app for `store`, with its session manager running for the block's span."""
-    server = create_mcp_server(store.tasks, resolve_user=_user_of)
-    app = server.streamable_http_app(
-        streamable_http_path="/",
-        stateless_http=True,
+async def serve_mcp(store: SQLAlchemyStore) -> AsyncIterator[StreamableHTTPSessionManager]:
+    """The MCP session manager for `store`, running for the block's span."""
+    manager = StreamableHTTPSessionManager(
+        app=create_mcp_server(store.tasks, resolve_user=_user_of),
+        stateless=True,
         json_response=True,
         # DNS-rebinding protection guards servers that trust whoever can reach them;
         # every request here must carry a bearer token, which a rebinding page lacks.
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
-    async with server.session_manager.run():
-        yield app
+    async with manager.run():
+        yield manager
+
+
+def _resource(base_url: str) -> str:
+    return base_url.rstrip("/") + "/mcp"
 
 
 class MCPEndpoint:
-    """Mounted at /mcp: authenticates, then hands the request to the running MCP app."""
+    """Serves /mcp: authenticates, then hands the request to the running MCP server."""
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
@@ -58,16 +76,59 @@ class MCPEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
-        }
+        request = Request(scope)
+        if request.method == "GET":
+            refusal = error_response(
+                405,
+                "method_not_allowed",
+                "this MCP server sends no messages of its own: POST requests",
+                "method_not_allowed",
+                headers={"Allow": "POST"},
+            )
+            await refusal(scope, receive, send)
+            return
         try:
-            user_id = await self._authenticator.verify(bearer_token(headers.get("authorization")))
+            user_id = await self._authenticator.verify(
+                bearer_token(request.headers.get("authorization"))
+            )
         except ChatLedgerError as error:
             # Refused here, before MCP sees the request, with the API's own JSON errors.
-            await domain_error_response(error)(scope, receive, send)
+            response = domain_error_response(error)
+            if isinstance(error, AuthenticationError):
+                metadata = str(request.base_url).rstrip("/") + METADATA_PATH + "/mcp"
+                challenge = response.headers["WWW-Authenticate"]
+                # RFC 6750: the scheme, a space, then comma-separated parameters.
+                joiner = " " if challenge == "Bearer" else ", "
+                response.headers["WWW-Authenticate"] = (
+                    f'{challenge}{joiner}resource_metadata="{metadata}"'
+                )
+            await response(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         state["user_id"] = user_id
-        mcp_app: ASGIApp = scope["app"].state.mcp_app
-        await mcp_app(scope, receive, send)
+        manager: StreamableHTTPSessionManager = scope["app"].state.mcp
+        await manager.handle_request(scope, receive, send)
+
+
+def _metadata(request: Request) -> JSONResponse:
+    authorization_servers: list[str] = request.app.state.authorization_servers
+    document: dict[str, Any] = {
+        "resource": _resource(str(request.base_url)),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "chatledger",
+    }
+    if authorization_servers:
+        document["authorization_servers"] = authorization_servers
+    return JSONResponse(document)
+
+
+@metadata_router.get(METADATA_PATH + "/mcp", include_in_schema=False)
+async def protected_resource_metadata(request: Request) -> JSONResponse:
+    """RFC 9728 metadata of the /mcp resource."""
+    return _metadata(request)
+
+
+@metadata_router.get(METADATA_PATH, include_in_schema=False)
+async def protected_resource_metadata_root(request: Request) -> JSONResponse:
+    """The same, where clients look first for a resource at the server's root."""
+    return _metadata(request)

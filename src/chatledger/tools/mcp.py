@@ -24,13 +24,16 @@ from typing import Any, TypeAlias
 
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    INVALID_PARAMS,
     CallToolRequestParams,
     CallToolResult,
     ListToolsResult,
     PaginatedRequestParams,
     TextContent,
     Tool,
+    ToolAnnotations,
 )
 
 from chatledger.errors import UnavailableError
@@ -63,7 +66,19 @@ def create_mcp_server(tasks: TaskRepository, *, resolve_user: UserResolver) -> S
     """
     schemas = {spec.name: dict(spec.parameters) for spec in TASK_TOOLS}
     tools = [
-        Tool(name=spec.name, description=spec.description, input_schema=schemas[spec.name])
+        Tool(
+            name=spec.name,
+            title=spec.title,
+            description=spec.description,
+            input_schema=schemas[spec.name],
+            annotations=ToolAnnotations(
+                title=spec.title,
+                read_only_hint=spec.read_only,
+                destructive_hint=spec.destructive,
+                idempotent_hint=spec.idempotent,
+                open_world_hint=spec.open_world,
+            ),
+        )
         for spec in TASK_TOOLS
     ]
 
@@ -73,6 +88,9 @@ def create_mcp_server(tasks: TaskRepository, *, resolve_user: UserResolver) -> S
         return ListToolsResult(tools=tools)
 
     async def call_tool(ctx: RequestContext, params: CallToolRequestParams) -> CallToolResult:
+        if params.name not in schemas:
+            # A protocol error, as MCP asks: no such tool is a bad request, not a result.
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {params.name}")
         task_tools = TaskTools(tasks, resolve_user(ctx))
         try:
             result = await task_tools.call(params.name, params.arguments or {})

@@ -22,11 +22,22 @@ __all__ = ["LISTED_TASKS", "TASK_TOOLS", "TaskRepository", "TaskTools", "ToolSpe
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """A tool as a model sees it: a name, what it does, and a JSON Schema for its arguments."""
+    """A tool as a model sees it: a name, what it does, and a JSON Schema for its arguments;
+    and, for people and MCP clients, a title and what calling it does to the world.
+
+    `read_only`: changes nothing. `destructive`: may overwrite or remove what exists (not
+    only add). `idempotent`: calling it again with the same arguments changes nothing
+    more. `open_world`: reaches beyond the user's own data (the web, other systems).
+    """
 
     name: str
     description: str
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    title: str | None = None
+    read_only: bool = False
+    destructive: bool = True
+    idempotent: bool = False
+    open_world: bool = True
 
 
 class TaskRepository(Protocol):
@@ -65,6 +76,9 @@ TASK_TOOLS: tuple[ToolSpec, ...] = (
         "add_task",
         "Add a task to the user's list.",
         _schema({"title": _TITLE, "description": _DESCRIPTION}, ("title",)),
+        title="Add a task",
+        destructive=False,
+        open_world=False,
     ),
     ToolSpec(
         "list_tasks",
@@ -74,21 +88,38 @@ TASK_TOOLS: tuple[ToolSpec, ...] = (
         _schema(
             {"status": {"type": "string", "enum": [f.value for f in TaskFilter], "default": "all"}}
         ),
+        title="List tasks",
+        read_only=True,
+        destructive=False,
+        idempotent=True,
+        open_world=False,
     ),
     ToolSpec(
         "complete_task",
         "Mark one of the user's tasks as done.",
         _schema({"task_id": _TASK_ID}, ("task_id",)),
+        title="Complete a task",
+        destructive=False,
+        idempotent=True,
+        open_world=False,
     ),
     ToolSpec(
         "delete_task",
         "Delete one of the user's tasks.",
         _schema({"task_id": _TASK_ID}, ("task_id",)),
+        title="Delete a task",
+        destructive=True,
+        idempotent=True,
+        open_world=False,
     ),
     ToolSpec(
         "update_task",
         "Change the title and/or the description of one of the user's tasks.",
         _schema({"task_id": _TASK_ID, "title": _TITLE, "description": _DESCRIPTION}, ("task_id",)),
+        title="Update a task",
+        destructive=True,
+        idempotent=True,
+        open_world=False,
     ),
 )
 
