@@ -294,10 +294,11 @@ async def test_requests_beyond_the_concurrency_limit_are_503_with_retry_after(
     async with make_server(agent, max_concurrent_requests=1) as server:
         first = asyncio.create_task(server.chat("alice", "hi"))
         await started.wait()
-        busy = await server.client.get("/healthz")
+        busy = await server.client.get("/api/alice/conversations", headers=auth("alice"))
+        probe = await server.client.get("/healthz")  # never shed
         release.set()
         assert (await first).status_code == 200
-        after = await server.client.get("/healthz")
+        after = await server.client.get("/api/alice/conversations", headers=auth("alice"))
     assert busy.status_code == 503
     assert busy.headers["Retry-After"] == "1"
     assert busy.json() == {
@@ -305,4 +306,4 @@ async def test_requests_beyond_the_concurrency_limit_are_503_with_retry_after(
         "message": "the server is too busy; try again",
         "code": "too_busy",
     }
-    assert after.status_code == 200
+    assert (after.status_code, probe.status_code) == (200, 200)

@@ -8,7 +8,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from fastapi import FastAPI
@@ -23,8 +23,8 @@ from chatledger.api.logs import configure_logging
 from chatledger.api.mcp import MCPEndpoint, metadata_router, serve_mcp
 from chatledger.api.metrics import Metrics
 from chatledger.api.middleware import RequestContextMiddleware
+from chatledger.api.openapi import install_schema
 from chatledger.api.routes import chat, conversations, dev, health, tasks, users
-from chatledger.api.schemas import ErrorBody
 from chatledger.errors import UnavailableError
 from chatledger.service import ChatService
 from chatledger.settings import Settings
@@ -40,26 +40,6 @@ __all__ = [
 
 IDEMPOTENCY_TTL: Final = timedelta(hours=24)
 _PURGE_EVERY: Final = 3600.0
-
-_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in {
-        401: "No token, or a token that is not valid.",
-        403: "The token is for another user.",
-        404: "Not found, or not yours.",
-        413: "The body or the message is too large.",
-        422: "The request is not valid; `field` names what.",
-        503: "The database is unavailable; retry after `Retry-After` seconds.",
-    }.items()
-}
-_TURN_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in {
-        409: "A turn is running in this conversation, or under this idempotency key.",
-        502: "The model endpoint failed; `conversation_id` says where.",
-        504: "The agent ran out of time; `conversation_id` says where.",
-    }.items()
-}
 
 
 def build_agent(settings: Settings) -> Agent:
@@ -168,7 +148,12 @@ def create_app(
         summary="A stateless chat server for a tool-calling task agent.",
         version="0.1.0",
         lifespan=lifespan,
-        responses=_ERRORS,
+        # Swagger UI is served from the package (web/), ReDoc not at all: FastAPI's own
+        # pages load their scripts from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        # Operation ids are the route functions' names: `chat`, `list_conversations`.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.authenticator = authenticator
     app.state.metrics = metrics
@@ -176,7 +161,8 @@ def create_app(
         settings.metrics_token.get_secret_value() if settings.metrics_token else None
     )
     install_error_handlers(app)
-    app.include_router(chat.router, responses=_TURN_ERRORS)
+    install_schema(app)
+    app.include_router(chat.router)
     for module in (conversations, tasks, users, health):
         app.include_router(module.router)
     if dev_login:

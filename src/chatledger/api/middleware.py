@@ -22,6 +22,7 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BODY_METHODS: Final = {"POST", "PUT", "PATCH", "DELETE"}
 _API_REFUSED: Final = "/api/{user_id}/…"
+_PROBES: Final = frozenset({"/healthz", "/metrics"})
 
 log = structlog.get_logger("chatledger.api")
 
@@ -81,7 +82,9 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.in_progress >= self.max_requests:
+        # Probes and scrapes are never shed: an orchestrator must see a busy process as
+        # alive, not restart it for being busy.
+        if self.in_progress >= self.max_requests and scope["path"] not in _PROBES:
             busy = error_response(
                 503,
                 "unavailable",

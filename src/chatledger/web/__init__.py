@@ -1,4 +1,5 @@
-"""The chat page: plain HTML, CSS and ES modules in `static/`, served by the API.
+"""The chat page: plain HTML, CSS and ES modules in `static/`, served by the API; and the
+API's documentation at `/docs`, Swagger UI vendored under `static/vendor/`.
 
 No build step and nothing from a CDN: the files here are what the browser runs. The server
 tells the page one thing, whether dev sign-in exists, in a meta tag of the HTML it serves
@@ -16,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Scope
 
-__all__ = ["SECURITY_HEADERS", "mount_web"]
+__all__ = ["DOCS_HEADERS", "SECURITY_HEADERS", "mount_web"]
 
 STATIC: Final = Path(__file__).parent / "static"
 _DEV_LOGIN_OFF: Final = '<meta name="chatledger-dev-login" content="false">'
@@ -33,6 +34,17 @@ SECURITY_HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
     # Revalidate on every load, so a browser never runs an upgraded page with stale modules.
     "Cache-Control": "no-cache",
+}
+
+
+# Swagger UI sets styles inline; it runs no inline script, and reaches nothing but this
+# origin (its validator is turned off in docs.js).
+DOCS_HEADERS: Final = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
 }
 
 
@@ -61,5 +73,11 @@ def mount_web(app: FastAPI, *, dev_login: bool) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=SECURITY_HEADERS)
+
+    docs = (STATIC / "docs.html").read_text(encoding="utf-8")
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        return HTMLResponse(docs, headers=DOCS_HEADERS)
 
     app.mount("/static", _StaticFiles(directory=STATIC), name="static")

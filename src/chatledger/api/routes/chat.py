@@ -13,6 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from chatledger.api.dependencies import CurrentUser, Service, Streams
 from chatledger.api.errors import error_body
 from chatledger.api.metrics import Metrics
+from chatledger.api.openapi import AUTHENTICATED, errors, event_stream
 from chatledger.api.schemas import ChatRequest, ChatResponse
 from chatledger.domain import StreamEvent, TurnResult
 from chatledger.errors import AgentError, ChatLedgerError
@@ -22,7 +23,7 @@ log = structlog.get_logger("chatledger.api")
 # Comments every 15 s keep proxies and browsers from closing a quiet stream.
 KEEP_ALIVE_SECONDS = 15
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=AUTHENTICATED)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -46,7 +47,12 @@ def record_turn(metrics: Metrics, result: TurnResult | None, error: Exception | 
             metrics.agent_errors.labels(error.code).inc()
 
 
-@router.post("/api/{user_id}/chat", response_model=ChatResponse, response_model_exclude_none=True)
+@router.post(
+    "/api/{user_id}/chat",
+    response_model=ChatResponse,
+    response_model_exclude_none=True,
+    responses=errors(404, 408, 409, 413, 422, 502, 504),
+)
 async def chat(
     body: ChatRequest,
     user_id: CurrentUser,
@@ -70,20 +76,13 @@ async def chat(
     return ChatResponse.of(result)
 
 
-STREAM_DOC = """Server-sent events, in order: `conversation` {conversation_id, turn_id,
-user_message_id}; `delta` {text} as the reply is written (batched); `tool_call` {id, name,
-arguments} and `tool_result` {id, result} for each tool step; and `done` {conversation_id,
-response, tool_calls, message_ids, turn_id, stopped, interrupted} — or `error` {error,
-message, code, conversation_id} if the turn fails once started. Each event's id is
-`<turn_id>:<n>`: send the last one as `Last-Event-ID` to
-`GET /api/{user_id}/conversations/{id}/stream` to resume, on any replica. The turn does not
-depend on the connection: if it drops, the turn still finishes and is stored."""
-
-
 @router.post(
     "/api/{user_id}/chat/stream",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": STREAM_DOC}},
+    responses={
+        200: event_stream("The turn's events, as they happen."),
+        **errors(404, 408, 409, 413, 422, 429),
+    },
 )
 async def chat_stream(
     body: ChatRequest,

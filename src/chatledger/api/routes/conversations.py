@@ -8,7 +8,8 @@ from fastapi import APIRouter, Header, Query, Response
 from sse_starlette import EventSourceResponse
 
 from chatledger.api.dependencies import CurrentUser, Service, Store, Streams
-from chatledger.api.routes.chat import KEEP_ALIVE_SECONDS, STREAM_DOC, sse
+from chatledger.api.openapi import AUTHENTICATED, errors, event_stream
+from chatledger.api.routes.chat import KEEP_ALIVE_SECONDS, sse
 from chatledger.api.schemas import (
     ConversationCreate,
     ConversationDetail,
@@ -20,10 +21,12 @@ from chatledger.api.schemas import (
     StopResponse,
 )
 
-router = APIRouter(prefix="/api/{user_id}/conversations", tags=["conversations"])
+router = APIRouter(
+    prefix="/api/{user_id}/conversations", tags=["conversations"], responses=AUTHENTICATED
+)
 
 
-@router.get("", response_model=ConversationPage)
+@router.get("", response_model=ConversationPage, responses=errors(422))
 async def list_conversations(
     user_id: CurrentUser,
     store: Store,
@@ -37,7 +40,9 @@ async def list_conversations(
     )
 
 
-@router.post("", response_model=ConversationPublic, status_code=201)
+@router.post(
+    "", response_model=ConversationPublic, status_code=201, responses=errors(408, 413, 422)
+)
 async def create_conversation(
     body: ConversationCreate, user_id: CurrentUser, store: Store
 ) -> ConversationPublic:
@@ -48,7 +53,7 @@ async def create_conversation(
     return ConversationPublic.of(conversation)
 
 
-@router.get("/{conversation_id}", response_model=ConversationDetail)
+@router.get("/{conversation_id}", response_model=ConversationDetail, responses=errors(404))
 async def get_conversation(
     conversation_id: str, user_id: CurrentUser, store: Store, service: Service
 ) -> ConversationDetail:
@@ -63,7 +68,9 @@ async def get_conversation(
     )
 
 
-@router.patch("/{conversation_id}", response_model=ConversationPublic)
+@router.patch(
+    "/{conversation_id}", response_model=ConversationPublic, responses=errors(404, 408, 413, 422)
+)
 async def update_conversation(
     conversation_id: str, body: ConversationUpdate, user_id: CurrentUser, store: Store
 ) -> ConversationPublic:
@@ -75,7 +82,7 @@ async def update_conversation(
     return ConversationPublic.of(conversation)
 
 
-@router.delete("/{conversation_id}", status_code=204)
+@router.delete("/{conversation_id}", status_code=204, responses=errors(404))
 async def delete_conversation(conversation_id: str, user_id: CurrentUser, store: Store) -> Response:
     """Delete a conversation and all of its messages."""
     await store.delete_conversation(user_id, conversation_id)
@@ -86,7 +93,10 @@ async def delete_conversation(conversation_id: str, user_id: CurrentUser, store:
     "/{conversation_id}/stop",
     response_model=StopResponse,
     status_code=202,
-    responses={200: {"model": StopResponse, "description": "No turn was running."}},
+    responses={
+        200: {"model": StopResponse, "description": "No turn was running."},
+        **errors(404),
+    },
 )
 async def stop_turn(
     conversation_id: str, user_id: CurrentUser, service: Service, response: Response
@@ -102,8 +112,9 @@ async def stop_turn(
     "/{conversation_id}/stream",
     response_class=EventSourceResponse,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": STREAM_DOC},
+        200: event_stream("The running turn's events, from the first or after Last-Event-ID."),
         204: {"description": "No turn is running in this conversation."},
+        **errors(404, 422, 429),
     },
 )
 async def attach_stream(
@@ -130,7 +141,7 @@ async def attach_stream(
     return held.respond(EventSourceResponse(sse(None, events, None), ping=KEEP_ALIVE_SECONDS))
 
 
-@router.get("/{conversation_id}/messages", response_model=MessagePage)
+@router.get("/{conversation_id}/messages", response_model=MessagePage, responses=errors(404, 422))
 async def list_messages(
     conversation_id: str,
     user_id: CurrentUser,

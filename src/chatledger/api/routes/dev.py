@@ -7,13 +7,14 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 
 from chatledger.api.auth import Authenticator
+from chatledger.api.openapi import errors
 from chatledger.api.schemas import DevTokenRequest, TokenResponse
 from chatledger.domain import check_text
 
 router = APIRouter(tags=["development"])
 
 
-@router.post("/auth/dev-token", response_model=TokenResponse)
+@router.post("/auth/dev-token", response_model=TokenResponse, responses=errors(408, 413, 422))
 async def dev_token(body: DevTokenRequest, request: Request) -> TokenResponse:
     """A 12-hour token for `user_id` (development servers only)."""
     authenticator: Authenticator = request.app.state.authenticator

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from chatledger.api.dependencies import Store
 from chatledger.api.metrics import Metrics
+from chatledger.api.openapi import errors
 from chatledger.errors import AuthenticationError
 
 router = APIRouter(tags=["operations"])
@@ -20,14 +21,21 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "The database is unreachable."}})
+@router.get("/readyz", responses=errors(503))
 async def readyz(store: Store) -> dict[str, str]:
     """The database answers (503 otherwise)."""
     await store.ping()
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **errors(401),
+    },
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: requests, latency, turns, agent errors, tool calls (with
     `CHATLEDGER_METRICS_TOKEN` set, for that bearer token only)."""

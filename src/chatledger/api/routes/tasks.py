@@ -7,14 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from chatledger.api.dependencies import CurrentUser, Store
+from chatledger.api.openapi import AUTHENTICATED, errors
 from chatledger.api.schemas import TaskPage, TaskPublic
 from chatledger.domain import TaskFilter
 from chatledger.errors import ValidationError
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], responses=AUTHENTICATED)
 
 
-@router.get("/api/{user_id}/tasks", response_model=TaskPage)
+@router.get("/api/{user_id}/tasks", response_model=TaskPage, responses=errors(422))
 async def list_tasks(
     user_id: CurrentUser,
     store: Store,

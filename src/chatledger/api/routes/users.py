@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from chatledger.api.dependencies import CurrentUser, Store
+from chatledger.api.openapi import AUTHENTICATED
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], responses=AUTHENTICATED)
 
 
 @router.delete("/api/{user_id}", status_code=204)
