@@ -169,6 +169,26 @@ def serve(
         raise typer.Exit(1) from None
 
 
+async def _purge(settings: Settings) -> None:
+    from chatledger.api.app import purge
+
+    store = SQLAlchemyStore.from_url(settings.database_url)
+    try:
+        conversations, keys = await purge(store, settings)
+    finally:
+        await store.close()
+    typer.echo(f"deleted {conversations} conversations and {keys} idempotency keys")
+
+
+@app.command("purge")
+def purge_command(database_url: DatabaseUrl = None) -> None:
+    """Delete what is due, once (every server does it hourly; this is for cron): temporary
+    conversations past their day, conversations idle for CHATLEDGER_RETENTION_DAYS, and
+    idempotency keys older than a day."""
+    settings = _settings(database_url)
+    _run(_purge(settings), database_url=settings.database_url)
+
+
 @app.command()
 def token(
     user: Annotated[str, typer.Argument(help="The user id (the token's subject).")],

@@ -148,6 +148,8 @@ class Conversation:
     updated_at: datetime
     # The turn running in it right now (its replica alive and renewing), if any.
     running_turn_id: str | None = None
+    # When it will be deleted, however active (a temporary conversation); None: never.
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -152,6 +152,8 @@ class ChatService:
         stop_poll_interval: seconds between a running turn's checks for a stop request.
         lease_ttl: seconds a turn's lease holds unless renewed (it is renewed five times
             within it): how long a turn whose process died can hold its conversation.
+        turn_limit: (turns, per window) a user may start, across every replica; None for
+            no limit. A replayed turn does not count; a refused one is `RateLimitedError`.
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class ChatService:
         idempotency_ttl: timedelta = timedelta(hours=24),
         stop_poll_interval: float = 0.5,
         lease_ttl: float = 10.0,
+        turn_limit: tuple[int, timedelta] | None = None,
     ) -> None:
         self._store = store
         self._agent = agent
@@ -182,6 +185,7 @@ class ChatService:
         self._idempotency_ttl = idempotency_ttl
         self._stop_poll_interval = stop_poll_interval
         self._lease_ttl = timedelta(seconds=lease_ttl)
+        self._turn_limit = turn_limit
         self._running: set[asyncio.Task[None]] = set()
 
     async def turn(
@@ -224,6 +228,7 @@ class ChatService:
             ValidationError: the message is empty or not storable text.
             TooLargeError: the message is longer than `max_message_chars`.
             NotFoundError: the conversation does not exist or is another user's.
+            RateLimitedError: the user started too many turns lately (`turn_limit`).
             ConflictError: `conversation_busy` (a turn is running in the conversation),
                 `idempotency_mismatch` (the key was used for a different request) or
                 `idempotency_in_flight` (the key's turn is still running); with
@@ -430,6 +435,9 @@ class ChatService:
                 )
                 if record is not None:
                     return await self._answer(tx, user_id, record, request_hash)
+            if self._turn_limit is not None:
+                turns, window = self._turn_limit
+                await tx.rate_limits.take(user_id, limit=turns, window=window)
             if conversation_id is None:
                 conversation_id = (await tx.create_conversation(user_id, title=_title(message))).id
             user_message, first_event = await tx.turns.start(

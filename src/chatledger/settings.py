@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     request_body_timeout: float = Field(default=30.0, gt=0)
     max_concurrent_requests: int = Field(default=1000, ge=1)
     max_streams_per_user: int = Field(default=8, ge=1)
+    rate_limit_turns: int | None = Field(default=None, ge=1)
+    rate_limit_seconds: float = Field(default=60.0, gt=0)
+    retention_days: float | None = Field(default=None, gt=0)
+    retention_interval: float = Field(default=3600.0, gt=0)
 
     @field_validator("jwt_algorithms", "cors_origins", mode="before")
     @classmethod

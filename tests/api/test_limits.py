@@ -208,3 +208,35 @@ async def test_deleted_text_is_gone_from_the_sqlite_file(
     assert len(on_disk) > 0
     for canary in canaries.values():
         assert canary.encode() not in on_disk
+
+
+async def test_turns_beyond_the_rate_limit_are_429_and_replays_are_free(
+    make_server: Callable[..., Any], connector
+) -> None:
+    agent = ScriptedAgent([Say("ok")])
+    async with make_server(agent, rate_limit_turns=2, rate_limit_seconds=300) as server:
+        keyed = {**auth("alice"), "Idempotency-Key": "k1"}
+        first = await server.client.post("/api/alice/chat", json={"message": "one"}, headers=keyed)
+        second = await server.chat("alice", "two")
+        replay = await server.client.post("/api/alice/chat", json={"message": "one"}, headers=keyed)
+        refused = await server.chat("alice", "three")
+        bobs = await server.chat("bob", "hello")
+    assert [r.status_code for r in (first, second, replay, bobs)] == [200, 200, 200, 200]
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert (refused.status_code, refused.json()["code"]) == (429, "rate_limited")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 300
+    assert (await row_counts(connector, "alice"))["conversations"] == 2
+
+
+async def test_no_rate_limit_unless_configured(server: Server) -> None:
+    for n in range(30):
+        assert (await server.chat("alice", f"message {n}")).status_code == 200
+
+
+async def test_a_temporary_conversation_says_when_it_goes(server: Server) -> None:
+    created = await server.client.post(
+        "/api/alice/conversations", json={"temporary": True}, headers=auth("alice")
+    )
+    kept = await server.client.post("/api/alice/conversations", json={}, headers=auth("alice"))
+    assert created.status_code == 201 and created.json()["expires_at"] is not None
+    assert kept.json()["expires_at"] is None

@@ -14,15 +14,26 @@ import signal
 import statistics
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
-from chatledger.store import SQLAlchemyStore
+from chatledger.store import SQLAlchemyStore, connect
+from chatledger.store.schema import conversations
 from tests.process.conftest import StartServer
-from tests.process.servers import STOPPED, TcpProxy, auth, eventually, token_for
+from tests.process.servers import (
+    SECRET,
+    STOPPED,
+    TcpProxy,
+    auth,
+    child_env,
+    eventually,
+    token_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -385,3 +396,70 @@ async def test_logs_are_json_lines_with_request_ids_and_no_content_or_tokens(
     assert all(r.get("request_id") for r in requests)
     for leak in (token, token.split(".")[2], "zebra", "quartz", "lullaby", "Bearer"):
         assert leak not in log
+
+
+async def test_retention_across_two_replicas_deletes_exactly_what_is_due(
+    serve: StartServer, postgres_url: str
+) -> None:
+    env = child_env(JWT_SECRET=SECRET, RETENTION_DAYS="30", RETENTION_INTERVAL="0.3")
+    user = unique("retention")
+    store = SQLAlchemyStore.from_url(postgres_url)
+    try:
+        due, kept = [], []
+        for n in range(6):
+            conversation = await store.create_conversation(user, title=f"idle {n}")
+            due.append(conversation.id)
+        for n in range(3):
+            conversation = await store.create_conversation(user, title=f"fresh {n}")
+            kept.append(conversation.id)
+        expired = await store.create_conversation(user, title="temporary", temporary=True)
+        due.append(expired.id)
+        temporary = await store.create_conversation(user, title="temporary, young", temporary=True)
+        kept.append(temporary.id)
+
+        def backdate(conn: Any) -> None:
+            month_ago = datetime.now(UTC) - timedelta(days=31)
+            conn.execute(
+                update(conversations)
+                .where(conversations.c.id.in_(due[:-1]))
+                .values(updated_at=month_ago)
+            )
+            conn.execute(
+                update(conversations)
+                .where(conversations.c.id == expired.id)
+                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+
+        db = connect(postgres_url)
+        try:
+            await db.write(backdate)
+        finally:
+            await db.close()
+        replicas = [await serve(postgres_url, env=env) for _ in range(2)]
+
+        async def swept() -> bool:
+            return len((await store.list_conversations(user, limit=100)).items) == len(kept)
+
+        await eventually(swept, within=15, what="both replicas swept")
+        left = {c.id for c in (await store.list_conversations(user, limit=100)).items}
+    finally:
+        await store.close()
+    assert left == set(kept)
+    for replica in replicas:
+        assert "Traceback" not in replica.output()
+
+
+async def test_rate_limits_hold_across_two_replicas(serve: StartServer, postgres_url: str) -> None:
+    env = child_env(JWT_SECRET=SECRET, RATE_LIMIT_TURNS="5", RATE_LIMIT_SECONDS="600")
+    a, b = [await serve(postgres_url, env=env) for _ in range(2)]
+    user = unique("limited")
+    statuses = []
+    async with a.client(headers=auth(user)) as on_a, b.client(headers=auth(user)) as on_b:
+        for n in range(8):
+            client = on_a if n % 2 else on_b
+            response = await client.post(f"/api/{user}/chat", json={"message": f"add item {n}"})
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                assert response.json()["code"] == "rate_limited"
+                assert 1 <= int(response.headers["Retry-After"]) <= 600
+    assert statuses == [200] * 5 + [429] * 3

@@ -30,6 +30,7 @@ async def _populate(store: SQLAlchemyStore, user: str) -> None:
         user, conversation.id, lease.id, [("delta", {"text": "."})], first_seq=2
     )
     await store.summaries.save(user, conversation.id, content="hi", upto_seq=1, replaces=None)
+    await store.rate_limits.take(user, limit=10, window=timedelta(minutes=1))
 
 
 async def test_delete_user_removes_everything_of_that_user_only(

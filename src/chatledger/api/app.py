@@ -36,10 +36,10 @@ __all__ = [
     "create_app",
     "create_app_from_environment",
     "create_dev_app_from_environment",
+    "purge",
 ]
 
 IDEMPOTENCY_TTL: Final = timedelta(hours=24)
-_PURGE_EVERY: Final = 3600.0
 
 
 def build_agent(settings: Settings) -> Agent:
@@ -120,9 +120,10 @@ def create_app(
             max_message_chars=settings.max_message_chars,
             idempotency_ttl=IDEMPOTENCY_TTL,
             lease_ttl=settings.lease_seconds,
+            turn_limit=_turn_limit(settings),
         )
         chores = [
-            asyncio.create_task(_purge_idempotency_keys(app.state.store)),
+            asyncio.create_task(_purge(app.state.store, settings)),
             asyncio.create_task(_close_dead_turns(app.state.store, settings)),
         ]
         try:
@@ -193,13 +194,27 @@ def create_app(
     return app
 
 
-async def _purge_idempotency_keys(store: SQLAlchemyStore) -> None:
-    # Keys are replayed for 24 hours; older ones are only dead weight. Every replica
-    # purges, which is harmless: the delete is idempotent.
+def _turn_limit(settings: Settings) -> tuple[int, timedelta] | None:
+    if settings.rate_limit_turns is None:
+        return None
+    return settings.rate_limit_turns, timedelta(seconds=settings.rate_limit_seconds)
+
+
+async def purge(store: SQLAlchemyStore, settings: Settings) -> tuple[int, int]:
+    """Delete what is due: conversations past their retention or their expiry, and
+    idempotency keys past the time they are replayed for. Returns how many of each."""
+    idle_for = None if settings.retention_days is None else timedelta(days=settings.retention_days)
+    conversations = await store.purge_conversations(idle_for=idle_for)
+    keys = await store.idempotency.purge(older_than=IDEMPOTENCY_TTL)
+    return conversations, keys
+
+
+async def _purge(store: SQLAlchemyStore, settings: Settings) -> None:
+    # Every replica purges, which is harmless: each delete takes what is due, once.
     while True:
-        await asyncio.sleep(_PURGE_EVERY)
+        await asyncio.sleep(settings.retention_interval)
         with contextlib.suppress(UnavailableError):
-            await store.idempotency.purge(older_than=IDEMPOTENCY_TTL)
+            await purge(store, settings)
 
 
 async def _close_dead_turns(store: SQLAlchemyStore, settings: Settings) -> None:

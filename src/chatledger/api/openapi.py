@@ -28,7 +28,7 @@ _DESCRIPTIONS: Final = {
     "after `Retry-After` seconds.",
     413: "The body or the message is too large.",
     422: "The request is not valid; `field` names what.",
-    429: "Too many streams open; retry after `Retry-After` seconds.",
+    429: "Too many turns lately, or too many streams open; retry after `Retry-After` seconds.",
     502: "The model endpoint failed; `conversation_id` says where.",
     503: "The database is unavailable, or the server too busy; retry after `Retry-After` seconds.",
     504: "The agent ran out of time; `conversation_id` says where.",

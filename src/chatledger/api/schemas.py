@@ -81,6 +81,9 @@ class ChatResponse(BaseModel):
 class ConversationCreate(_Request):
     title: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    temporary: bool = Field(
+        default=False, description="Delete it a day after it is created, however active."
+    )
 
 
 class ConversationUpdate(_Request):
@@ -99,6 +102,9 @@ class ConversationPublic(BaseModel):
     updated_at: datetime
     running: bool = Field(description="A turn is running: follow it at `…/stream`.")
     turn_id: str | None = Field(description="The running turn's id (null: none is running).")
+    expires_at: datetime | None = Field(
+        description="When it will be deleted (a temporary conversation); null: never."
+    )
 
     @classmethod
     def of(cls, conversation: Conversation) -> ConversationPublic:
@@ -111,6 +117,7 @@ class ConversationPublic(BaseModel):
             updated_at=conversation.updated_at,
             running=conversation.running_turn_id is not None,
             turn_id=conversation.running_turn_id,
+            expires_at=conversation.expires_at,
         )
 
 

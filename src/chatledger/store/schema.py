@@ -39,6 +39,7 @@ __all__ = [
     "idempotency_keys",
     "messages",
     "metadata",
+    "rate_limits",
     "summaries",
     "task_counters",
     "tasks",
@@ -151,8 +152,16 @@ conversations = Table(
     Column("stop_requested", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # When a temporary conversation is deleted, however active it is (NULL: never).
+    Column("expires_at", UTCDateTime()),
     PrimaryKeyConstraint("user_id", "id"),
     Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),
+    Index(
+        "ix_conversations_expires",
+        "expires_at",
+        postgresql_where=text("expires_at IS NOT NULL"),
+        sqlite_where=text("expires_at IS NOT NULL"),
+    ),
     # Finds the turns whose replica died (their lease ran out) without scanning every
     # conversation; only conversations with a turn running are in it.
     Index(
@@ -282,6 +291,17 @@ turn_events = Table(
         name="fk_turn_events_turn",
     ),
     Index("ix_turn_events_created", "created_at"),
+)
+
+# Turns each user started in the current window (a fixed window per user), shared by
+# every replica: see `RateLimitStore`.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("window_start", UTCDateTime(), nullable=False),
+    Column("count", Integer, nullable=False),
+    PrimaryKeyConstraint("user_id"),
 )
 
 idempotency_keys = Table(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
+    or_,
     select,
     tuple_,
     update,
@@ -61,11 +62,13 @@ from chatledger.store.ledger import (
     readable_metadata,
     require_conversation,
 )
+from chatledger.store.limits import RateLimitStore
 from chatledger.store.migrate import upgrade
 from chatledger.store.schema import (
     conversations,
     idempotency_keys,
     messages as message_table,
+    rate_limits,
     summaries,
     task_counters,
     tasks,
@@ -82,6 +85,11 @@ __all__ = ["Lease", "SQLAlchemyStore"]
 MAX_PAGE_SIZE: Final = 100
 # A conversation's metadata is read with every listing: kept small.
 MAX_CONVERSATION_METADATA_CHARS: Final = 16 * 1024
+# How long a temporary conversation lives.
+TEMPORARY_FOR: Final = timedelta(days=1)
+# Conversations deleted per transaction by `purge_conversations`: short transactions,
+# however much is due.
+_PURGE_BATCH: Final = 500
 # Bigger than any reply a model writes, small enough that one row cannot exhaust memory.
 DEFAULT_MAX_MESSAGE_CHARS: Final = 256 * 1024
 
@@ -96,6 +104,7 @@ _CONVERSATION_COLUMNS = (
     _c.lease_expires_at,
     _c.created_at,
     _c.updated_at,
+    _c.expires_at,
 )
 
 # The statements of a chat turn are built once, at import: built per call, each would be
@@ -141,6 +150,7 @@ def _conversation(row: AnyRow, now: datetime) -> Conversation:
         created_at=row.created_at,
         updated_at=row.updated_at,
         running_turn_id=row.lease_id if running else None,
+        expires_at=row.expires_at,
     )
 
 
@@ -184,6 +194,7 @@ class SQLAlchemyStore:
         self.idempotency = IdempotencyStore(db)
         self.summaries = SummaryStore(db, self._token_counter)
         self.turns = TurnStore(db, self._writer)
+        self.rate_limits = RateLimitStore(db)
 
     @classmethod
     def from_url(
@@ -241,9 +252,14 @@ class SQLAlchemyStore:
         *,
         title: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        temporary: bool = False,
     ) -> Conversation:
-        """Create an empty conversation with a random, unguessable id."""
+        """Create an empty conversation with a random, unguessable id.
+
+        A `temporary` one is deleted a day after it was created, however active.
+        """
         now = utcnow()
+        expires_at = now + TEMPORARY_FOR if temporary else None
         conversation = Conversation(
             id=new_id(),
             title=_check_title(title),
@@ -253,6 +269,7 @@ class SQLAlchemyStore:
             message_count=0,
             created_at=now,
             updated_at=now,
+            expires_at=expires_at,
         )
         row = {
             "user_id": check_user_id(user_id),
@@ -262,6 +279,7 @@ class SQLAlchemyStore:
             "next_seq": 1,
             "created_at": now,
             "updated_at": now,
+            "expires_at": expires_at,
         }
         await self._db.write(lambda conn: conn.execute(insert(conversations), row))
         return conversation
@@ -339,6 +357,39 @@ class SQLAlchemyStore:
         if deleted == 0:
             raise NotFoundError("conversation not found")
         await self._db.scrub()
+
+    async def purge_conversations(self, *, idle_for: timedelta | None) -> int:
+        """Delete every user's conversations that are due: temporary ones past their
+        expiry, and, with `idle_for`, any not touched for that long. All they hold goes
+        with them (messages, summaries, turns, stream events).
+
+        In batches of a few hundred, each its own transaction; safe to run from many
+        replicas at once (PostgreSQL's SKIP LOCKED keeps them off each other's rows). A
+        conversation with a turn holding its lease is left alone, however old.
+
+        Returns:
+            How many conversations were deleted.
+        """
+        now = utcnow()
+        due = _c.expires_at <= now
+        if idle_for is not None:
+            due = or_(due, _c.updated_at <= now - idle_for)
+        batch = (
+            select(_c.user_id, _c.id)
+            .where(due, _c.lease_id.is_(None))
+            .limit(_PURGE_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        statement = delete(conversations).where(tuple_(_c.user_id, _c.id).in_(batch))
+        deleted = 0
+        while True:
+            count = await self._db.write(lambda conn: int(conn.execute(statement).rowcount))
+            deleted += count
+            if count < _PURGE_BATCH:
+                break
+        if deleted:
+            await self._db.scrub()
+        return deleted
 
     # -- messages -----------------------------------------------------------------------
 
@@ -508,6 +559,7 @@ class SQLAlchemyStore:
             for table in (
                 turn_events,
                 turns,
+                rate_limits,
                 summaries,
                 message_table,
                 conversations,

@@ -51,7 +51,7 @@ def record_turn(metrics: Metrics, result: TurnResult | None, error: Exception | 
     "/api/{user_id}/chat",
     response_model=ChatResponse,
     response_model_exclude_none=True,
-    responses=errors(404, 408, 409, 413, 422, 502, 504),
+    responses=errors(404, 408, 409, 413, 422, 429, 502, 504),
 )
 async def chat(
     body: ChatRequest,

@@ -48,7 +48,7 @@ async def create_conversation(
 ) -> ConversationPublic:
     """Start an empty conversation."""
     conversation = await store.create_conversation(
-        user_id, title=body.title, metadata=body.metadata
+        user_id, title=body.title, metadata=body.metadata, temporary=body.temporary
     )
     return ConversationPublic.of(conversation)
 
