@@ -32,6 +32,7 @@ from chatledger.agents.base import (
 from chatledger.agents.rules_commands import (
     Add,
     ById,
+    ByIds,
     ByTitle,
     Command,
     Complete,
@@ -40,6 +41,7 @@ from chatledger.agents.rules_commands import (
     Help,
     ListTasks,
     MissingTitle,
+    Ordinal,
     Recall,
     Recent,
     Reference,
@@ -48,8 +50,9 @@ from chatledger.agents.rules_commands import (
     Unnamed,
     Update,
 )
-from chatledger.agents.rules_grammar import parse, parse_reference, title_words
-from chatledger.agents.rules_summary import QUESTION, SUMMARY_HEADER, Ledger
+from chatledger.agents.rules_grammar import parse
+from chatledger.agents.rules_references import mentioned_ids, parse_reference, title_words
+from chatledger.agents.rules_summary import ADD_OFFER, QUESTION, SUMMARY_HEADER, Ledger
 from chatledger.domain import ChatMessage, Role, TaskFilter, ToolCall
 
 __all__ = ["HELP_TEXT", "SUMMARY_HEADER", "RulesAgent"]
@@ -62,8 +65,11 @@ HELP_TEXT: Final = "\n".join(
         '- see tasks: "show my tasks", "what\'s pending?", "what have I completed?"',
         '- finish one: "mark task 3 as done", "done with buy milk"',
         '- delete one: "delete task 3", "remove the groceries task"',
-        '- change one: "rename task 2 to call dad", "add a description to task 3: bring ID"',
-        '- "it" or "that" means the task we just talked about: "add buy milk and mark it done"',
+        '- change one: "rename task 2 to call dad", "update task 2: call dad",'
+        ' "add a description to task 3: bring ID"',
+        '- several at once: "mark 2 and 3 done", "delete tasks 5, 6 and 7"',
+        '- "it" or "that" means the task we just talked about: "add buy milk and mark it done";'
+        ' "the second one" counts in the list I showed you last',
         '- several commands at once, joined by "and", "then" or commas: "add eggs, then show'
         ' my tasks"',
         '- "what did I add earlier?" recaps this conversation',
@@ -84,28 +90,27 @@ _DOING: Final = {
     Delete: "delete task {task_id}",
     Update: "update task {task_id}",
 }
-_ORDINALS: Final = {
-    "first": 0,
-    "1st": 0,
-    "second": 1,
-    "2nd": 1,
-    "third": 2,
-    "3rd": 2,
-    "fourth": 3,
-    "4th": 3,
-    "fifth": 4,
-    "5th": 4,
-    "last": -1,
-}
-_ORDINAL = re.compile(rf"(?:the )?({'|'.join(_ORDINALS)})(?: one| task)?", re.IGNORECASE)
+# Words that never make a task title on their own: a message holding one is talking to
+# the agent ("tell me a joke", "undo that", "what's up?"), so offering to add it is wrong.
+_NOT_A_TITLE: Final = re.compile(
+    r"\?|\b(?:i|me|you|your|we|us|it|that|this|them|what|why|how|who|when|where|which)\b",
+    re.IGNORECASE,
+)
+_MAX_OFFERED_WORDS: Final = 8
+_YES: Final = re.compile(
+    r"(?:yes|yeah|yep|yup|y|sure|ok|okay|please do|do it|go ahead|add it|yes please)[.!]*",
+    re.IGNORECASE,
+)
 
 
 class RulesAgent:
     """The offline task-manager `Agent`: rules instead of a model.
 
-    It understands adding, listing, completing, deleting and updating tasks, by number or
-    by title, "it"/"that" for the task just talked about, several commands in one message,
-    and answers to its own questions; `HELP_TEXT` is what it tells users.
+    It understands adding, listing, completing, deleting and updating tasks, by number (one
+    or several), by title, by place in the list it showed last, "it"/"that" for the task
+    just talked about, several commands in one message, and answers to its own questions;
+    `HELP_TEXT` is what it tells users. It never acts on a guess: a title that matches
+    several tasks, or a message no rule reads, gets a question and no tool call.
     """
 
     async def run(
@@ -163,7 +168,7 @@ class _Turn:
                 f" {_MAX_COMMANDS} at a time. Please split it up."
             )
             return
-        if (clarified := _clarified(commands, messages)) is not None:
+        if (clarified := _clarified(text, commands, messages)) is not None:
             commands = [clarified]
         for index, command in enumerate(commands):
             async for event in self._play(command):
@@ -198,7 +203,7 @@ class _Turn:
             case MissingTitle():
                 self.lines.append('What should I add? For example: "add buy milk".')
             case Unknown():
-                self.lines.append(_not_understood(command.text))
+                self._unsure(command.text)
 
     async def _call(self, name: str, arguments: dict[str, Any]) -> AsyncIterator[AgentEvent]:
         call = ToolCall(f"call_{uuid.uuid4().hex}", name, _json_object(arguments))
@@ -211,7 +216,43 @@ class _Turn:
         self.lines.append(question)
         self._asked = True
 
+    def _unsure(self, text: str) -> None:
+        """Answer a message no rule matched: ask, never act on a guess."""
+        ref = parse_reference(text)
+        task_ids = mentioned_ids(text) or self._named_by(ref)
+        if task_ids:
+            named = _naming(task_ids)
+            self.lines.append(
+                f'What should I do with {named}? For example: "mark {named} as done",'
+                f' "delete {named}" or "rename task {task_ids[0]} to …".'
+            )
+        elif (
+            isinstance(ref, ByTitle)
+            and len(text.split()) <= _MAX_OFFERED_WORDS
+            and not _NOT_A_TITLE.search(text)
+        ):
+            self._ask(
+                f'I\'m not sure what you mean by "{text}".'
+                f" Should I add {_json_string(text)} as a new task?"
+            )
+        else:
+            self.lines.append(_not_understood(text))
+
+    def _named_by(self, ref: Reference | None) -> tuple[int, ...]:
+        """The task a bare "the second one" or "it" points at, when it points at one."""
+        shown, focus = self._ledger.shown, self._ledger.focus
+        if isinstance(ref, Ordinal) and -len(shown) <= ref.index < len(shown):
+            return (shown[ref.index],)
+        if isinstance(ref, Recent) and focus is not None:
+            return (focus[0],)
+        return ()
+
     async def _change(self, command: Complete | Delete | Update) -> AsyncIterator[AgentEvent]:
+        if isinstance(command.ref, ByIds):
+            for one in command.ref.task_ids:
+                async for event in self._change(dataclasses.replace(command, ref=ById(one))):
+                    yield event
+            return
         action = _ACTIONS[type(command)]
         prefer_pending = isinstance(command, Complete)
         async for event in self._resolve(command.ref, action, prefer_pending=prefer_pending):
@@ -249,6 +290,8 @@ class _Turn:
         match ref:
             case ById():
                 self._target = ref.task_id
+            case Ordinal():
+                self._resolve_ordinal(ref.index, action)
             case Recent() if self._ledger.focus is not None:
                 self._target = self._ledger.focus[0]
             case Recent() | Unnamed():
@@ -282,6 +325,25 @@ class _Turn:
                         ' Say "show my tasks" to see them all.'
                     )
 
+    def _resolve_ordinal(self, index: int, action: str) -> None:
+        shown = self._ledger.shown
+        if -len(shown) <= index < len(shown):
+            self._target = shown[index]
+        elif not shown and index == -1 and self._ledger.focus is not None:
+            # No list yet: "the last one" is the task talked about last.
+            self._target = self._ledger.focus[0]
+        elif not shown:
+            self._ask(
+                f"Which task should I {action}? I haven't shown you a list in this"
+                " conversation: tell me its number or its title."
+            )
+        else:
+            plural = "" if len(shown) == 1 else "s"
+            self._ask(
+                f"The last list I showed you has only {len(shown)} task{plural}."
+                f" Which one should I {action}?"
+            )
+
     def _say_added(self, command: Add) -> None:
         result = self._result
         if "error" in result:
@@ -304,6 +366,7 @@ class _Turn:
         total = self._result.get("total", len(tasks))
         plural = "" if total == 1 else "s"
         self.lines.append(f"You have {total} {kind[status]}task{plural}:")
+        self._ledger.shown = tuple(task["task_id"] for task in tasks)
         for task in tasks:
             line = f"- #{task['task_id']} {task['title']}"
             if task["completed"] and status is TaskFilter.ALL:
@@ -352,6 +415,16 @@ def _not_understood(text: str) -> str:
     return f'{opening} I can add, list, complete, change and delete tasks: say "help" to see how.'
 
 
+def _naming(task_ids: tuple[int, ...]) -> str:
+    if len(task_ids) == 1:
+        return f"task {task_ids[0]}"
+    return "tasks " + ", ".join(map(str, task_ids[:-1])) + f" and {task_ids[-1]}"
+
+
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
 def _json_object(arguments: dict[str, Any]) -> str:
     return json.dumps(arguments, ensure_ascii=False)
 
@@ -391,21 +464,26 @@ def _explain(result: dict[str, Any], doing: str, task_id: int | None) -> str:
     return f"I couldn't {doing}: {result.get('error') or 'something went wrong'}."
 
 
-def _clarified(commands: list[Command], messages: Sequence[ChatMessage]) -> Command | None:
+def _clarified(
+    text: str, commands: list[Command], messages: Sequence[ChatMessage]
+) -> Command | None:
     """The command the user meant, when this message answers the agent's last question.
 
-    "#6", "the oat milk one" or "the second one" after "Which one should I delete?" re-runs
-    the request that was asked about, with the task now named.
+    "yes" after "Should I add "call grandma" as a new task?" adds it; "#6", "the oat milk
+    one" or "the second one" after "Which one should I delete?" re-runs the request that
+    was asked about, with the task now named.
     """
-    if len(commands) != 1 or not isinstance(commands[0], Unknown):
-        return None
     pending = _pending_question(messages)
     if pending is None:
         return None
     request, question = pending
+    if offer := ADD_OFFER.search(question):
+        return Add(json.loads(offer[1])) if _YES.fullmatch(text.strip()) else None
+    if len(commands) != 1 or not isinstance(commands[0], Unknown):
+        return None
     match = QUESTION.search(question)
     assert match is not None  # _pending_question only returns questions it matched
-    ref = _answered_reference(commands[0].text, question)
+    ref = parse_reference(commands[0].text)
     if ref is None:
         return None
     for command in parse(request):
@@ -429,18 +507,10 @@ def _pending_question(messages: Sequence[ChatMessage]) -> tuple[str, str] | None
             questions = Ledger.parse(message.content).questions
             return questions[-1] if questions else None
         if message.role is Role.ASSISTANT and message.content:
-            if not QUESTION.search(message.content):
+            if not (QUESTION.search(message.content) or ADD_OFFER.search(message.content)):
                 return None
             request = next(
                 (m.content for m in reversed(messages[:index]) if m.role is Role.USER), ""
             )
             return request, message.content
     return None
-
-
-def _answered_reference(answer: str, question: str) -> Reference | None:
-    if ordinal := _ORDINAL.fullmatch(answer):
-        listed = [int(task_id) for task_id in re.findall(r"#(\d+)", question)]
-        index = _ORDINALS[ordinal[1].lower()]
-        return ById(listed[index]) if -len(listed) <= index < len(listed) else None
-    return parse_reference(answer)

@@ -14,6 +14,7 @@ from chatledger.domain import TaskFilter
 __all__ = [
     "Add",
     "ById",
+    "ByIds",
     "ByTitle",
     "Command",
     "Complete",
@@ -22,6 +23,7 @@ __all__ = [
     "Help",
     "ListTasks",
     "MissingTitle",
+    "Ordinal",
     "Recall",
     "Recent",
     "Reference",
@@ -35,6 +37,20 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class ById:
     task_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ByIds:
+    """Several tasks by number ("2 and 3", "tasks 5, 6 and 7"): the command runs for each."""
+
+    task_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ordinal:
+    """A place in the list the agent showed last ("the second one"); -1 is "the last one"."""
+
+    index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +75,7 @@ class Everything:
     """All tasks ("everything"): the agent changes one task at a time and says so."""
 
 
-Reference = ById | ByTitle | Recent | Unnamed | Everything
+Reference = ById | ByIds | Ordinal | ByTitle | Recent | Unnamed | Everything
 
 
 @dataclass(frozen=True, slots=True)

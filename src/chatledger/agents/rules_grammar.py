@@ -1,15 +1,17 @@
 """The grammar of `RulesAgent`: a user message in, the task commands it asks for out.
 
-Pure text work, no I/O: `parse` turns a message into `Command`s and `parse_reference`
-turns "task 3", "#3", "it" or "the groceries task" into a `Reference` (both defined in
-`chatledger.agents.rules_commands`). Resolving a title against the user's real tasks is
-the agent's job, since it needs the tools.
+Pure text work, no I/O: `parse` turns a message into `Command`s (defined in
+`chatledger.agents.rules_commands`), naming tasks with the references that
+`chatledger.agents.rules_references` reads. Resolving a reference against the user's real
+tasks is the agent's job, since it needs the tools.
 
 Conventions, which the agent's help text states to users:
 
 - A description follows the title after a colon and a space ("add buy milk: 2 litres,
   organic") or after "with description" / "with a note" ("add call Bob with description
-  ask about Sunday"). "5:30" has no space after its colon, so times stay in titles.
+  ask about Sunday"). "5:30" has no space after its colon, so times stay in titles. After
+  a task named by number or pronoun, a colon introduces the new title instead ("update
+  task 2: call grandma").
 - One message may hold several commands, split at "and", "then", ",", ";" or ". ", but
   only where the next part starts with a command ("add milk and show my tasks"), so a
   title such as "buy bread and butter" stays whole. Verbs that are common inside titles
@@ -17,7 +19,9 @@ Conventions, which the agent's help text states to users:
   explicitly: "finish task 3", "remove it". After "delete"/"complete", a bare number
   continues the command: "delete task 5 and task 7". Quoted text is never split.
 - "it", "that", "the one I just added" refer to the task most recently added or
-  mentioned in the conversation; the agent resolves them from the history.
+  mentioned in the conversation; "the second one" counts in the list shown last. The
+  agent resolves both from the history.
+- What matches no rule is `Unknown`: the agent asks about it rather than guess.
 """
 
 from __future__ import annotations
@@ -29,11 +33,9 @@ from dataclasses import dataclass
 from chatledger.agents.rules_commands import (
     Add,
     ById,
-    ByTitle,
     Command,
     Complete,
     Delete,
-    Everything,
     Help,
     ListTasks,
     MissingTitle,
@@ -45,22 +47,26 @@ from chatledger.agents.rules_commands import (
     Unnamed,
     Update,
 )
+from chatledger.agents.rules_references import (
+    IRREGULAR_PAST,
+    LIST_PHRASE,
+    LIST_TAIL,
+    parse_reference,
+    rx,
+    unquote,
+)
 from chatledger.domain import TaskFilter
 
-__all__ = ["parse", "parse_reference", "title_words"]
-
-
-def _rx(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.IGNORECASE)
+__all__ = ["parse"]
 
 
 # --- cleaning ---------------------------------------------------------------------------
 
-_LEADING = _rx(
+_LEADING = rx(
     r"^(?:(?:please|pls|plz|kindly|hey|hi|hello|ok|okay|so|also|and|then|now|actually|oh|"
     r"oops|um|uh|well|just|alright|right|cool|great|next|finally|after that|lastly)\b[\s,!.]*)+"
 )
-_POLITE = _rx(
+_POLITE = rx(
     r"^(?:(?:can|could|would|will) you(?: please)?|i(?:'d| would) like you to|i want you to|"
     r"go ahead and|be sure to)\s+"
 )
@@ -68,13 +74,10 @@ _VERB = (
     r"(?:add|create|new|put|show|list|display|view|see|mark|complete|finish|delete|remove|"
     r"cancel|drop|rename|change|update|edit|set|check|tick|cross|get|take|forget|clear)\b"
 )
-_WANT = _rx(
-    rf"^(?:(?:i(?:'d| would) like to|i want to|let'?s|let me)\s+(?={_VERB})|let me know\s+)"
-)
+_WANT = rx(rf"^(?:(?:i(?:'d| would) like to|i want to|let'?s|let me)\s+(?={_VERB})|let me know\s+)")
 # One word or phrase at a time (see `_clean`): a pattern that took them all at once would
 # backtrack over every run of ", , , ," and spend seconds on a long message.
-_TRAILING = _rx(r"(?<![^\s,])(?:please|pls|thanks|thank you|thx|for me|now|again|and|then|also)$")
-_QUOTES = '"\u201c\u201d\u2018\u2019'
+_TRAILING = rx(r"(?<![^\s,])(?:please|pls|thanks|thank you|thx|for me|now|again|and|then|also)$")
 
 
 def _clean(text: str) -> str:
@@ -87,158 +90,60 @@ def _clean(text: str) -> str:
     return text
 
 
-def _unquote(text: str) -> str:
-    text = text.strip().rstrip(".!?").strip()
-    if len(text) >= 2 and text[0] in _QUOTES + "'" and text[-1] in _QUOTES + "'":
-        return text[1:-1].strip()
-    return text
-
-
-# --- references -------------------------------------------------------------------------
-
-_NUMBER_WORDS = {
-    word: index + 1
-    for index, word in enumerate(
-        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split()
-    )
-}
-_BY_ID = _rx(
-    r"(?:the\s+)?(?:(?:task|todo|to-do|item|number|no\.?|num|id|nr\.?)"
-    r"(?:\s+(?:number|no\.?|id|#))?\s*#?\s*|#\s*)?"
-    rf"(?P<id>\d{{1,18}}|{'|'.join(_NUMBER_WORDS)})"
-)
-_RECENT = _rx(
-    r"it|that|this|them|that one|this one|that task|this task|the task|the same one|"
-    r"the (?:last|latest|new|newest|previous) (?:one|task)|"
-    r"the (?:one|task) (?:i|we|you) (?:just )?(?:added|created|made|mentioned)|"
-    r"(?:the )?(?:one|task) (?:i|we|you) just (?:added|created|made)"
-)
-_EVERYTHING = _rx(
-    r"all|everything|every task|each task|all of them|them all|all (?:of )?(?:my |the )?"
-    r"(?:tasks|todos|to-dos|items)|my (?:whole |entire )?(?:list|tasks)|"
-    r"the (?:whole |entire )?list|(?:my |the )?(?:whole |entire )?(?:todo|to-do) list"
-)
-_TITLE_LEAD = _rx(r"^(?:the|my|a|an|that|this)\s+")
-_TITLE_NOUN = r"(?:task|todo|to-do|item|one|thing|reminder|entry)"
-_TITLE_NAMED = _rx(rf"^{_TITLE_NOUN}\s+(?:called|named|titled|about|for|to|saying)\s+")
-_TITLE_TAIL = _rx(rf"\s+{_TITLE_NOUN}s?$")
-_LIST_PHRASE = (
-    r"(?:to|on|onto|in|into|from|off|of)\s+(?:my|the)\s+"
-    r"(?:(?:todo|to-do|to do|task|tasks|shopping)\s+)?(?:list|tasks)"
-)
-_LIST_TAIL = _rx(rf"\s+{_LIST_PHRASE}$")
-
-
-def parse_reference(text: str) -> Reference | None:
-    """The task `text` points at, or None when it names none.
-
-    Examples: "task 3", "#3", "number three" -> ById; "it", "that one" -> Recent;
-    "the groceries task", "buy milk" -> ByTitle; "all of them" -> Everything.
-    """
-    text = _LIST_TAIL.sub("", _unquote(" ".join(text.split())))
-    if match := _BY_ID.fullmatch(text):
-        number = match["id"].lower()
-        return ById(_NUMBER_WORDS.get(number) or int(number))
-    if _RECENT.fullmatch(text):
-        return Recent()
-    if _EVERYTHING.fullmatch(text):
-        return Everything()
-    title = _TITLE_LEAD.sub("", text)
-    title = _TITLE_NAMED.sub("", title)
-    title = _unquote(_TITLE_TAIL.sub("", title))
-    if not title_words(title):
-        return None
-    return ByTitle(title)
-
-
-_STOP_WORDS = frozenset(
-    "a an the my to of for on in at with and task tasks todo one thing item reminder".split()
-)
-
-
-_IRREGULAR_PAST = {
-    "paid": "pay", "bought": "buy", "went": "go", "sent": "send", "wrote": "write",
-    "took": "take", "made": "make", "got": "get", "met": "meet", "sold": "sell",
-    "fed": "feed", "gave": "give", "did": "do", "brought": "bring", "found": "find",
-}  # fmt: skip
 # Words that look like past tenses but do not say a task is finished ("I added", "I need").
 _NOT_DONE_PAST = r"(?:added|created|need|needed|wanted|started|forgot|tried|asked|wondered)"
 
-
-def _stem(word: str) -> str:
-    # Crude on purpose: both sides of a comparison are stemmed alike, so "calling mom"
-    # and "called mom" find "call mom", and "groceries" finds "grocery", with no dictionary.
-    if word in _IRREGULAR_PAST:
-        return _IRREGULAR_PAST[word]
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    if word.endswith("ing") and len(word) > 5:
-        return word[:-3]
-    if word.endswith("ed") and len(word) > 4:
-        return word[:-2]
-    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
-        return word[:-1]
-    return word
-
-
-def title_words(text: str) -> tuple[str, ...]:
-    """The meaningful words of a title, lowercased and stemmed, in order."""
-    words = re.findall(r"[^\W_]+", text.lower())
-    return tuple(_stem(word) for word in words if word not in _STOP_WORDS)
-
-
 # --- commands ---------------------------------------------------------------------------
 
-_HELP = _rx(
+_HELP = rx(
     r"(?:help|\?|commands|usage|options|menu|help me|i need help|how can you help(?: me)?|"
     r"what can (?:you|i) (?:do|say|ask)(?: here)?|what do you (?:do|understand|know)|"
     r"how (?:does this|do you) work|how do i use (?:this|you)|what are (?:your|the) commands)"
     r"(?:\s+(?:please|me|out|with (?:this|that|my tasks|tasks)))?"
 )
 _SMALL_TALK = {
-    "greeting": _rx(
+    "greeting": rx(
         r"(?:hi|hello|hey|hiya|yo|howdy|greetings|good (?:morning|afternoon|evening))"
         r"(?: there)?"
     ),
-    "thanks": _rx(
+    "thanks": rx(
         r"(?:thanks|thank you|thx|cheers|great|cool|ok|okay|perfect|nice|awesome|got it)"
         r"(?:[\s,!.]+(?:thanks|thank you|a lot|so much|very much))*"
     ),
-    "dismiss": _rx(r"never ?mind|forget it|no|nope|nothing|none|no thanks|not now|leave it"),
+    "dismiss": rx(r"never ?mind|forget it|no|nope|nothing|none|no thanks|not now|leave it"),
 }
-_RECALL = _rx(
+_RECALL = rx(
     r"(?:(?:what|which)(?:\s+tasks?)?\s+(?:did|have)\s+(?:i|we)\s+(?:just\s+|already\s+)?"
     r"(?:add|added|create|created|put)|(?:remind|tell|show) me what (?:i|we) (?:have )?"
     r"(?:added|add|created)|what (?:was|has been|got) added)\b.*"
 )
 
-_PENDING_WORDS = _rx(
+_PENDING_WORDS = rx(
     r"\b(?:pending|open|remaining|left|outstanding|incomplete|unfinished|undone|"
     r"uncompleted|not (?:yet )?(?:done|finished|completed)|(?:haven'?t|have not|didn'?t|"
     r"did not)(?: yet)? (?:done|finished|completed|do|finish|complete)|still|next|due|"
     r"(?:have|need|got) to do|to be done|on (?:my|the) (?:plate|agenda))\b"
 )
-_COMPLETED_WORDS = _rx(
+_COMPLETED_WORDS = rx(
     r"\b(?:done|completed|complete|finished|checked off|ticked off|crossed off|closed|"
     r"accomplished|did i (?:do|finish|complete|get done))\b"
 )
-_TASK_WORDS = _rx(
+_TASK_WORDS = rx(
     r"\b(?:tasks?|todos?|to-dos?|to do|list|pending|left|remaining|outstanding|open|done|"
     r"completed?|finish(?:ed)?|unfinished|incomplete|plate|agenda|due|next)\b"
 )
-_LIST_VERB = _rx(
+_LIST_VERB = rx(
     r"^(?:show|list|display|view|print|read(?: out)?|give me|get(?! rid)|see|pull up|bring up|"
     r"let me see|tell me)\b(?P<rest>.*)$"
 )
-_LIST_QUESTION = _rx(
+_LIST_QUESTION = rx(
     r"^(?:what|what'?s|whats|which|how many|do i have|are there|is there|any|anything)\b"
 )
-_LIST_BARE = _rx(
+_LIST_BARE = rx(
     r"(?:my\s+|all\s+(?:my\s+)?)?(?:(?:pending|open|completed|done|finished|remaining|"
     r"current|unfinished|outstanding)\s+)?(?:tasks?|to-?dos?|(?:to do|todo|to-do|task) list|list)"
 )
-_LIST_OBJECT = _rx(r"\b(?:everything|all|them|it all|what)\b")
+_LIST_OBJECT = rx(r"\b(?:everything|all|them|it all|what)\b")
 
 
 def _status(text: str) -> TaskFilter:
@@ -266,9 +171,9 @@ _DESCRIPTION_NOUN = r"(?:description|note|notes|details?|desc)"
 _WITH_DESCRIPTION = (
     rf",?\s+with\s+(?:a\s+|the\s+)?{_DESCRIPTION_NOUN}(?:\s+(?:of|saying|that says))?\s*:?"
 )
-_DESCRIPTION_SPLIT = _rx(rf":\s+|{_WITH_DESCRIPTION}\s+")
-_DESCRIPTION_LEAD = _rx(rf"^(?:\s*[:,-]|{_WITH_DESCRIPTION})?\s*")
-_LIST_LEAD = _rx(rf"^\s+{_LIST_PHRASE}")
+_DESCRIPTION_SPLIT = rx(rf":\s+|{_WITH_DESCRIPTION}\s+")
+_DESCRIPTION_LEAD = rx(rf"^(?:\s*[:,-]|{_WITH_DESCRIPTION})?\s*")
+_LIST_LEAD = rx(rf"^\s+{LIST_PHRASE}")
 
 
 def _title_and_description(text: str) -> tuple[str, str | None]:
@@ -279,32 +184,37 @@ def _title_and_description(text: str) -> tuple[str, str | None]:
         # A quoted title may hold colons; the description is whatever follows it.
         rest = _LIST_LEAD.sub("", text[quoted.end() :])
         rest = _DESCRIPTION_LEAD.sub("", rest, count=1)
-        return _unquote(quoted.group()), _unquote(rest) or None
+        return unquote(quoted.group()), unquote(rest) or None
     parts = _DESCRIPTION_SPLIT.split(text, maxsplit=1)
     if len(parts) == 2 and parts[0].strip():
-        return _unquote(_LIST_TAIL.sub("", parts[0])), _unquote(parts[1]) or None
-    return _unquote(_LIST_TAIL.sub("", text)), None
+        return unquote(LIST_TAIL.sub("", parts[0])), unquote(parts[1]) or None
+    return unquote(LIST_TAIL.sub("", text)), None
 
 
 _TASK_NOUN = r"(?:task|todo|to-do|to do|item|reminder|entry)s?"
-_ADD = _rx(
+_ADD = rx(
     r"^(?:add|create|insert|jot down|write down|note down|"
     rf"(?:make|new)(?=\s+(?:(?:a|an|another|one)\s+)?(?:new\s+)?{_TASK_NOUN}\b))\b(?:\s*:)?"
     rf"(?:\s+(?:(?:a|an|another|one|the)\s+)?(?:new\s+)?{_TASK_NOUN}\b"
     r"(?:\s*(?::|to\b|for\b|called\b|named\b|titled\b|saying\b|that says\b|about\b))?)?"
-    rf"(?:\s+{_LIST_PHRASE}\s*:?)?(?P<rest>.*)$"
+    rf"(?:\s+{LIST_PHRASE}\s*:?)?(?P<rest>.*)$"
 )
-_ADD_LABEL = _rx(rf"^(?:new\s+)?(?:{_TASK_NOUN}|to-?do)\s*:\s*(?P<rest>.+)$")
-_PUT = _rx(rf"^put\s+(?P<rest>.+?)\s+{_LIST_PHRASE}$")
-_REMIND = _rx(
+_ADD_LABEL = rx(rf"^(?:new\s+)?(?:{_TASK_NOUN}|to-?do)\s*:\s*(?P<rest>.+)$")
+_PUT = rx(rf"^put\s+(?P<rest>.+?)\s+{LIST_PHRASE}$")
+# "make task 2 urgent" names a task that exists: whatever it asks, it is not a new task.
+_NAMES_EXISTING = rx(rf"^(?:add|create|make|new)\s+(?:the\s+)?{_TASK_NOUN}\s*(?:number\s*)?#?\s*\d")
+_REMIND = rx(
     r"^(?:remind me|don'?t let me forget|do not let me forget|don'?t forget|do not forget|"
     r"remember|make sure (?:i|to)|(?:i|we)\s+(?:still\s+|really\s+|also\s+)?(?:need|have|"
-    r"'ve got|have got|got|ought)\s+to|i (?:must|should|gotta)|(?:need|have|got)\s+to|gotta)"
+    r"'ve got|have got|got|ought)\s+to|(?:i|we)'ve got(?:ta| to)|(?:i|we)(?:'ll| will) "
+    r"(?:have|need) to|i (?:must|should|gotta)|(?:need|have|got)\s+to|gotta)"
     r"(?:\s+(?:that\s+)?(?:i\s+(?:need|have)\s+)?(?:to|about)\b)?\s+(?P<rest>.+)$"
 )
 
 
 def _add(text: str) -> Command | None:
+    if _NAMES_EXISTING.match(text):
+        return None
     match = _ADD_LABEL.match(text) or _PUT.match(text) or _ADD.match(text) or _REMIND.match(text)
     if match is None:
         return None
@@ -327,11 +237,11 @@ class _Rule:
 
 
 def _ref_then(pattern: str, make: Callable[[Reference, re.Match[str]], Command]) -> _Rule:
-    return _Rule(_rx(pattern), make)
+    return _Rule(rx(pattern), make)
 
 
 def _describe(ref: Reference, match: re.Match[str]) -> Command:
-    return Update(ref, description=_unquote(match["value"]))
+    return Update(ref, description=unquote(match["value"]))
 
 
 def _clears(ref: Reference, match: re.Match[str]) -> Command:
@@ -363,6 +273,10 @@ _DELETE = (
 _CHANGE = r"(?:change|update|edit|modify|set|replace)"
 _RETITLE = r"(?:change|update|edit|modify|replace)"
 _I_DID = r"(?:i|we)(?:'ve| have)?(?: just| already| finally)? (?:did|done|finished|completed)"
+# A task named by number or pronoun, after which a colon brings a new title, not a
+# description: "update task 2: call grandma". After a title ("edit buy milk: 2 litres")
+# the colon could mean either, so that is left to the other rules, or to a question.
+_EXPLICIT_REF = r"(?:(?:task|todo|item|number)\s*)?#?\s*\d{1,18}|it|that|this|that one|this one"
 
 # Order matters (see `_command`). Edits start with their own verb and come first, so that
 # "add a description to task 3" is not an add. Status rules come after listing and adding,
@@ -405,12 +319,14 @@ _EDIT_RULES = (
         r"(?P<value>.+)",
         _retitle,
     ),
+    _ref_then(rf"{_RETITLE} (?P<ref>{_EXPLICIT_REF})\s*:\s+(?P<value>.+)", _retitle),
+    _ref_then(r"make (?P<ref>.+?) (?:say|read) (?P<value>.+)", _retitle),
 )
 _STATUS_RULES = (
     _ref_then(rf"(?:mark|set) (?P<ref>.+?) (?:as |to )?(?:being )?{_DONE}", _completes),
     _ref_then(
         r"(?:complete|finish|close|tick|check|cross)(?: off)? (?P<ref>.+?)(?: off)?"
-        rf"(?: as done)?(?: {_LIST_PHRASE})?",
+        rf"(?: as done)?(?: {LIST_PHRASE})?",
         _completes,
     ),
     _ref_then(rf"{_I_DID} (?P<ref>.+)", _completes),
@@ -423,25 +339,25 @@ _STATUS_RULES = (
         _completes,
     ),
     _ref_then(rf"(?P<ref>.+?)\s*[:,-]? {_DONE}", _completes),
-    _ref_then(rf"{_DELETE} (?P<ref>.+?)(?: {_LIST_PHRASE})?", _deletes),
+    _ref_then(rf"{_DELETE} (?P<ref>.+?)(?: {LIST_PHRASE})?", _deletes),
     _ref_then(r"take (?P<ref>.+?) off (?:my|the) (?:(?:todo|to-do|to do|task) )?list", _deletes),
     _ref_then(
-        r"(?:i|we) (?:don'?t|do not|no longer) (?:really )?(?:need|have|want) to (?P<ref>.+?)"
-        r"(?: any ?more| after all)?",
+        r"(?:i|we) (?:don'?t|do not|no longer) (?:really )?(?:need|have|want) (?:to )?"
+        r"(?!forget\b)(?P<ref>.+?)(?: any ?more| after all)?",
         _deletes,
     ),
     _ref_then(r"(?P<ref>.+?) should (?:say|read|be called|be named) (?P<value>.+)", _retitle),
     # "I called mom", "I paid the rent": a past tense names the task it finished. Last, so
     # that every more specific reading wins.
     _ref_then(
-        rf"(?:i|we) (?:just |already |finally )?(?P<ref>(?!{_NOT_DONE_PAST}\b)"
-        rf"(?:[a-z]+ed|{'|'.join(_IRREGULAR_PAST)})\b.*)",
+        rf"(?:i|we)(?:'ve| have)? (?:just |already |finally )?(?P<ref>(?!{_NOT_DONE_PAST}\b)"
+        rf"(?:[a-z]+ed|{'|'.join(IRREGULAR_PAST)})\b.*)",
         _completes,
     ),
 )
-_BARE_DONE = _rx(r"(?:all )?(?:done|finished|completed)|(?:i )?did it|(?:i'?ve )?done it")
-_STATUS_QUESTION = _rx(rf"^(?:is|are|was|were|has|have|did) .*{_DONE}\b")
-_BARE_VERB = _rx(r"(?P<complete>complete|finish|mark(?: as)? done)|delete|remove|cancel")
+_BARE_DONE = rx(r"(?:all )?(?:done|finished|completed)|(?:i )?did it|(?:i'?ve )?done it")
+_STATUS_QUESTION = rx(rf"^(?:is|are|was|were|has|have|did) .*{_DONE}\b")
+_BARE_VERB = rx(r"(?P<complete>complete|finish|mark(?: as)? done)|delete|remove|cancel")
 
 
 def _apply(rules: tuple[_Rule, ...], text: str) -> Command | None:
@@ -474,23 +390,23 @@ def _command(text: str) -> Command:
 
 # --- splitting --------------------------------------------------------------------------
 
-_SEPARATOR = _rx(
+_SEPARATOR = rx(
     r"\s*(?:[,;]|\.(?=\s))\s*(?:(?:and\s+)?(?:then|also|after that)\s+|and\s+|plus\s+)?"
     r"|\s+(?:and\s+then|and\s+also|and|then|also|plus|after that)\s+"
 )
 _QUOTED = re.compile(
     "\"[^\"]*\"|\u201c[^\u201d]*\u201d|\u2018[^\u2019]*\u2019|(?<!\\w)'[^']+'(?!\\w)"
 )
-_STRONG_START = _rx(
+_STRONG_START = rx(
     r"^(?:add|create|new task|put|show|list|display|mark|delete|rename|remind me|remember to|"
     r"don'?t (?:let me )?forget|do not (?:let me )?forget|i (?:also )?(?:need|have) to|"
     r"what'?s|whats|what|which|how many|i(?:'ve| have)? (?:did|done|finished|completed))\b"
 )
-_WEAK_START = _rx(
+_WEAK_START = rx(
     rf"^(?:{_DELETE}|{_CHANGE}|complete|finish|close|check off|tick off|cross off|take)\s+"
     r"(?:it|that|this|them|task\s+\S+|#\s*\d+|number\s+\S+|the\s+[\w\s]+?\s+task)\b"
 )
-_BARE_ID = _rx(r"^(?:task\s+|#\s*|number\s+)?\d+\b")
+_BARE_ID = rx(r"^(?:task\s+|#\s*|number\s+)?\d+\b")
 
 
 def _starts_command(text: str) -> bool:

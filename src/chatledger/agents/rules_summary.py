@@ -16,7 +16,10 @@ One line per kind of change, each task as `#id "title"` with the title as a JSON
 so any title reads back exactly. A long line keeps its first 5 and latest 20 tasks and
 says how many it leaves out between them (`… 12 more …`), so the summary stays small.
 "Last task mentioned" is what "it" refers to. "Open question" pairs a request with the
-question the agent asked about it, as long as the user has not replied. Lines it does not
+question the agent asked about it (which task it means, or whether to add it as a task),
+as long as the user has not replied; a question's options are what "the second one"
+counts in afterwards. The last full listing is not kept: after a summary, "the second
+one" without an open question gets a question back. Lines it does not
 know are ignored, and text before the header (another agent's summary, say) is kept as it
 is.
 """
@@ -31,13 +34,18 @@ from typing import Any, Final
 
 from chatledger.domain import ChatMessage, Role
 
-__all__ = ["QUESTION", "SUMMARY_HEADER", "Ledger"]
+__all__ = ["ADD_OFFER", "QUESTION", "SUMMARY_HEADER", "Ledger", "shown_ids"]
 
 SUMMARY_HEADER: Final = "Conversation summary (chatledger rules v1)"
 
 # The one shape of every question RulesAgent asks about a task: how a later turn knows
 # the user is answering it, and how a summary knows it is still open.
 QUESTION: Final = re.compile(r"Which (?:one|task) should I (mark as done|delete|update)\?")
+# The question RulesAgent asks instead of guessing that a message it did not understand is
+# a task to add; the title is a JSON string, so "yes" adds exactly what was offered.
+ADD_OFFER: Final = re.compile(r'Should I add ("(?:[^"\\]|\\.)*") as a new task\?')
+_LISTED_LINE = re.compile(r"^- #(\d+) ", re.MULTILINE)
+_OPTION = re.compile(r"#(\d+)")
 
 _ELIDED = re.compile(r"… (\d+) more …")
 _ENTRY = re.compile(r'#(\d+) ("(?:[^"\\]|\\.)*")')
@@ -53,6 +61,8 @@ class Ledger:
     updated: dict[int, str] = field(default_factory=dict)
     deleted: dict[int, str] = field(default_factory=dict)
     focus: tuple[int, str] | None = None
+    # The tasks of the list the agent showed last, in order: what "the second one" counts.
+    shown: tuple[int, ...] = ()
     questions: list[tuple[str, str]] = field(default_factory=list)
     preamble: str = ""
     # Per kind of change, how many tasks an earlier summary left out of its list.
@@ -92,6 +102,7 @@ class Ledger:
                 texts = [_string(text) for text in _JSON_STRING.findall(rest)]
                 if len(texts) == 2 and texts[0] is not None and texts[1] is not None:
                     ledger.questions.append((texts[0], texts[1]))
+                    ledger.shown = shown_ids(texts[1]) or ledger.shown
         return ledger
 
     def render(self) -> str:
@@ -120,8 +131,9 @@ class Ledger:
                 self.questions.clear()
             elif message.role is Role.ASSISTANT:
                 tool_names.update((call.id, call.name) for call in message.tool_calls)
-                if QUESTION.search(message.content):
+                if QUESTION.search(message.content) or ADD_OFFER.search(message.content):
                     self.questions.append((request, message.content))
+                self.shown = shown_ids(message.content) or self.shown
             elif message.role is Role.TOOL:
                 name = message.name or tool_names.get(message.tool_call_id or "", "")
                 try:
@@ -162,7 +174,17 @@ class Ledger:
         for label, count in other.elided.items():
             self.elided[label] = self.elided.get(label, 0) + count
         self.focus = other.focus or self.focus
+        self.shown = other.shown or self.shown
         self.questions = list(other.questions)
+
+
+def shown_ids(reply: str) -> tuple[int, ...]:
+    """The tasks an agent reply showed the user, in order: the lines of a listing, or the
+    options of a question ("#1 buy milk, #6 buy oat milk. Which one ...?")."""
+    listed = _LISTED_LINE.findall(reply)
+    if not listed and QUESTION.search(reply):
+        listed = _OPTION.findall(reply)
+    return tuple(int(task_id) for task_id in listed)
 
 
 def _record(section: dict[int, str], task_id: int, title: str) -> None:
