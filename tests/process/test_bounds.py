@@ -128,7 +128,8 @@ async def test_streams_per_user_are_capped_and_given_back(
     async with FakeModelServer([Stall(then=Text("late"))] * 2) as model:
         env = model_env(model, MAX_STREAMS_PER_USER="4")
         server = await serve(sqlite_url, agent="openai", env=env)
-        async with server.client(headers=auth("alice")) as alice:
+        # The held turn waits out everything below, 1,000 requests included.
+        async with server.client(headers=auth("alice"), timeout=120) as alice:
             created = await alice.post("/api/alice/conversations", json={})
             conversation_id = created.json()["id"]
             follow = f"/api/alice/conversations/{conversation_id}/stream"
@@ -144,7 +145,12 @@ async def test_streams_per_user_are_capped_and_given_back(
                     await held.enter_async_context(alice.stream("GET", follow)) for _ in range(4)
                 ]
                 assert [r.status_code for r in opened] == [200] * 4
-                refused = await asyncio.gather(*(alice.get(follow) for _ in range(1000)))
+                # A pool wait without a deadline: on a busy machine the 1,000 requests queue
+                # for the client's 100 connections longer than one request's timeout.
+                async with server.client(
+                    headers=auth("alice"), timeout=httpx.Timeout(30, pool=None)
+                ) as attempts:
+                    refused = await asyncio.gather(*(attempts.get(follow) for _ in range(1000)))
                 refused_turn = await stream_status(
                     alice, "POST", "/api/alice/chat/stream", json={"message": "another"}
                 )

@@ -1,5 +1,17 @@
-"""The task tools, as plain async calls (`TaskTools`) and over MCP (`chatledger.tools.mcp`)."""
+"""Tools for agents: the `Toolset` protocol, the task tools (`TaskToolset`, `TaskTools`),
+Python functions as tools, and the task tools over MCP (`chatledger.tools.mcp`)."""
 
-from chatledger.tools.tasks import TASK_TOOLS, TaskRepository, TaskTools, ToolSpec
+from chatledger.tools.base import ManagedToolset, StoreToolset, Toolset, ToolSpec, ToolStore
+from chatledger.tools.tasks import TASK_TOOLS, TaskRepository, TaskTools, TaskToolset
 
-__all__ = ["TASK_TOOLS", "TaskRepository", "TaskTools", "ToolSpec"]
+__all__ = [
+    "TASK_TOOLS",
+    "ManagedToolset",
+    "StoreToolset",
+    "TaskRepository",
+    "TaskTools",
+    "TaskToolset",
+    "ToolSpec",
+    "ToolStore",
+    "Toolset",
+]

@@ -11,33 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 from chatledger.domain import Task, TaskFilter
 from chatledger.errors import NotFoundError, TooLargeError, ValidationError
+from chatledger.tools.base import ToolSpec, ToolStore
 
-__all__ = ["LISTED_TASKS", "TASK_TOOLS", "TaskRepository", "TaskTools", "ToolSpec"]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    """A tool as a model sees it: a name, what it does, and a JSON Schema for its arguments;
-    and, for people and MCP clients, a title and what calling it does to the world.
-
-    `read_only`: changes nothing. `destructive`: may overwrite or remove what exists (not
-    only add). `idempotent`: calling it again with the same arguments changes nothing
-    more. `open_world`: reaches beyond the user's own data (the web, other systems).
-    """
-
-    name: str
-    description: str
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-    title: str | None = None
-    read_only: bool = False
-    destructive: bool = True
-    idempotent: bool = False
-    open_world: bool = True
+__all__ = ["LISTED_TASKS", "TASK_TOOLS", "TaskRepository", "TaskTools", "TaskToolset"]
 
 
 class TaskRepository(Protocol):
@@ -264,3 +244,27 @@ class TaskTools:
             raise _ToolFailure("give a title or a description to change", "invalid_arguments")
         task = await self._tasks.update(self._user_id, task_id, **changes)
         return _summary(task, "updated")
+
+
+class TaskToolset:
+    """The task tools as a `StoreToolset`: each call runs in the transaction that records
+    it, so a task never changes without its record, nor the record without the change.
+
+    Args:
+        store: the store whose tasks `call` acts on outside a turn (an MCP client's call,
+            say); a turn's calls act on its transaction's store instead.
+    """
+
+    name: Final = "tasks"
+    specs: Final = TASK_TOOLS
+
+    def __init__(self, store: ToolStore) -> None:
+        self._store = store
+
+    async def call(self, user_id: str, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        return await TaskTools(self._store.tasks, user_id).call(name, arguments)
+
+    async def call_in(
+        self, store: ToolStore, user_id: str, name: str, arguments: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await TaskTools(store.tasks, user_id).call(name, arguments)
