@@ -106,6 +106,15 @@ def serve(
         typer.Option(help="rules (offline) or openai; default: openai if OPENAI_API_KEY is set."),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    app_factory: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            help="Serve your own agent and tools: package.module:factory, a function that"
+            " takes the Settings and returns a chatledger.compose.AgentSetup.",
+            show_default=False,
+        ),
+    ] = None,
     dev: Annotated[
         bool,
         typer.Option(
@@ -115,11 +124,10 @@ def serve(
     ] = False,
 ) -> None:
     """Migrate the database, then serve the chat API (and the web page) over HTTP."""
-    from chatledger.api.app import build_agent
     from chatledger.api.auth import Authenticator
     from chatledger.api.server import run_server
 
-    overrides = {"DATABASE_URL": database_url, "AGENT": agent}
+    overrides = {"DATABASE_URL": database_url, "AGENT": agent, "APP": app_factory}
     if dev:
         # Dev tokens are signed with the server's own secret: with a configured one they
         # would be accepted by every production replica that shares it.
@@ -132,15 +140,16 @@ def serve(
             )
             raise typer.Exit(1)
         overrides["JWT_SECRET"] = secrets.token_urlsafe(32)
+    if app_factory is not None and os.getcwd() not in sys.path:
+        # As uvicorn finds its app: a module in the directory the server was started from.
+        sys.path.insert(0, os.getcwd())
     # Workers are separate processes: settings reach them through the environment.
     os.environ.update({f"CHATLEDGER_{k}": v for k, v in overrides.items() if v is not None})
     settings = Settings()
     try:
         Authenticator.from_settings(settings)
-        # Built once here to refuse bad settings with one line, not a start-up traceback.
-        close = getattr(build_agent(settings), "aclose", None)
-        if close is not None:
-            asyncio.run(close())
+        # Read once here to refuse bad settings with one line, not a start-up traceback.
+        asyncio.run(_check_setup(settings))
     except ChatLedgerError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(1) from None
@@ -169,10 +178,24 @@ def serve(
         raise typer.Exit(1) from None
 
 
-async def _purge(settings: Settings) -> None:
-    from chatledger.api.app import purge
+async def _check_setup(settings: Settings) -> None:
+    from chatledger.compose import AgentSetup, build_agent, load_setup
 
-    store = SQLAlchemyStore.from_url(settings.database_url)
+    setup = AgentSetup() if settings.app is None else load_setup(settings.app, settings)
+    agent = setup.agent or build_agent(settings)
+    close = getattr(agent, "aclose", None)
+    if close is not None:
+        await close()
+    if settings.mcp_servers is not None:
+        from chatledger.tools.mcp_servers import load_mcp_servers
+
+        load_mcp_servers(settings.mcp_servers)
+
+
+async def _purge(settings: Settings) -> None:
+    from chatledger.compose import open_store, purge
+
+    store = open_store(settings)
     try:
         conversations, keys = await purge(store, settings)
     finally:
@@ -207,20 +230,11 @@ def token(
 
 
 async def _chat(settings: Settings, user_id: str, conversation_id: str | None) -> None:
-    from chatledger.api.app import build_agent
-    from chatledger.service import ChatService
+    from chatledger.compose import compose
 
-    store = SQLAlchemyStore.from_url(settings.database_url)
-    try:
-        await store.migrate()
-        service = ChatService(
-            store,
-            build_agent(settings),
-            agent_timeout=settings.agent_timeout,
-            max_tool_calls=settings.max_tool_calls_per_turn,
-            max_message_chars=settings.max_message_chars,
-            lease_ttl=settings.lease_seconds,
-        )
+    async with compose(settings) as parts:
+        await parts.store.migrate()
+        service = parts.service
         typer.echo("chatledger chat — type a message, an empty line or Ctrl-D to leave.")
         while line := (await asyncio.to_thread(sys.stdin.readline)).strip():
             tools: dict[str, str] = {}
@@ -241,8 +255,6 @@ async def _chat(settings: Settings, user_id: str, conversation_id: str | None) -
                 typer.echo(f"error: {error.message}", err=True)
         if conversation_id is not None:
             typer.echo(f"conversation: {conversation_id}")
-    finally:
-        await store.close()
 
 
 @app.command()
@@ -259,9 +271,10 @@ def chat(
 
 
 async def _serve_mcp(settings: Settings, user_id: str) -> None:
+    from chatledger.compose import open_store
     from chatledger.tools.mcp import create_mcp_server, serve_stdio
 
-    store = SQLAlchemyStore.from_url(settings.database_url)
+    store = open_store(settings)
     try:
         # stdout is the protocol channel from its first byte: nothing the migration
         # might print can go there.

@@ -96,7 +96,7 @@ _USER = Role.USER
 def build(
     history: Sequence[Message],
     *,
-    system_prompt: str,
+    system_prompt: str | None,
     budget_tokens: int,
     summary: str | None = None,
     counter: TokenCounter = approximate_tokens,
@@ -109,7 +109,8 @@ def build(
     Args:
         history: the newest messages of one conversation, in seq order. It may start in
             the middle of a turn and may hold a crashed turn's orphans.
-        system_prompt: the first message; never cut.
+        system_prompt: the first message; never cut. None for none, for an agent that
+            brings its own instructions.
         budget_tokens: the most tokens the output may cost. It is exceeded only when it
             cannot hold the system prompt with the summary and the turn in progress cut to
             their markers: with the user message last, as the chat service builds it, when
@@ -121,8 +122,8 @@ def build(
     Returns:
         The agent's input, where it starts, and what did not fit.
     """
-    system = ChatMessage.system(system_prompt)
-    system_tokens = count_message_tokens(system, counter)
+    system = None if system_prompt is None else ChatMessage.system(system_prompt)
+    system_tokens = 0 if system is None else count_message_tokens(system, counter)
     units = _units_newest_first(history, counter)
     newest_user = next(
         (i for i in range(len(history) - 1, -1, -1) if history[i].role is _USER), None
@@ -160,7 +161,7 @@ def build(
             older.append(unit)
             tokens += unit.tokens
 
-    messages = [system]
+    messages = [] if system is None else [system]
     if summary is not None:
         messages.append(fitted.pop(0)[0])
     for unit in reversed(older):

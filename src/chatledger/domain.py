@@ -25,6 +25,7 @@ from typing import Any, Final, Generic, TypeVar
 from chatledger.errors import TooLargeError, ValidationError
 
 __all__ = [
+    "INTERRUPTED_TOOL_RESULT",
     "ChatMessage",
     "Conversation",
     "Message",
@@ -59,6 +60,14 @@ class TaskFilter(StrEnum):
     ALL = "all"
     PENDING = "pending"
     COMPLETED = "completed"
+
+
+# The result of a tool call whose turn ended before the tool returned: every call in the
+# record has a result, so no model ever reads a call without one.
+INTERRUPTED_TOOL_RESULT: Final = {
+    "error": "the turn was interrupted before this tool call returned",
+    "code": "interrupted",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +127,21 @@ class ChatMessage:
         )
 
     @classmethod
-    def tool(cls, *, tool_call_id: str, name: str, content: str) -> ChatMessage:
-        return cls(role=Role.TOOL, content=content, tool_call_id=tool_call_id, name=name)
+    def tool(
+        cls,
+        *,
+        tool_call_id: str,
+        name: str,
+        content: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ChatMessage:
+        return cls(
+            role=Role.TOOL,
+            content=content,
+            tool_call_id=tool_call_id,
+            name=name,
+            metadata=metadata or {},
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

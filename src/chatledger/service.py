@@ -46,6 +46,7 @@ from chatledger.errors import (
     AgentError,
     AgentTimeoutError,
     ChatLedgerError,
+    ConfigurationError,
     ConflictError,
     ModelError,
     NotFoundError,
@@ -59,7 +60,7 @@ from chatledger.store.idempotency import IdempotencyRecord
 from chatledger.store.ledger import event_id
 from chatledger.store.turns import Ending, RunningTurn
 from chatledger.tokens import MESSAGE_OVERHEAD_TOKENS
-from chatledger.tools import TaskTools, ToolSpec
+from chatledger.tools import AnyToolset, TaskToolset, ToolSpec
 from chatledger.turns import Turn
 
 __all__ = [
@@ -117,21 +118,45 @@ def error_event(error: BaseException, conversation_id: str) -> dict[str, Any]:
     }
 
 
-class _RecordingToolbox:
-    """The task tools for one turn: each call runs and is recorded by the turn, in one
-    transaction with its effect, so the record can never claim a change that did not
-    happen, nor miss one that did."""
+class _TurnToolbox:
+    """Every toolset's tools, for one turn: each call goes through the turn, which runs it
+    with the toolset that declared the tool and records it."""
 
-    specs: Sequence[ToolSpec] = TaskTools.specs
-
-    def __init__(self, turn: Turn) -> None:
+    def __init__(self, turn: Turn, toolsets: Sequence[AnyToolset]) -> None:
         self._turn = turn
+        # Read once per turn: a toolset's tools may change between turns, not within one.
+        self._owners = tool_owners(toolsets)
+        self.specs: Sequence[ToolSpec] = tuple(
+            spec
+            for toolset in toolsets
+            for spec in toolset.specs
+            if self._owners[spec.name] is toolset
+        )
 
     async def call(self, call: ToolCall) -> dict[str, Any]:
-        user_id = self._turn.user_id
-        return await self._turn.record_tool_call(
-            call, lambda tx: TaskTools(tx.tasks, user_id).call(call.name, call.arguments)
-        )
+        return await self._turn.run_tool(call, self._owners.get(call.name))
+
+
+def tool_owners(toolsets: Sequence[AnyToolset]) -> dict[str, AnyToolset]:
+    """Which toolset runs each tool name. A name offered twice goes to the first toolset
+    listing it (`ChatService` refuses such a clash when it is built)."""
+    owners: dict[str, AnyToolset] = {}
+    for toolset in toolsets:
+        for spec in toolset.specs:
+            owners.setdefault(spec.name, toolset)
+    return owners
+
+
+def _check_names(toolsets: Sequence[AnyToolset]) -> None:
+    seen: dict[str, str] = {}
+    for toolset in toolsets:
+        for spec in toolset.specs:
+            if spec.name in seen:
+                raise ConfigurationError(
+                    f"the tool {spec.name!r} is offered by both the {seen[spec.name]!r} and"
+                    f" the {toolset.name!r} toolsets: rename one, or leave one toolset out"
+                )
+            seen[spec.name] = toolset.name
 
 
 class ChatService:
@@ -140,13 +165,18 @@ class ChatService:
     Args:
         store: where conversations, tasks and idempotency records live.
         agent: answers turns (`RulesAgent`, `OpenAIAgent`, or your own).
-        system_prompt: the first message of every agent input.
+        toolsets: the tools the agent may call; by default the task tools on `store`.
+            A tool name offered by two toolsets is refused (`ConfigurationError`).
+        system_prompt: the first message of every agent input; None for none (an agent
+            that brings its own instructions).
         context_tokens: the token budget of an agent's input: the system prompt, the
             conversation's summary and the newest messages that fit.
         summarize: fold messages that no longer fit into the conversation's rolling
             summary after each turn (off the turn's path; a failure is only logged).
         agent_timeout: seconds a turn's agent may run before `AgentTimeoutError`.
         max_tool_calls: tool calls allowed per turn; later calls get an error result.
+        tool_timeout: seconds a tool outside chatledger's database may take (a Python
+            function, an MCP server); past them its result is an error.
         max_message_chars: longest user message accepted (`TooLargeError` beyond).
         idempotency_ttl: how long a finished turn is replayed for its key.
         stop_poll_interval: seconds between a running turn's checks for a stop request.
@@ -161,11 +191,13 @@ class ChatService:
         store: SQLAlchemyStore,
         agent: Agent,
         *,
-        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        toolsets: Sequence[AnyToolset] | None = None,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         context_tokens: int = 8000,
         summarize: bool = True,
         agent_timeout: float = 60.0,
         max_tool_calls: int = 10,
+        tool_timeout: float = 30.0,
         max_message_chars: int = 32_000,
         idempotency_ttl: timedelta = timedelta(hours=24),
         stop_poll_interval: float = 0.5,
@@ -174,6 +206,9 @@ class ChatService:
     ) -> None:
         self._store = store
         self._agent = agent
+        self._toolsets = [TaskToolset()] if toolsets is None else list(toolsets)
+        _check_names(self._toolsets)
+        self._tool_timeout = tool_timeout
         self._system_prompt = system_prompt
         self._context_tokens = context_tokens
         self._summarize = summarize
@@ -457,6 +492,7 @@ class ChatService:
             lease_ttl=self._lease_ttl,
             idempotency_key=key,
             max_tool_calls=self._max_tool_calls,
+            tool_timeout=self._tool_timeout,
             emit=emit,
         )
 
@@ -491,7 +527,7 @@ class ChatService:
         deadline = asyncio.timeout(self._agent_timeout)
         try:
             async with deadline:
-                async for event in self._agent.run(messages, _RecordingToolbox(turn)):
+                async for event in self._agent.run(messages, _TurnToolbox(turn, self._toolsets)):
                     if isinstance(event, TextDelta | AssistantMessage):
                         turn.hear(event)
         except TimeoutError:

@@ -1,8 +1,15 @@
 """Settings, read from the environment once, at the edge (the CLI or the app factory).
 
 Every variable has the `CHATLEDGER_` prefix. For compatibility with the seeds' deployments
-the unprefixed `DATABASE_URL` and `BETTER_AUTH_SECRET` are honoured too; `OPENAI_API_KEY`
-and `OPENAI_BASE_URL` are read by the OpenAI client itself.
+the unprefixed `DATABASE_URL` and `BETTER_AUTH_SECRET` are honoured too, and the OpenAI
+SDK's own `OPENAI_API_KEY` and `OPENAI_BASE_URL`: nothing else in chatledger reads the
+environment.
+
+`CHATLEDGER_APP` (`serve --app`) names a factory `package.module:function` that returns
+the agent and tools to serve (`chatledger.compose.AgentSetup`); `CHATLEDGER_MCP_SERVERS`
+names a JSON file of MCP servers whose tools the agent may call, in the format MCP hosts
+use (`{"mcpServers": {...}}`); `CHATLEDGER_TOOL_TIMEOUT` bounds each call to a tool
+outside chatledger's database.
 """
 
 from __future__ import annotations
@@ -33,8 +40,24 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwks_url: str | None = None
     agent: Literal["rules", "openai"] | None = None
+    app: str | None = None
     model: str = "gpt-4o-mini"
     openai_api: Literal["chat_completions", "responses"] = "chat_completions"
+    # The OpenAI SDK's own variable names, so an environment set up for it works as is.
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OPENAI_API_KEY", "CHATLEDGER_OPENAI_API_KEY", "openai_api_key"
+        ),
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OPENAI_BASE_URL", "CHATLEDGER_OPENAI_BASE_URL", "openai_base_url"
+        ),
+    )
+    mcp_servers: str | None = None
+    tool_timeout: float = Field(default=30.0, gt=0)
     cors_origins: Annotated[list[str], NoDecode] = []
     context_tokens: int = Field(default=8000, ge=256)
     max_message_chars: int = Field(default=32_000, ge=1)

@@ -5,8 +5,10 @@ taken) and then owns its record-keeping until it ends:
 
 - what the agent says is held (`hear`) until it is stored with the next tool call or as
   the reply; streamed text goes to the turn's event log, in batches;
-- each tool call runs and is recorded under the turn's tool-call limit (`record_tool_call`),
-  in one transaction with the tool's effect and the events that report it;
+- each tool call runs and is recorded under the turn's tool-call limit (`run_tool`): a
+  call to chatledger's own database in one transaction with its effect and the events
+  that report it; any other call before it runs, and its result when it returns, so a
+  process that dies in between leaves a call that is closed as `interrupted`;
 - `keep_alive` renews the lease while the turn runs and notices a stop request;
 - `end` stores the last message, frees the lease, completes the idempotency key and ends
   the stream, retrying a while if the database is away.
@@ -20,17 +22,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
 from chatledger.agents.base import AgentEvent, AssistantMessage, TextDelta
-from chatledger.domain import ChatMessage, Message, StreamEvent, ToolCall, TurnResult
+from chatledger.domain import (
+    INTERRUPTED_TOOL_RESULT,
+    ChatMessage,
+    Message,
+    StreamEvent,
+    ToolCall,
+    TurnResult,
+)
 from chatledger.errors import UnavailableError
 from chatledger.store import Lease, SQLAlchemyStore
 from chatledger.store.core import utcnow
 from chatledger.store.turns import Ending
+from chatledger.tools import AnyToolset, StoreToolset, Toolset
 
 __all__ = ["Turn"]
 
@@ -41,6 +52,8 @@ STREAM_BATCH_SECONDS: Final = 0.05
 _END_RETRY_DELAYS: Final = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 
 ToolRun = Callable[[SQLAlchemyStore], Awaitable[dict[str, Any]]]
+
+log = logging.getLogger("chatledger.turns")
 
 
 class Turn:
@@ -54,6 +67,8 @@ class Turn:
         lease_ttl: how long the lease holds unless renewed.
         idempotency_key: the key the turn was started under, if any.
         max_tool_calls: tool calls allowed; later ones get an error result.
+        tool_timeout: seconds a tool outside chatledger's database may take; past them
+            the call's result is a `tool_timeout` error.
         emit: the live listener, handed each event once it is stored.
     """
 
@@ -68,6 +83,7 @@ class Turn:
         lease_ttl: timedelta,
         idempotency_key: str | None,
         max_tool_calls: int,
+        tool_timeout: float,
         emit: Callable[[StreamEvent], None],
     ) -> None:
         self.store = store
@@ -85,6 +101,9 @@ class Turn:
         self.agent_done = False  # from then on neither can cancel the agent any more
         self._lease_ttl = lease_ttl
         self._max_tool_calls = max_tool_calls
+        self._tool_timeout = tool_timeout
+        # A call recorded whose result is not yet: what `end` closes as interrupted.
+        self._open_call: ToolCall | None = None
         self._emit = emit
         self._next_event = 2
         self._deltas: list[str] = []
@@ -118,42 +137,64 @@ class Turn:
         """Everything said since the last tool call, the message in progress included."""
         return "\n\n".join([*self._said, *([self._partial] if self._partial else [])])
 
-    async def record_tool_call(self, call: ToolCall, run: ToolRun) -> dict[str, Any]:
+    async def run_tool(self, call: ToolCall, toolset: AnyToolset | None) -> dict[str, Any]:
+        """Run one tool call of the agent's and record it; returns the result.
+
+        Its arguments are parsed here, once. A call past the tool-call limit, to a tool no
+        toolset has, or with arguments that are not a JSON object does not run: its result
+        says why, and it is recorded like any other.
+        """
+        arguments = call.parsed_arguments()
+        refusal = self._refusal(call, toolset, arguments)
+        if refusal is not None or toolset is None:
+            result = refusal or {}
+            return await self._run_here(call, arguments, lambda _: _given(result), None)
+        user_id = self.user_id
+        if isinstance(toolset, StoreToolset):
+            return await self._run_here(
+                call,
+                arguments,
+                lambda tx: toolset.call_in(tx, user_id, call.name, arguments),
+                toolset.name,
+            )
+        return await self._run_elsewhere(call, toolset, arguments)
+
+    def _refusal(
+        self, call: ToolCall, toolset: AnyToolset | None, arguments: Any
+    ) -> dict[str, Any] | None:
+        if self.tool_calls >= self._max_tool_calls:
+            return {
+                "error": f"no more than {self._max_tool_calls} tool calls in one turn",
+                "code": "tool_limit",
+            }
+        if toolset is None:
+            return {"error": f"there is no tool called {call.name!r}", "code": "unknown_tool"}
+        if not isinstance(arguments, dict):
+            return {"error": "arguments must be a JSON object", "code": "invalid_arguments"}
+        return None
+
+    async def _run_here(
+        self, call: ToolCall, arguments: Any, run: ToolRun, toolset_name: str | None
+    ) -> dict[str, Any]:
         """Run a tool whose effect is in our database, and record it, all in one
         transaction: the effect, the assistant message carrying the call (with what was
         said before it), the tool message carrying the result, and their events.
 
-        `run` gets the transaction's store. Past the turn's tool-call limit the tool does
-        not run, and the result says why.
+        `run` gets the transaction's store.
         """
         async with self._writing, self.store.transaction() as tx:
-            if self.tool_calls >= self._max_tool_calls:
-                result: dict[str, Any] = {
-                    "error": f"no more than {self._max_tool_calls} tool calls in one turn",
-                    "code": "tool_limit",
-                }
-            else:
-                result = await run(tx)
+            result = await run(tx)
             stored = await tx.append(
                 self.user_id,
                 self.conversation_id,
                 [
                     ChatMessage.assistant(self.unfinished_text(), tool_calls=[call]),
-                    ChatMessage.tool(
-                        tool_call_id=call.id,
-                        name=call.name,
-                        content=json.dumps(result, ensure_ascii=False),
-                    ),
+                    _result_message(call, result, toolset_name),
                 ],
                 lease=self.lease(),
             )
-            parsed = call.parsed_arguments()
-            arguments = call.arguments if parsed is None else parsed
             sent, consumed = self._pending(
-                [
-                    ("tool_call", {"id": call.id, "name": call.name, "arguments": arguments}),
-                    ("tool_result", {"id": call.id, "result": result}),
-                ]
+                [_call_event(call, arguments), _result_event(call, result)]
             )
             events = await tx.turns.add_events(
                 self.user_id, self.conversation_id, self.id, sent, first_seq=self._next_event
@@ -162,6 +203,65 @@ class Turn:
         self.tool_calls += 1
         self._said, self._partial = [], ""
         self._committed(events, consumed)
+        return result
+
+    async def _run_elsewhere(
+        self, call: ToolCall, toolset: Toolset, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Run a tool whose effect is outside our database: the call is recorded before
+        it runs and the result when it returns. Whatever the tool does wrong (raises,
+        hangs past `tool_timeout`) becomes its error result, for the model to explain."""
+        async with self._writing, self.store.transaction() as tx:
+            stored = await tx.append(
+                self.user_id,
+                self.conversation_id,
+                [ChatMessage.assistant(self.unfinished_text(), tool_calls=[call])],
+                lease=self.lease(),
+            )
+            sent, consumed = self._pending([_call_event(call, arguments)])
+            events = await tx.turns.add_events(
+                self.user_id, self.conversation_id, self.id, sent, first_seq=self._next_event
+            )
+        self.stored.extend(stored)
+        self.tool_calls += 1
+        self._open_call = call
+        self._said, self._partial = [], ""
+        self._committed(events, consumed)
+        try:
+            async with asyncio.timeout(self._tool_timeout):
+                result = await toolset.call(self.user_id, call.name, arguments)
+        except TimeoutError:
+            result = {
+                "error": f"the tool did not answer within {self._tool_timeout:g} seconds",
+                "code": "tool_timeout",
+            }
+        except Exception as error:
+            log.warning(
+                "a tool failed",
+                extra={
+                    "tool": call.name,
+                    "toolset": toolset.name,
+                    "error_type": type(error).__name__,
+                },
+            )
+            result = {"error": "the tool failed", "code": "tool_failed"}
+        async with self._writing, self.store.transaction() as tx:
+            stored = await tx.append(
+                self.user_id,
+                self.conversation_id,
+                [_result_message(call, result, toolset.name)],
+                lease=self.lease(),
+            )
+            events = await tx.turns.add_events(
+                self.user_id,
+                self.conversation_id,
+                self.id,
+                [_result_event(call, result)],
+                first_seq=self._next_event,
+            )
+        self.stored.extend(stored)
+        self._open_call = None
+        self._committed(events, 0)
         return result
 
     async def end(self, closing: ChatMessage, ending: Ending) -> TurnResult:
@@ -176,14 +276,20 @@ class Turn:
         async with self._writing:
             if self._flusher is not None:
                 self._flusher.cancel()
-            sent, consumed = self._pending([])
+            # A tool still running when the turn ends (stopped, timed out) gets its result.
+            closing_messages = [closing]
+            named: list[tuple[str, Any]] = []
+            if (call := self._open_call) is not None:
+                closing_messages.insert(0, _result_message(call, INTERRUPTED_TOOL_RESULT, None))
+                named.append(_result_event(call, INTERRUPTED_TOOL_RESULT))
+            sent, consumed = self._pending(named)
             for delay in (*_END_RETRY_DELAYS, None):
                 try:
                     result, stored, events = await self.store.turns.finish(
                         self.user_id,
                         self.conversation_id,
                         self.id,
-                        [closing],
+                        closing_messages,
                         earlier=self.stored,
                         ending=ending,
                         idempotency_key=self.idempotency_key,
@@ -269,3 +375,27 @@ class Turn:
             except UnavailableError:
                 return  # the text stays pending, and goes with the next write
             self._committed(events, consumed)
+
+
+async def _given(result: dict[str, Any]) -> dict[str, Any]:
+    return result
+
+
+def _result_message(call: ToolCall, result: dict[str, Any], toolset: str | None) -> ChatMessage:
+    return ChatMessage.tool(
+        tool_call_id=call.id,
+        name=call.name,
+        content=json.dumps(result, ensure_ascii=False),
+        # Which toolset ran the call, for whoever reads the record later.
+        metadata={"toolset": toolset} if toolset else None,
+    )
+
+
+def _call_event(call: ToolCall, parsed: Any) -> tuple[str, dict[str, Any]]:
+    # Arguments that are not JSON are shown as the text the model sent.
+    arguments = call.arguments if parsed is None else parsed
+    return ("tool_call", {"id": call.id, "name": call.name, "arguments": arguments})
+
+
+def _result_event(call: ToolCall, result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return ("tool_result", {"id": call.id, "result": result})

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agents import Agent as SDKAgent, ModelSettings
 from openai import AsyncOpenAI
 
 from chatledger.agents import (
@@ -28,8 +29,9 @@ from chatledger.agents import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from chatledger.domain import ChatMessage, ToolCall
+from chatledger.domain import ChatMessage, Message, ToolCall, TurnResult
 from chatledger.errors import ConfigurationError, ModelError, UnavailableError
+from chatledger.service import DEFAULT_SYSTEM_PROMPT, ChatService
 from chatledger.store import SQLAlchemyStore
 from chatledger.testing import (
     ErrorResponse,
@@ -43,6 +45,7 @@ from chatledger.testing import (
     ToolCalls,
 )
 from chatledger.tools import TASK_TOOLS, TaskTools, ToolSpec
+from tests.factories import assert_invariants
 
 USER = "alice"
 
@@ -190,7 +193,8 @@ async def test_tools_are_offered_with_our_schemas_exactly(
     assert [(t["name"], t["description"], t["parameters"], t["strict"]) for t in offered] == [
         (spec.name, spec.description, spec.parameters, False) for spec in TASK_TOOLS
     ]
-    assert request.messages[0][0] == "system"
+    # No instructions of the agent's own: the chat service's system prompt is the one.
+    assert request.messages == [("user", "hi")]
 
 
 async def test_a_chain_of_tools_uses_what_the_first_one_returned(
@@ -382,7 +386,7 @@ async def test_a_long_history_with_many_tool_calls_goes_back_in_valid_form(
     sent_calls = [call for message in history for call in message.tool_calls]
     assert request.tool_calls == sent_calls
     assert request.tool_outputs == {m.tool_call_id: m.content for m in history if m.tool_call_id}
-    assert request.messages[1:] == [
+    assert request.messages == [
         (m.role.value, m.content) for m in history if m.content and not m.tool_call_id
     ]
 
@@ -413,39 +417,51 @@ async def test_a_model_told_to_touch_another_users_tasks_cannot(
     }
 
 
+async def converse(
+    store: SQLAlchemyStore, agent: OpenAIAgent, text: str, **options: Any
+) -> tuple[TurnResult, list[Message]]:
+    """One real chat turn with `agent`; returns its result and the stored history."""
+    service = ChatService(store, agent, **options)
+    result = await service.turn(USER, None, text)
+    await service.drain()
+    return result, await store.history(USER, result.conversation_id, limit=1000)
+
+
+def stop_messages(history: list[Message]) -> list[str]:
+    return [m.content for m in history if m.content.startswith("I stopped here")]
+
+
 async def test_a_model_that_calls_tools_forever_is_stopped_at_the_limit(
-    toolbox: RecordingToolbox, api: str
+    store: SQLAlchemyStore, api: str
 ) -> None:
     def forever(request: ModelRequest) -> ModelReply:
         return ToolCalls([FunctionCall("list_tasks")])
 
-    async with serve(forever, api, max_tool_calls_per_turn=3) as (server, agent):
-        events = await run(agent, toolbox, ChatMessage.user("list my tasks"))
+    async with serve(forever, api) as (server, agent):
+        result, history = await converse(store, agent, "list my tasks", max_tool_calls=3)
 
-    stop = (
-        "I stopped here: this request needed more than 3 tool calls."
-        " Tell me if you want me to go on."
-    )
-    assert len(toolbox.calls) == 3
-    # Three calls made, the fourth refused, and no more requests after that.
+    # Three calls made, the fourth refused by the turn (its one owner of the limit), and
+    # no more requests after that; the refusal is recorded like any call, and said once.
+    assert [r.result.get("code") for r in result.tool_calls] == [None, None, None, "tool_limit"]
     assert len(server.requests) == 4
-    assert tool_events(events) == pairs(toolbox)
-    assert events[-2:] == [TextDelta(stop), AssistantMessage(stop)]
-    await assert_valid_history(api, toolbox, events)
+    stop = "I stopped here: no more than 3 tool calls in one turn. Tell me if you want me to go on."
+    assert result.response == stop
+    assert stop_messages(history) == [stop]
+    assert_invariants(history)
 
 
 async def test_parallel_calls_past_the_limit_are_refused_not_made(
-    store: SQLAlchemyStore, toolbox: RecordingToolbox, api: str
+    store: SQLAlchemyStore, api: str
 ) -> None:
     script = [ToolCalls([FunctionCall("add_task", {"title": f"task {n}"}) for n in range(5)])]
-    async with serve(script, api, max_tool_calls_per_turn=2) as (server, agent):
-        events = await run(agent, toolbox, ChatMessage.user("add five tasks"))
+    async with serve(script, api) as (server, agent):
+        result, history = await converse(store, agent, "add five tasks", max_tool_calls=2)
 
     assert [task.title for task in await store.tasks.list(USER)] == ["task 0", "task 1"]
-    assert tool_events(events) == pairs(toolbox)
+    assert [r.result.get("code") for r in result.tool_calls] == [None, None, *["tool_limit"] * 3]
     assert len(server.requests) == 1
-    assert said(events).startswith("I stopped here")
-    await assert_valid_history(api, toolbox, events)
+    assert len(stop_messages(history)) == 1
+    assert_invariants(history)
 
 
 async def test_a_model_that_calls_missing_tools_forever_is_stopped_too(
@@ -454,13 +470,53 @@ async def test_a_model_that_calls_missing_tools_forever_is_stopped_too(
     def forever(request: ModelRequest) -> ModelReply:
         return ToolCalls([FunctionCall("no_such_tool")])
 
-    async with serve(forever, api, max_tool_calls_per_turn=2) as (server, agent):
+    async with serve(forever, api, max_turns=3) as (server, agent):
         events = await run(agent, toolbox, ChatMessage.user("hi"))
 
     # The tool call limit cannot see calls the toolbox never gets: the turn limit ends it.
     assert toolbox.calls == []
     assert len(server.requests) == 3
-    assert said(events).startswith("I stopped here")
+    assert said(events) == (
+        "I stopped here: this request needed too many steps. Tell me if you want me to go on."
+    )
+
+
+async def test_the_model_gets_exactly_one_system_message(store: SQLAlchemyStore, api: str) -> None:
+    async with serve([Text("Hi.")], api) as (server, agent):
+        await converse(store, agent, "hello")
+
+    [request] = server.requests
+    assert [text for role, text in request.messages if role in ("system", "developer")] == [
+        DEFAULT_SYSTEM_PROMPT
+    ]
+
+
+async def test_your_own_sdk_agent_keeps_its_instructions_and_settings_and_gets_the_tools(
+    store: SQLAlchemyStore, api: str
+) -> None:
+    mine = SDKAgent(
+        name="notes",
+        instructions="You are terse.",
+        model_settings=ModelSettings(temperature=0.25),
+    )
+    script = [ToolCalls([FunctionCall("add_task", {"title": "note"})]), Text("Noted.")]
+    async with FakeModelServer(script) as server:
+        agent = OpenAIAgent(
+            "fake-model", base_url=server.base_url, api_key="sk-test", api=api, agent=mine
+        )
+        async with contextlib.aclosing(agent):
+            result, history = await converse(store, agent, "note this", system_prompt=None)
+
+    assert result.response == "Noted."
+    first = server.requests[0]
+    assert [text for role, text in first.messages if role in ("system", "developer")] == [
+        "You are terse."
+    ]
+    assert first.body["temperature"] == 0.25
+    assert "add_task" in first.tool_names
+    # The user's agent is not changed by the runs made with it.
+    assert mine.tools == []
+    assert_invariants(history)
 
 
 async def test_summarize_asks_the_model_without_tools_for_a_summary(api: str) -> None:

@@ -16,7 +16,8 @@ StartServer = Callable[..., Awaitable[ServerProcess]]
 
 @pytest.fixture
 async def serve(tmp_path: Path) -> AsyncIterator[StartServer]:
-    """`await serve(database_url, workers=1)`: a ready `chatledger serve` process.
+    """`await serve(database_url, workers=1, ...)`: a ready `chatledger serve` process (in
+    the test's temporary directory unless `cwd` says otherwise).
 
     Every process started through it is stopped at teardown (SIGTERM, then SIGKILL to its
     whole session), also when the test failed half-way.
@@ -24,7 +25,8 @@ async def serve(tmp_path: Path) -> AsyncIterator[StartServer]:
     started: list[ServerProcess] = []
 
     async def start(database_url: str, **options: Any) -> ServerProcess:
-        server = await start_server(database_url, cwd=tmp_path, **options)
+        options.setdefault("cwd", tmp_path)
+        server = await start_server(database_url, **options)
         started.append(server)
         await server.wait_ready()
         return server

@@ -173,9 +173,11 @@ async def start_server(
     workers: int = 1,
     env: Mapping[str, str] | None = None,
     agent: str = "rules",
+    app: str | None = None,
     dev: bool = False,
 ) -> ServerProcess:
-    """Start `chatledger serve` (the rules agent unless told) on a free port (not yet ready)."""
+    """Start `chatledger serve` (the rules agent unless told, or `--app app`) on a free port
+    (not yet ready)."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -193,6 +195,7 @@ async def start_server(
         "--workers",
         str(workers),
         *(["--dev"] if dev else []),
+        *(["--app", app] if app else []),
         cwd=cwd,
         env=dict(env) if env is not None else child_env(JWT_SECRET=SECRET),
         stdin=asyncio.subprocess.DEVNULL,

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from chatledger.domain import TaskFilter
 from chatledger.store import SQLAlchemyStore
+from chatledger.testing import FakeModelServer, ModelReply, ModelRequest, Text
 from tests.conftest import TABLES, _create_database, _drop_database
 from tests.process.conftest import StartServer
 from tests.process.servers import SECRET, child_env, free_port
@@ -307,3 +308,37 @@ async def test_chat_holds_a_conversation_offline_and_continues_it(tmp_path: Path
         ]
     finally:
         await store.close()
+
+
+async def test_chat_honours_the_context_budget_and_closes_its_agent(tmp_path: Path) -> None:
+    """CHATLEDGER_CONTEXT_TOKENS reaches `chatledger chat` (it once did not): a message too
+    big for the budget is cut to fit (the default budget would send all 3,000 characters)."""
+    long = "remember this: " + "word " * 600
+
+    def reply(request: ModelRequest) -> ModelReply:
+        if not request.tool_names:  # the summary the budget makes the service keep
+            return Text("The user asked to remember many words.")
+        return Text("Hi." if request.messages[-1] == ("user", "hi") else "Noted.")
+
+    async with FakeModelServer(reply) as model:
+        env = child_env(AGENT="openai", CONTEXT_TOKENS="300")
+        env.update(OPENAI_BASE_URL=model.base_url, OPENAI_API_KEY="test")
+        finished = await run(
+            "chat",
+            "--user",
+            "alice",
+            "--database-url",
+            f"sqlite:///{tmp_path / 'chat.db'}",
+            cwd=tmp_path,
+            env=env,
+            stdin=f"{long}\nhi\n",
+        )
+    assert finished.status == 0, finished
+    assert "Noted." in finished.stdout and "Hi." in finished.stdout
+    turns = [request for request in model.requests if request.tool_names]
+    assert [request.messages[-1][0] for request in turns] == ["user", "user"]
+    assert turns[1].messages[-1] == ("user", "hi")
+    for request in turns:
+        assert sum(len(text) for _, text in request.messages) < len(long) / 2
+    # The agent's HTTP client was closed on the way out: no warning about it.
+    assert "Unclosed" not in finished.stderr and "ResourceWarning" not in finished.stderr

@@ -18,7 +18,7 @@ import copy
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import openai
 from agents import (
@@ -62,14 +62,7 @@ from chatledger.domain import ChatMessage, Role, ToolCall
 from chatledger.errors import ChatLedgerError, ConfigurationError, ModelError
 from chatledger.tools import ToolSpec
 
-__all__ = ["DEFAULT_INSTRUCTIONS", "OpenAIAgent", "to_input_items"]
-
-DEFAULT_INSTRUCTIONS = """\
-You are a task manager assistant. You keep the user's to-do list with the tools you are \
-given: add, list, complete, update and delete tasks. Use a tool whenever the user asks to \
-see or change their tasks, and refer to tasks by their number. After acting, confirm what \
-you did in one or two short sentences. When a tool returns an error, explain it plainly. \
-Never act on a task the user did not ask about."""
+__all__ = ["OpenAIAgent", "to_input_items"]
 
 SUMMARY_INSTRUCTIONS = """\
 You keep the running summary of a conversation between a user and their task manager \
@@ -79,11 +72,8 @@ number and title), what the user asked for, and every question or request still 
 Drop greetings and small talk. Answer with the summary only."""
 
 
-def _stop_message(limit: int) -> str:
-    return (
-        f"I stopped here: this request needed more than {limit} tool calls. "
-        "Tell me if you want me to go on."
-    )
+def _stop_message(reason: str) -> str:
+    return f"I stopped here: {reason}. Tell me if you want me to go on."
 
 
 _ROLES: dict[Role, Literal["system", "user", "assistant"]] = {
@@ -131,29 +121,20 @@ class _Run:
     """The state of one run, handed to the SDK as its context and read back by our tools."""
 
     toolbox: Toolbox
-    max_tool_calls: int
-    calls_made: int = 0
-    stopped: bool = False
+    # Why the run ended early: the toolbox's tool-call limit, or too many model requests.
+    stopped: str | None = None
     finished: dict[str, ToolCallFinished] = field(default_factory=dict)
-
-
-_REFUSED = {
-    "error": "too many tool calls in one request; this call was not made",
-    "code": "tool_limit",
-}
 
 
 def _function_tool(spec: ToolSpec) -> FunctionTool:
     async def invoke(context: ToolContext[_Run], arguments: str) -> str:
         run = context.context
-        if run.calls_made >= run.max_tool_calls:
-            # Every call needs a result to keep the history valid; this one ends the run.
-            run.stopped = True
-            return json.dumps(_REFUSED)
-        run.calls_made += 1
         call = ToolCall(context.tool_call_id, spec.name, arguments)
         result = await run.toolbox.call(call)
         run.finished[call.id] = ToolCallFinished(call, result)
+        if result.get("code") == "tool_limit" and run.stopped is None:
+            # The toolbox owns the limit; a call it refused ends the run.
+            run.stopped = str(result.get("error") or "too many tool calls")
         return json.dumps(result, ensure_ascii=False)
 
     # Not strict: strict mode would make every property required (optional ones nullable),
@@ -173,7 +154,7 @@ def _stop_if_refused(
     context: RunContextWrapper[_Run], results: list[FunctionToolResult]
 ) -> ToolsToFinalOutputResult:
     run = context.context
-    if run.stopped:
+    if run.stopped is not None:
         return ToolsToFinalOutputResult(is_final_output=True, final_output="")
     return ToolsToFinalOutputResult(is_final_output=False)
 
@@ -181,7 +162,7 @@ def _stop_if_refused(
 def _stop_at_max_turns(data: RunErrorHandlerInput[_Run]) -> RunErrorHandlerResult:
     # Reached only by a model that keeps calling tools the toolbox does not have, which the
     # tool call limit cannot see: the SDK answers those itself.
-    data.context.context.stopped = True
+    data.context.context.stopped = "this request needed too many steps"
     return RunErrorHandlerResult(final_output="", include_in_history=False)
 
 
@@ -245,10 +226,15 @@ class OpenAIAgent:
         api_key: the API key.
         api: which API to speak: `"chat_completions"` (the most widely implemented) or
             `"responses"`.
-        instructions: the system prompt, put before the history.
-        max_tool_calls_per_turn: the most tool calls one run may make. A call beyond it is
-            answered with an error result instead of being made, and the run ends with an
-            assistant message saying it stopped.
+        agent: your own Agents SDK agent: its instructions, model settings, handoffs and
+            guardrails are kept, and each run adds the toolbox's tools to its own. Its model,
+            when it names one, is asked through this agent's client and API; when it has
+            none, `model` is. Without it, the agent has no instructions of its own: the
+            chat service's system prompt is the one.
+        max_turns: the most model requests one run may make, a backstop for a model that
+            keeps calling tools that do not exist (the toolbox never sees those, so its
+            tool-call limit cannot stop them). A run that reaches it, or whose toolbox
+            refuses a call at its tool-call limit, ends with a message saying it stopped.
         max_retries: retries of a failed request, for a client built here.
 
     Raises:
@@ -264,12 +250,12 @@ class OpenAIAgent:
         base_url: str | None = None,
         api_key: str | None = None,
         api: Literal["chat_completions", "responses"] = "chat_completions",
-        instructions: str = DEFAULT_INSTRUCTIONS,
-        max_tool_calls_per_turn: int = 10,
+        agent: SDKAgent[Any] | None = None,
+        max_turns: int = 25,
         max_retries: int = 0,
     ) -> None:
-        if max_tool_calls_per_turn < 1:
-            raise ValueError("max_tool_calls_per_turn must be at least 1")
+        if max_turns < 1:
+            raise ValueError("max_turns must be at least 1")
         if client is not None and (base_url is not None or api_key is not None):
             raise ValueError("pass a client, or base_url and api_key to build one: not both")
         # A client built here is ours to close; one passed in belongs to the caller.
@@ -284,13 +270,15 @@ class OpenAIAgent:
                     "that takes none)"
                 ) from None
             self._own_client = client
-        self._model: Model = (
-            OpenAIResponsesModel(model, client)
-            if api == "responses"
-            else OpenAIChatCompletionsModel(model, client)
-        )
-        self._instructions = instructions
-        self._max_tool_calls = max_tool_calls_per_turn
+        self._client = client
+        self._api = api
+        self._model = self._model_named(model)
+        self._agent: SDKAgent[Any] = agent or SDKAgent(name="chatledger")
+        if isinstance(self._agent.model, str):
+            self._model = self._model_named(self._agent.model)
+        elif isinstance(self._agent.model, Model):
+            self._model = self._agent.model
+        self._max_turns = max_turns
         # Tracing would export spans over the network; tools run one at a time (see above);
         # a made-up tool name gets an error result the model can recover from.
         self._run_config = RunConfig(
@@ -298,6 +286,11 @@ class OpenAIAgent:
             tool_execution=ToolExecutionConfig(max_function_tool_concurrency=1),
             tool_not_found_behavior="return_error_to_model",
         )
+
+    def _model_named(self, name: str) -> Model:
+        if self._api == "responses":
+            return OpenAIResponsesModel(name, self._client)
+        return OpenAIChatCompletionsModel(name, self._client)
 
     async def aclose(self) -> None:
         """Close the HTTP client, if this agent built it. Call it when the app shuts down."""
@@ -312,21 +305,24 @@ class OpenAIAgent:
         Raises:
             ModelError: the model endpoint failed or could not be reached.
         """
-        run = _Run(toolbox, self._max_tool_calls)
-        agent = SDKAgent[_Run](
-            name="chatledger",
-            instructions=self._instructions,
+        run = _Run(toolbox)
+        mine = self._agent
+        agent = mine.clone(
             model=self._model,
-            tools=[_function_tool(spec) for spec in toolbox.specs],
-            tool_use_behavior=_stop_if_refused,
+            model_settings=mine.model_settings,
+            tools=[*mine.tools, *(_function_tool(spec) for spec in toolbox.specs)],
+            # An agent of yours that decides itself when tool use ends keeps deciding.
+            tool_use_behavior=(
+                _stop_if_refused
+                if mine.tool_use_behavior == "run_llm_again"
+                else mine.tool_use_behavior
+            ),
         )
         result = Runner.run_streamed(
             agent,
             to_input_items(messages),
             context=run,
-            # Each turn but the last makes at least one tool call, so a run within the tool
-            # call limit never needs more turns than this.
-            max_turns=self._max_tool_calls + 1,
+            max_turns=self._max_turns,
             run_config=self._run_config,
             error_handlers={"max_turns": _stop_at_max_turns},
         )
@@ -351,8 +347,8 @@ class OpenAIAgent:
             raise
         finally:
             await _settle(result)
-        if run.stopped:
-            message = _stop_message(self._max_tool_calls)
+        if run.stopped is not None:
+            message = _stop_message(run.stopped)
             yield TextDelta(message)
             yield AssistantMessage(message)
 

@@ -1,14 +1,12 @@
-"""`create_app(settings)`: the chat server, wired from settings. A composition root."""
+"""`create_app(settings)`: the chat server, wired from settings through `chatledger.compose`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
-from typing import Final
 
 import structlog
 from fastapi import FastAPI
@@ -25,38 +23,18 @@ from chatledger.api.metrics import Metrics
 from chatledger.api.middleware import RequestContextMiddleware
 from chatledger.api.openapi import install_schema
 from chatledger.api.routes import chat, conversations, dev, health, tasks, users
+from chatledger.compose import AgentSetup, compose, purge
 from chatledger.errors import UnavailableError
-from chatledger.service import ChatService
 from chatledger.settings import Settings
 from chatledger.store import SQLAlchemyStore
+from chatledger.tools import AnyToolset
 from chatledger.web import mount_web
 
 __all__ = [
-    "build_agent",
     "create_app",
     "create_app_from_environment",
     "create_dev_app_from_environment",
-    "purge",
 ]
-
-IDEMPOTENCY_TTL: Final = timedelta(hours=24)
-
-
-def build_agent(settings: Settings) -> Agent:
-    """The configured agent: the OpenAI Agents SDK when asked for, or when an OpenAI key is
-    set and nothing else was asked for; otherwise the offline rules agent."""
-    kind = settings.agent or ("openai" if os.environ.get("OPENAI_API_KEY") else "rules")
-    if kind == "openai":
-        from chatledger.agents.openai import OpenAIAgent
-
-        return OpenAIAgent(
-            model=settings.model,
-            api=settings.openai_api,
-            max_tool_calls_per_turn=settings.max_tool_calls_per_turn,
-        )
-    from chatledger.agents.rules import RulesAgent
-
-    return RulesAgent()
 
 
 def _authorization_servers(settings: Settings) -> list[str]:
@@ -77,7 +55,9 @@ def _cursor_key(settings: Settings) -> bytes:
 def create_app(
     settings: Settings,
     *,
+    setup: AgentSetup | None = None,
     agent: Agent | None = None,
+    toolsets: Sequence[AnyToolset] | None = None,
     store: SQLAlchemyStore | None = None,
     dev_login: bool = False,
 ) -> FastAPI:
@@ -85,7 +65,11 @@ def create_app(
 
     Args:
         settings: everything configurable; see `chatledger.settings.Settings`.
-        agent: the agent to run turns with; by default `build_agent(settings)`.
+        setup: the agent, toolsets and system prompt to serve; by default the factory
+            `settings.app` names, or the built-in agent with the task tools.
+        agent: shorthand for `AgentSetup(agent=agent, toolsets=toolsets)`, with the task
+            tools and the built-in system prompt.
+        toolsets: tools besides the task tools (and the configured MCP servers).
         store: the store to use (and leave open); by default one for
             `settings.database_url`, opened and closed with the app.
         dev_login: serve `POST /auth/dev-token`, a token for any user id to whoever asks.
@@ -94,7 +78,12 @@ def create_app(
 
     Raises:
         ConfigurationError: unsafe or incomplete authentication settings.
+        ValueError: both `setup` and `agent` or `toolsets`.
     """
+    if agent is not None or toolsets is not None:
+        if setup is not None:
+            raise ValueError("pass a setup, or an agent and toolsets: not both")
+        setup = AgentSetup(agent=agent, toolsets=toolsets or ())
     configure_logging(settings.log_level)
     if dev_login:
         structlog.get_logger("chatledger.api").warning(
@@ -105,44 +94,22 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = store is None
-        app.state.store = store or SQLAlchemyStore.from_url(
-            settings.database_url, cursor_key=_cursor_key(settings)
-        )
-        service_agent = build_agent(settings) if agent is None else agent
-        app.state.service = ChatService(
-            app.state.store,
-            service_agent,
-            context_tokens=settings.context_tokens,
-            agent_timeout=settings.agent_timeout,
-            stop_poll_interval=settings.stop_poll_interval,
-            max_tool_calls=settings.max_tool_calls_per_turn,
-            max_message_chars=settings.max_message_chars,
-            idempotency_ttl=IDEMPOTENCY_TTL,
-            lease_ttl=settings.lease_seconds,
-            turn_limit=_turn_limit(settings),
-        )
-        chores = [
-            asyncio.create_task(_purge(app.state.store, settings)),
-            asyncio.create_task(_close_dead_turns(app.state.store, settings)),
-        ]
-        try:
-            async with serve_mcp(app.state.store) as app.state.mcp:
-                yield
-        finally:
-            for chore in chores:
-                chore.cancel()
-            await asyncio.gather(*chores, return_exceptions=True)
-            # Turns in flight finish and are stored before the process goes; those still
-            # running after the agent timeout are closed as interrupted.
-            await app.state.service.drain(patience=settings.agent_timeout)
-            if owned:
-                await app.state.store.close()
-            # An agent built here is closed here (the OpenAI one holds an HTTP client);
-            # one passed in belongs to the caller.
-            close = getattr(service_agent, "aclose", None) if agent is None else None
-            if close is not None:
-                await close()
+        async with compose(
+            settings, setup=setup, store=store, cursor_key=_cursor_key(settings)
+        ) as parts:
+            app.state.store = parts.store
+            app.state.service = parts.service
+            chores = [
+                asyncio.create_task(_purge(parts.store, settings)),
+                asyncio.create_task(_close_dead_turns(parts.store, settings)),
+            ]
+            try:
+                async with serve_mcp(parts.store) as app.state.mcp:
+                    yield
+            finally:
+                for chore in chores:
+                    chore.cancel()
+                await asyncio.gather(*chores, return_exceptions=True)
 
     app = FastAPI(
         title="chatledger",
@@ -192,21 +159,6 @@ def create_app(
         max_requests=settings.max_concurrent_requests,
     )
     return app
-
-
-def _turn_limit(settings: Settings) -> tuple[int, timedelta] | None:
-    if settings.rate_limit_turns is None:
-        return None
-    return settings.rate_limit_turns, timedelta(seconds=settings.rate_limit_seconds)
-
-
-async def purge(store: SQLAlchemyStore, settings: Settings) -> tuple[int, int]:
-    """Delete what is due: conversations past their retention or their expiry, and
-    idempotency keys past the time they are replayed for. Returns how many of each."""
-    idle_for = None if settings.retention_days is None else timedelta(days=settings.retention_days)
-    conversations = await store.purge_conversations(idle_for=idle_for)
-    keys = await store.idempotency.purge(older_than=IDEMPOTENCY_TTL)
-    return conversations, keys
 
 
 async def _purge(store: SQLAlchemyStore, settings: Settings) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, Integer, bindparam, func, insert, select, update
 
 from chatledger.domain import (
+    INTERRUPTED_TOOL_RESULT,
     MAX_JSON_DEPTH,
     ChatMessage,
     Message,
@@ -83,10 +84,6 @@ _NO_METADATA: Final[Mapping[str, Any]] = MappingProxyType({})
 # A turn's messages: its user message and everything after it. A turn makes a bounded
 # number of tool calls, so this bound is only a guard.
 _TURN_MESSAGES: Final = 10_000
-INTERRUPTED_RESULT: Final = {
-    "error": "the turn was interrupted before this tool call returned",
-    "code": "interrupted",
-}
 
 
 class LeaseUse(Enum):
@@ -406,7 +403,7 @@ class Writer:
         answered = {m.tool_call_id for m in recorded if m.role is Role.TOOL}
         closing: list[ChatMessage] = [
             ChatMessage.tool(
-                tool_call_id=call.id, name=call.name, content=_json(INTERRUPTED_RESULT)
+                tool_call_id=call.id, name=call.name, content=_json(INTERRUPTED_TOOL_RESULT)
             )
             for message in recorded
             for call in message.tool_calls
@@ -443,7 +440,7 @@ class Writer:
             turn_id,
             [
                 *(
-                    ("tool_result", {"id": m.tool_call_id, "result": INTERRUPTED_RESULT})
+                    ("tool_result", {"id": m.tool_call_id, "result": INTERRUPTED_TOOL_RESULT})
                     for m in stored
                     if m.role is Role.TOOL
                 ),

@@ -1,12 +1,23 @@
 """Tools for agents: the `Toolset` protocol, the task tools (`TaskToolset`, `TaskTools`),
 Python functions as tools, and the task tools over MCP (`chatledger.tools.mcp`)."""
 
-from chatledger.tools.base import ManagedToolset, StoreToolset, Toolset, ToolSpec, ToolStore
+from chatledger.tools.base import (
+    AnyToolset,
+    ManagedToolset,
+    StoreToolset,
+    Toolset,
+    ToolSpec,
+    ToolStore,
+)
+from chatledger.tools.functions import FunctionToolset, PythonTool, tool
 from chatledger.tools.tasks import TASK_TOOLS, TaskRepository, TaskTools, TaskToolset
 
 __all__ = [
     "TASK_TOOLS",
+    "AnyToolset",
+    "FunctionToolset",
     "ManagedToolset",
+    "PythonTool",
     "StoreToolset",
     "TaskRepository",
     "TaskTools",
@@ -14,4 +25,5 @@ __all__ = [
     "ToolSpec",
     "ToolStore",
     "Toolset",
+    "tool",
 ]

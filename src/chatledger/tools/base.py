@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from chatledger.tools.tasks import TaskRepository
 
-__all__ = ["ManagedToolset", "StoreToolset", "ToolSpec", "ToolStore", "Toolset"]
+__all__ = ["AnyToolset", "ManagedToolset", "StoreToolset", "ToolSpec", "ToolStore", "Toolset"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +79,21 @@ class ToolStore(Protocol):
 
 
 @runtime_checkable
-class StoreToolset(Toolset, Protocol):
-    """A toolset whose effects are in chatledger's own database."""
+class StoreToolset(Protocol):
+    """A toolset whose effects are in chatledger's own database: it has no `call` of its
+    own, for it only ever runs inside the transaction that records the call."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def specs(self) -> Sequence[ToolSpec]: ...
 
     async def call_in(
         self, store: ToolStore, user_id: str, name: str, arguments: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """`call`, on the store of the transaction that records the call."""
+        """Run tool `name` for `user_id` on `store`, the store of the transaction that
+        records the call; returns its result or an `{"error", "code"}` object."""
         ...
 
 
@@ -96,3 +104,6 @@ class ManagedToolset(Toolset, Protocol):
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+AnyToolset = Toolset | StoreToolset

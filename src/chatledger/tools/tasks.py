@@ -248,21 +248,10 @@ class TaskTools:
 
 class TaskToolset:
     """The task tools as a `StoreToolset`: each call runs in the transaction that records
-    it, so a task never changes without its record, nor the record without the change.
-
-    Args:
-        store: the store whose tasks `call` acts on outside a turn (an MCP client's call,
-            say); a turn's calls act on its transaction's store instead.
-    """
+    it, so a task never changes without its record, nor the record without the change."""
 
     name: Final = "tasks"
     specs: Final = TASK_TOOLS
-
-    def __init__(self, store: ToolStore) -> None:
-        self._store = store
-
-    async def call(self, user_id: str, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        return await TaskTools(self._store.tasks, user_id).call(name, arguments)
 
     async def call_in(
         self, store: ToolStore, user_id: str, name: str, arguments: Mapping[str, Any]
