@@ -90,7 +90,8 @@ log = logging.getLogger("chatledger.tools.mcp_servers")
 @dataclass(frozen=True, slots=True)
 class StdioServerConfig:
     """A server chatledger starts: `command` with `args`, and `env` over a minimal
-    inherited environment (PATH, HOME, USER, ...), so chatledger's own secrets stay out."""
+    inherited environment (PATH, HOME, USER, ...), so chatledger's own secrets stay out.
+    Its stderr (its log) goes to chatledger's stderr; its stdout carries only MCP."""
 
     command: str
     args: tuple[str, ...] = ()
@@ -191,8 +192,14 @@ def _string_map(
     return dict(value)
 
 
-# A call that finds its server gone gets this code, and the server is restarted.
-_GONE_CODES: Final = frozenset({CONNECTION_CLOSED, PARSE_ERROR, INVALID_REQUEST})
+# Errors that say the connection, not the tool, is broken: the server is restarted. The
+# SDK words them by the path that noticed (a closed pipe, an SSE stream cut short...);
+# the model gets one wording per cause, the log the SDK's.
+_GONE: Final = {
+    CONNECTION_CLOSED: "the connection closed",
+    PARSE_ERROR: "its answer could not be parsed",
+    INVALID_REQUEST: "it refused the request",
+}
 # Connect and write bounds; the read bound spans the quiet stream that carries server
 # notifications, since calls have `tool_timeout` of their own.
 _HTTP_TIMEOUT: Final = httpx2.Timeout(30.0, read=300.0)
@@ -301,6 +308,8 @@ class _Connection:
                     await sink.send(item)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return
+            if self.alive:
+                log.warning("MCP server %r has gone away; the next call starts it again", self.name)
             self.stop()
 
     async def _on_message(self, message: IncomingMessage) -> None:
@@ -348,20 +357,20 @@ class _Connection:
             message = f"MCP server {self.name!r} did not answer within {self._tool_timeout:g} s"
             return {"error": message, "code": "tool_timeout"}
         except MCPError as error:
-            if error.code in _GONE_CODES:
-                return self._gone(error.message)
+            if error.code in _GONE:
+                return self._gone(_GONE[error.code], error.message)
             # The server refused the call (bad arguments, a tool it no longer has).
             return {"error": error.message, "code": "tool_error"}
-        except ValidationError:
-            return self._gone("its answer is not a valid tool result")
+        except ValidationError as error:
+            return self._gone("its answer is not a valid tool result", str(error))
         except RuntimeError as error:
             # The SDK's verdict on a parsed answer: structured content that breaks the
             # tool's output schema, or a request for input no one here can give.
             return {"error": str(error), "code": "tool_error"}
         return _result(result)
 
-    def _gone(self, reason: str) -> dict[str, Any]:
-        log.warning("MCP server %r is unavailable: %s", self.name, reason)
+    def _gone(self, reason: str, detail: str) -> dict[str, Any]:
+        log.warning("MCP server %r is unavailable: %s (%s)", self.name, reason, detail)
         self.stop()
         return {
             "error": f"MCP server {self.name!r} is unavailable: {reason}",
@@ -389,6 +398,13 @@ class MCPServersToolset:
     described, e.g. `[image/png]`) plus `"structured"` when the tool gave structured
     content, or `{"error", "code"}` with code `tool_error`, `unknown_tool`,
     `tool_timeout` or `server_unavailable`.
+
+    Args:
+        servers: by name, as `load_mcp_servers` returns them; a tool offered by two
+            is refused at start-up, and left with its first owner if the clash comes later.
+        tool_timeout: seconds a call may take before it is `tool_timeout`.
+        connect_timeout: seconds a server may take to initialize and list its tools, at
+            start-up and at each restart.
     """
 
     def __init__(
@@ -398,11 +414,6 @@ class MCPServersToolset:
         tool_timeout: float,
         connect_timeout: float = 30.0,
     ) -> None:
-        """Args:
-        servers: by name, as `load_mcp_servers` returns them.
-        tool_timeout: seconds a call may take before it is `tool_timeout`.
-        connect_timeout: seconds a server may take to initialize and list its tools.
-        """
         self._servers = [_Server(name, config) for name, config in servers.items()]
         self._tool_timeout = tool_timeout
         self._connect_timeout = connect_timeout
@@ -615,4 +626,6 @@ def _reason(error: BaseException) -> str:
     """Why a connection failed, in a line: the one error inside anyio's task-group wrappers."""
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
+    if isinstance(error, MCPError) and error.code in _GONE:
+        return _GONE[error.code]
     return str(error) or type(error).__name__
