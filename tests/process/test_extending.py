@@ -54,8 +54,9 @@ async def test_the_units_example_serves_a_turn_with_its_own_agent_and_tools(
         (
             "physical_constant",
             {
+                # The MCP SDK's text for a structured result: the same object, indented.
                 "content": json.dumps(
-                    {"name": "speed of light", "value": 299792458.0, "unit": "m/s"}
+                    {"name": "speed of light", "value": 299792458.0, "unit": "m/s"}, indent=2
                 ),
                 "structured": {"name": "speed of light", "value": 299792458.0, "unit": "m/s"},
             },
