@@ -36,7 +36,8 @@ def _import_with_blocker(statement: str) -> subprocess.CompletedProcess[str]:
 def test_the_core_needs_no_database_driver_web_framework_or_sdk() -> None:
     result = _import_with_blocker(
         "import chatledger, chatledger.domain, chatledger.errors, chatledger.tokens, "
-        "chatledger.agents, chatledger.tools\n"
+        "chatledger.agents, chatledger.tools, chatledger.context, chatledger.storage, "
+        "chatledger.turns, chatledger.service\n"
         "print(chatledger.ChatMessage.user('hi').content)"
     )
     assert result.returncode == 0, result.stderr

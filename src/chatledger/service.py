@@ -54,11 +54,15 @@ from chatledger.errors import (
     ValidationError,
     kind_of,
 )
-from chatledger.store import SQLAlchemyStore
-from chatledger.store.core import new_id, utcnow
-from chatledger.store.idempotency import IdempotencyRecord
-from chatledger.store.ledger import event_id
-from chatledger.store.turns import Ending, RunningTurn
+from chatledger.storage import (
+    Ending,
+    IdempotencyRecord,
+    RunningTurn,
+    Store,
+    event_id,
+    new_id,
+    utcnow,
+)
 from chatledger.tokens import MESSAGE_OVERHEAD_TOKENS
 from chatledger.tools import AnyToolset, TaskToolset, ToolSpec
 from chatledger.turns import Turn
@@ -188,7 +192,7 @@ class ChatService:
 
     def __init__(
         self,
-        store: SQLAlchemyStore,
+        store: Store,
         agent: Agent,
         *,
         toolsets: Sequence[AnyToolset] | None = None,
@@ -497,7 +501,7 @@ class ChatService:
         )
 
     async def _answer(
-        self, tx: SQLAlchemyStore, user_id: str, record: IdempotencyRecord, request_hash: str
+        self, tx: Store, user_id: str, record: IdempotencyRecord, request_hash: str
     ) -> TurnResult:
         """The answer an idempotency key already has for a retry of its request."""
         if record.request_hash != request_hash:

@@ -38,9 +38,7 @@ from chatledger.domain import (
     TurnResult,
 )
 from chatledger.errors import UnavailableError
-from chatledger.store import Lease, SQLAlchemyStore
-from chatledger.store.core import utcnow
-from chatledger.store.turns import Ending
+from chatledger.storage import Ending, Lease, Store, utcnow
 from chatledger.tools import AnyToolset, StoreToolset, Toolset
 
 __all__ = ["Turn"]
@@ -51,7 +49,7 @@ STREAM_BATCH_SECONDS: Final = 0.05
 # that the lease (which the same outage keeps from being renewed) has not run out first.
 _END_RETRY_DELAYS: Final = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 
-ToolRun = Callable[[SQLAlchemyStore], Awaitable[dict[str, Any]]]
+ToolRun = Callable[[Store], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger("chatledger.turns")
 
@@ -74,7 +72,7 @@ class Turn:
 
     def __init__(
         self,
-        store: SQLAlchemyStore,
+        store: Store,
         *,
         user_id: str,
         user_message: Message,

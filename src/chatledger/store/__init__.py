@@ -6,10 +6,11 @@ conversation = await store.create_conversation("alice")
 await store.append("alice", conversation.id, [ChatMessage.user("hello")])
 """
 
+from chatledger.storage import IdempotencyRecord, Lease
 from chatledger.store.core import UNSET
 from chatledger.store.engine import Connector, connect, normalize_url
-from chatledger.store.idempotency import IdempotencyRecord, IdempotencyStore
-from chatledger.store.sqlalchemy import Lease, SQLAlchemyStore
+from chatledger.store.idempotency import IdempotencyStore
+from chatledger.store.sqlalchemy import SQLAlchemyStore
 from chatledger.store.summaries import SummaryStore
 from chatledger.store.tasks import TaskStore
 

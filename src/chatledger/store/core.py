@@ -1,15 +1,27 @@
-"""What every part of the store shares: ids, clocks and argument checks."""
+"""What every part of the store shares: ids and clocks (from `chatledger.storage`), row
+types and argument checks."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
 
 from sqlalchemy import Row
 
 from chatledger.domain import check_text
 from chatledger.errors import NotFoundError, ValidationError
+from chatledger.storage import new_id, utcnow
+
+__all__ = [
+    "MAX_BIGINT",
+    "UNSET",
+    "AnyRow",
+    "Unset",
+    "check_conversation_id",
+    "check_limit",
+    "check_user_id",
+    "new_id",
+    "utcnow",
+]
 
 MAX_BIGINT: Final = 2**63 - 1
 
@@ -23,14 +35,6 @@ class Unset:
 
 UNSET: Final = Unset()
 """Default for update arguments: leave the field as it is (None would clear it)."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def check_user_id(user_id: object) -> str:

@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
 from chatledger.domain import check_text
 from chatledger.errors import ValidationError
-from chatledger.store.core import check_user_id, utcnow
+from chatledger.storage import IdempotencyRecord, utcnow
+from chatledger.store.core import check_user_id
 from chatledger.store.engine import Connector
 from chatledger.store.schema import idempotency_keys
 
 __all__ = ["IdempotencyRecord", "IdempotencyStore"]
 
 _t = idempotency_keys.c
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IdempotencyRecord:
-    """What is stored under a key. `status_code` is None while the first request runs;
-    `turn_id` names the chat turn it started (None for other requests)."""
-
-    request_hash: str
-    conversation_id: str | None
-    turn_id: str | None
-    status_code: int | None
-    response: Any
-    created_at: datetime
 
 
 def _check_key(key: object) -> str:

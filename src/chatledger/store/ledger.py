@@ -39,7 +39,8 @@ from chatledger.domain import (
     tool_call_records,
 )
 from chatledger.errors import ConflictError, NotFoundError
-from chatledger.store.core import AnyRow, new_id
+from chatledger.storage import event_id, new_id
+from chatledger.store.core import AnyRow
 from chatledger.store.schema import (
     conversations,
     idempotency_keys,
@@ -172,10 +173,6 @@ _LAST_EVENT = select(func.max(_e.seq)).where(
     _e.turn_id == bindparam("turn"),
 )
 _INSERT_EVENTS = insert(turn_events)
-
-
-def event_id(turn_id: str, seq: int) -> str:
-    return f"{turn_id}:{seq}"
 
 
 def readable_metadata(metadata: Mapping[str, Any]) -> Mapping[str, Any]:

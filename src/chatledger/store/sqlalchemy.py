@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -40,6 +39,7 @@ from chatledger.domain import (
     check_written_text,
 )
 from chatledger.errors import NotFoundError, ValidationError
+from chatledger.storage import Lease
 from chatledger.store.core import (
     MAX_BIGINT,
     UNSET,
@@ -125,19 +125,6 @@ _HISTORY_RANGES = {
     (False, True): _HISTORY.where(_m.seq > bindparam("after_seq")),
     (True, True): _HISTORY.where(_m.seq < bindparam("before_seq"), _m.seq > bindparam("after_seq")),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A running turn's claim on its conversation: the turn's id, and until when it holds
-    unless renewed; see `SQLAlchemyStore.append` and `TurnStore`."""
-
-    id: str
-    expires_at: datetime
-
-    @classmethod
-    def new(cls, ttl: timedelta) -> Lease:
-        return cls(new_id(), utcnow() + ttl)
 
 
 def _conversation(row: AnyRow, now: datetime) -> Conversation:

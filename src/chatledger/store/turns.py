@@ -10,9 +10,7 @@ replica renews the lease; if the replica dies, the next request on the conversat
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -27,7 +25,8 @@ from chatledger.domain import (
     tool_call_records,
 )
 from chatledger.errors import ConflictError, NotFoundError
-from chatledger.store.core import check_conversation_id, check_user_id, utcnow
+from chatledger.storage import Ending, RunningTurn, utcnow
+from chatledger.store.core import check_conversation_id, check_user_id
 from chatledger.store.engine import Connector
 from chatledger.store.ledger import LeaseUse, Writer
 from chatledger.store.schema import conversations, idempotency_keys, turn_events, turns
@@ -58,35 +57,6 @@ _KEY_STARTS: Final = (
     .where(_k.user_id == bindparam("user"), _k.key == bindparam("idempotency_key"))
     .values(conversation_id=bindparam("conversation"), turn_id=bindparam("turn"))
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RunningTurn:
-    """The turn holding a conversation's lease, and until when (unless renewed)."""
-
-    turn_id: str
-    expires_at: datetime
-
-    def alive(self, now: datetime) -> bool:
-        return self.expires_at > now
-
-    def retry_after(self, now: datetime) -> int:
-        """Seconds until a new turn may start here if this one's replica has died."""
-        return max(1, math.ceil((self.expires_at - now).total_seconds()))
-
-
-@dataclass(frozen=True, slots=True)
-class Ending:
-    """How a turn ends.
-
-    `error`, when set, is the stream's last event instead of `done`. `error_status`, when
-    set, is what its idempotency key replays, with `error` as the body (an agent failure,
-    502 or 504); otherwise the key answers with the turn's result.
-    """
-
-    status: TurnStatus
-    error: Mapping[str, Any] | None = None
-    error_status: int | None = None
 
 
 class TurnStore:
