@@ -12,7 +12,7 @@ from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
-from chatledger.context import ContextWindow, build
+from chatledger.context import ContextWindow, build, plan_fold
 from chatledger.domain import ChatMessage, Message, Role, ToolCall
 from chatledger.tokens import count_message_tokens
 
@@ -287,6 +287,63 @@ def test_every_rule_holds_for_any_history_and_budget(
     budget = max(0, cost(ChatMessage.system(system_prompt)) + headroom)
     window = build(history, system_prompt=system_prompt, budget_tokens=budget, summary=summary)
     check_window(window, history, system_prompt=system_prompt, summary=summary, budget=budget)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    history=histories(),
+    system_prompt=st.none() | texts(),
+    summary=st.none() | texts(),
+    headroom=st.integers(0, 3000),
+    chunk=st.integers(1, 6),
+    max_chunks=st.integers(1, 4),
+)
+def test_a_fold_plan_folds_what_the_window_lost_and_never_the_latest_turn(
+    history: list[Message],
+    system_prompt: str | None,
+    summary: str | None,
+    headroom: int,
+    chunk: int,
+    max_chunks: int,
+) -> None:
+    budget = (0 if system_prompt is None else cost(ChatMessage.system(system_prompt))) + headroom
+    covered = history[0].seq - 1 if history else 0
+    plan = plan_fold(
+        history,
+        covered=covered,
+        summary=summary,
+        system_prompt=system_prompt,
+        budget_tokens=budget,
+        chunk=chunk,
+        max_chunks=max_chunks,
+    )
+    full = build(history, system_prompt=system_prompt, budget_tokens=budget, summary=summary)
+    roomy = build(
+        history, system_prompt=system_prompt, budget_tokens=budget * 3 // 4, summary=summary
+    )
+    latest_user = max((m.seq for m in history if m.role == Role.USER), default=None)
+    if plan is None:
+        # Nothing lost, or nothing that may be folded: all of it is the latest turn.
+        assert not full.dropped or (
+            latest_user is not None and min(roomy.dropped[-1].seq, latest_user - 1) <= covered
+        )
+        return
+    assert full.dropped
+    firsts = [first for first, _ in plan.chunks]
+    lasts = [last for _, last in plan.chunks]
+    # Contiguous slices from where the summary (and what is skipped) ends, none too long.
+    assert firsts[0] == covered + plan.skipped + 1
+    assert firsts[1:] == [last + 1 for last in lasts[:-1]]
+    assert all(0 < last - first + 1 <= chunk for first, last in plan.chunks)
+    assert len(plan.chunks) <= max_chunks
+    # Down to what 3/4 of the budget would drop, and never into the latest turn.
+    end = lasts[-1]
+    assert end == roomy.dropped[-1].seq or (latest_user is not None and end == latest_user - 1)
+    assert end <= roomy.dropped[-1].seq
+    if latest_user is not None:
+        assert end < latest_user
+    # Only a backlog longer than the fold may take is skipped, and only as much as needed.
+    assert plan.skipped == max(0, end - covered - chunk * max_chunks)
 
 
 # -- each rule, by example -----------------------------------------------------------------

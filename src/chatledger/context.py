@@ -39,7 +39,7 @@ from typing import NamedTuple
 from chatledger.domain import ChatMessage, Message, Role, ToolCall
 from chatledger.tokens import TokenCounter, approximate_tokens, count_message_tokens
 
-__all__ = ["ContextWindow", "build"]
+__all__ = ["ContextWindow", "FoldPlan", "build", "plan_fold"]
 
 _SUMMARY_HEADER = "Summary of the earlier conversation (its messages are not shown):\n\n"
 
@@ -293,3 +293,64 @@ def _cut(message: ChatMessage, keep: int, kept: int) -> ChatMessage:
         name=message.name,
         metadata=message.metadata,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FoldPlan:
+    """What to fold into a conversation's rolling summary, and how.
+
+    Attributes:
+        skipped: how many messages right after the summary are left unsummarized (a
+            backlog longer than one fold may take): the summary should say so.
+        chunks: (first_seq, last_seq) of each slice to fold, in order; contiguous, each
+            at most `chunk` messages long.
+    """
+
+    skipped: int
+    chunks: list[tuple[int, int]]
+
+
+def plan_fold(
+    history: Sequence[Message],
+    *,
+    covered: int,
+    summary: str | None,
+    system_prompt: str | None,
+    budget_tokens: int,
+    chunk: int,
+    max_chunks: int,
+    counter: TokenCounter = approximate_tokens,
+) -> FoldPlan | None:
+    """When and how much of `history` to fold into the summary that covers up to seq
+    `covered`; None when no fold is due.
+
+    A fold is due only when the window no longer holds every message after the summary,
+    and then goes down to 3/4 of the budget, so that the next few turns need none (each is
+    a model call for a model agent). It never reaches into the latest turn: its raw
+    messages are what the next turn follows. A backlog beyond `max_chunks` chunks is
+    skipped up to its most recent part (the raw messages stay; only the summary misses
+    them), so the model gets the context nearest the window at once.
+    """
+    if not build(
+        history,
+        system_prompt=system_prompt,
+        budget_tokens=budget_tokens,
+        summary=summary,
+        counter=counter,
+    ).dropped:
+        return None
+    roomy = build(
+        history,
+        system_prompt=system_prompt,
+        budget_tokens=budget_tokens * 3 // 4,
+        summary=summary,
+        counter=counter,
+    )
+    target = roomy.dropped[-1].seq
+    latest_user = max((m.seq for m in history if m.role is _USER), default=None)
+    if latest_user is not None:
+        target = min(target, latest_user - 1)
+    skipped = max(0, target - covered - chunk * max_chunks)
+    start = covered + skipped
+    chunks = [(first + 1, min(target, first + chunk)) for first in range(start, target, chunk)]
+    return FoldPlan(skipped, chunks) if chunks else None

@@ -33,7 +33,6 @@ from chatledger.agents.base import Agent, AssistantMessage, TextDelta
 from chatledger.domain import (
     ChatMessage,
     Message,
-    Role,
     StreamEvent,
     Summary,
     ToolCall,
@@ -604,58 +603,54 @@ class ChatService:
         """Fold the messages that fell out of the window into the conversation's summary.
 
         `summary` and `history` are what the turn loaded, with what it appended: the next
-        turn's view, known without reading it again. Only when the window no longer holds
-        every message after the summary are messages folded, and then down to 3/4 of the
-        budget, so that the next few turns need no fold (each is a model call for a model
-        agent). Incremental: only messages after the summary's `upto_seq` are folded, a
-        chunk at a time, at most `_FOLD_CALLS` chunks; the raw messages are never changed.
-        It runs after the reply is stored, so it adds no latency to a turn, and a failure
-        only leaves the summary as it was.
+        turn's view, known without reading it again. `context.plan_fold` says whether and
+        how much to fold; here each chunk is read (if not in memory), summarized and saved.
+        Incremental: only messages after the summary's `upto_seq` are folded; the raw
+        messages are never changed. It runs after the reply is stored, so it adds no
+        latency to a turn, and a failure only leaves the summary as it was.
         """
         try:
-            covered = 0 if summary is None else summary.upto_seq
-            if not self._build(summary, history).dropped:
-                return  # the whole history after the summary still fits
-            roomy = self._build(summary, history, budget=self._context_tokens * 3 // 4)
-            # Never into the latest turn: its raw messages are what the next turn follows.
-            latest_user = max((m.seq for m in history if m.role is Role.USER), default=None)
-            target = roomy.dropped[-1].seq
-            if latest_user is not None:
-                target = min(target, latest_user - 1)
+            plan = context.plan_fold(
+                history,
+                covered=0 if summary is None else summary.upto_seq,
+                summary=None if summary is None else summary.content,
+                system_prompt=self._system_prompt,
+                budget_tokens=self._context_tokens,
+                chunk=_FOLD_CHUNK,
+                max_chunks=_FOLD_CALLS,
+            )
+            if plan is None:
+                return
             content = None if summary is None else summary.content
             replaces = None if summary is None else summary.upto_seq
-            # A backlog longer than one fold can take (a history that never had a summary)
-            # is skipped up to its most recent part, and the summary says so: the raw
-            # messages stay, and the model gets the context nearest the window at once.
-            skipped = target - covered - _FOLD_CHUNK * _FOLD_CALLS
-            if skipped > 0:
-                note = f"({skipped} earlier messages are not summarized.)"
+            if plan.skipped:
+                note = f"({plan.skipped} earlier messages are not summarized.)"
                 content = f"{content}\n\n{note}" if content else note
-                covered += skipped
             known = {message.seq: message for message in history}
-            while covered < target:
-                end = min(target, covered + _FOLD_CHUNK)
-                chunk = [known[seq] for seq in range(covered + 1, end + 1) if seq in known]
-                if len(chunk) != end - covered:  # not all in memory: read them
-                    chunk = await self._store.history(
+            for first, last in plan.chunks:
+                messages = [known[seq] for seq in range(first, last + 1) if seq in known]
+                if len(messages) != last - first + 1:  # not all in memory: read them
+                    messages = await self._store.history(
                         user_id,
                         conversation_id,
-                        after_seq=covered,
-                        before_seq=end + 1,
+                        after_seq=first - 1,
+                        before_seq=last + 1,
                         limit=_FOLD_CHUNK,
                     )
+                if not messages:
+                    continue  # deleted meanwhile: nothing to fold from this slice
                 async with asyncio.timeout(self._agent_timeout):
-                    content = await self._agent.summarize(chunk, content)
+                    content = await self._agent.summarize(messages, content)
                 saved = await self._store.summaries.save(
                     user_id,
                     conversation_id,
                     content=content,
-                    upto_seq=chunk[-1].seq,
+                    upto_seq=messages[-1].seq,
                     replaces=replaces,
                 )
                 if not saved:
                     return  # another replica folded first; its summary stands
-                covered = replaces = chunk[-1].seq
+                replaces = messages[-1].seq
         except Exception as error:
             log.warning(
                 "summary not updated",
