@@ -1,4 +1,4 @@
-"""`ChatService`: the stateless chat turn — the one place that composes store, context and agent.
+"""`ChatService`: the stateless chat turn, orchestrated: claim, start, converse, finish.
 
 A turn (DESIGN.md, "The stateless turn"), read top to bottom in `_run`:
 
@@ -7,15 +7,17 @@ A turn (DESIGN.md, "The stateless turn"), read top to bottom in `_run`:
    record is the answer), create the conversation if none was named, store the user
    message, take the conversation's lease and record the turn. Durable before the agent
    runs; a second turn on a busy conversation is refused here, having stored nothing.
-2. **converse**: build the agent's input from the newest history and run the agent with no
-   transaction open, renewing the lease meanwhile. Each tool call runs and is recorded
-   (assistant call + tool result) in one transaction with the tool's effect.
+2. **converse**: build the agent's input from the newest history (`context`) and run the
+   agent with no transaction open, its `Turn` renewing the lease meanwhile. Each tool call
+   goes through the turn's toolbox (`toolbox`) to its toolset, and the `Turn` records it
+   (`turns`).
 3. **end**, in one transaction: the reply (or, for a turn that failed, its partial text,
    marked), the lease freed, the turn's status, the idempotent response, the stream's end.
 
 Nothing about the conversation stays in memory between turns, and every turn ends in the
 record — by itself, or, if its process dies, closed as `interrupted` by whoever next finds
-its lease expired.
+its lease expired. A running turn's stream is followed, and a finished one's told again,
+by `streams`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from chatledger.domain import (
     Message,
     StreamEvent,
     Summary,
-    ToolCall,
     ToolCallRecord,
     TurnResult,
     TurnStatus,
@@ -45,7 +46,6 @@ from chatledger.errors import (
     AgentError,
     AgentTimeoutError,
     ChatLedgerError,
-    ConfigurationError,
     ConflictError,
     ModelError,
     NotFoundError,
@@ -58,12 +58,13 @@ from chatledger.storage import (
     IdempotencyRecord,
     RunningTurn,
     Store,
-    event_id,
     new_id,
     utcnow,
 )
+from chatledger.streams import attach, told
 from chatledger.tokens import MESSAGE_OVERHEAD_TOKENS
-from chatledger.tools import AnyToolset, TaskToolset, ToolSpec
+from chatledger.toolbox import TurnToolbox, check_tool_names
+from chatledger.tools import AnyToolset, TaskToolset
 from chatledger.turns import Turn
 
 __all__ = [
@@ -85,9 +86,6 @@ _TITLE_CHARS: Final = 60
 # calls per fold, however long the backlog (see `_fold_summary`).
 _FOLD_CHUNK: Final = 200
 _FOLD_CALLS: Final = 4
-# An attached stream checks for new events this often.
-_ATTACH_POLL_SECONDS: Final = 0.1
-_TERMINAL: Final = frozenset({"done", "error"})
 
 log = logging.getLogger("chatledger.service")
 
@@ -119,47 +117,6 @@ def error_event(error: BaseException, conversation_id: str) -> dict[str, Any]:
         "code": code,
         "conversation_id": conversation_id,
     }
-
-
-class _TurnToolbox:
-    """Every toolset's tools, for one turn: each call goes through the turn, which runs it
-    with the toolset that declared the tool and records it."""
-
-    def __init__(self, turn: Turn, toolsets: Sequence[AnyToolset]) -> None:
-        self._turn = turn
-        # Read once per turn: a toolset's tools may change between turns, not within one.
-        self._owners = tool_owners(toolsets)
-        self.specs: Sequence[ToolSpec] = tuple(
-            spec
-            for toolset in toolsets
-            for spec in toolset.specs
-            if self._owners[spec.name] is toolset
-        )
-
-    async def call(self, call: ToolCall) -> dict[str, Any]:
-        return await self._turn.run_tool(call, self._owners.get(call.name))
-
-
-def tool_owners(toolsets: Sequence[AnyToolset]) -> dict[str, AnyToolset]:
-    """Which toolset runs each tool name. A name offered twice goes to the first toolset
-    listing it (`ChatService` refuses such a clash when it is built)."""
-    owners: dict[str, AnyToolset] = {}
-    for toolset in toolsets:
-        for spec in toolset.specs:
-            owners.setdefault(spec.name, toolset)
-    return owners
-
-
-def _check_names(toolsets: Sequence[AnyToolset]) -> None:
-    seen: dict[str, str] = {}
-    for toolset in toolsets:
-        for spec in toolset.specs:
-            if spec.name in seen:
-                raise ConfigurationError(
-                    f"the tool {spec.name!r} is offered by both the {seen[spec.name]!r} and"
-                    f" the {toolset.name!r} toolsets: rename one, or leave one toolset out"
-                )
-            seen[spec.name] = toolset.name
 
 
 class ChatService:
@@ -210,7 +167,7 @@ class ChatService:
         self._store = store
         self._agent = agent
         self._toolsets = [TaskToolset()] if toolsets is None else list(toolsets)
-        _check_names(self._toolsets)
+        check_tool_names(self._toolsets)
         self._tool_timeout = tool_timeout
         self._system_prompt = system_prompt
         self._context_tokens = context_tokens
@@ -303,52 +260,9 @@ class ChatService:
         Raises:
             NotFoundError: no such conversation for this user.
         """
-        running = await self._store.turns.running(user_id, conversation_id)
-        if running is None:
-            return None
-        if not running.alive(utcnow()):
-            await self._store.turns.take_over(user_id, conversation_id)
-            return None
-        after = 0
-        if last_event_id is not None:
-            turn_id, _, number = last_event_id.rpartition(":")
-            if turn_id == running.turn_id and number.isdecimal():
-                after = int(number)
-        return self._follow(user_id, conversation_id, running.turn_id, after)
-
-    async def _follow(
-        self, user_id: str, conversation_id: str, turn_id: str, after: int
-    ) -> AsyncIterator[StreamEvent]:
-        # The turn's end and its last event are written together, so reading events until
-        # `done` or `error` is enough; the lease is looked at now and then only to notice
-        # a turn whose replica died (closing it writes its `done`).
-        checks_every = max(1, round(self._lease_ttl.total_seconds() / 2 / _ATTACH_POLL_SECONDS))
-        quiet = 0
-        while True:
-            events = await self._store.turns.events(user_id, conversation_id, turn_id, after=after)
-            for event in events:
-                yield event
-                if event.name in _TERMINAL:
-                    return
-            if events:
-                after = int(events[-1].id.rpartition(":")[2])
-                quiet = 0
-                continue
-            quiet += 1
-            if quiet % checks_every == 0:
-                running = await self._store.turns.running(user_id, conversation_id)
-                if running is None or running.turn_id != turn_id:
-                    quiet = -1  # ended: one more read picks up its last events
-                elif not running.alive(utcnow()):
-                    await self._store.turns.take_over(user_id, conversation_id)
-                    continue
-            if quiet == -1:
-                for event in await self._store.turns.events(
-                    user_id, conversation_id, turn_id, after=after
-                ):
-                    yield event
-                return
-            await asyncio.sleep(_ATTACH_POLL_SECONDS)
+        return await attach(
+            self._store, user_id, conversation_id, last_event_id, lease_ttl=self._lease_ttl
+        )
 
     async def drain(self, patience: float | None = None) -> None:
         """Wait until every turn (and summary) this service started has finished; after
@@ -400,7 +314,7 @@ class ChatService:
     ) -> None:
         begun = await self._begin(user_id, conversation_id, message, idempotency_key, emit)
         if isinstance(begun, TurnResult):
-            for event in _told(begun):
+            for event in told(begun):
                 emit(event)
             return
         turn = begun
@@ -530,7 +444,7 @@ class ChatService:
         deadline = asyncio.timeout(self._agent_timeout)
         try:
             async with deadline:
-                async for event in self._agent.run(messages, _TurnToolbox(turn, self._toolsets)):
+                async for event in self._agent.run(messages, TurnToolbox(turn, self._toolsets)):
                     if isinstance(event, TextDelta | AssistantMessage):
                         turn.hear(event)
         except TimeoutError:
@@ -661,31 +575,6 @@ class ChatService:
         task = asyncio.create_task(work)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
-
-
-def _told(result: TurnResult) -> list[StreamEvent]:
-    """A stored result told as the stream that first produced it."""
-    named: list[tuple[str, dict[str, Any]]] = [
-        (
-            "conversation",
-            {
-                "conversation_id": result.conversation_id,
-                "turn_id": result.turn_id,
-                "user_message_id": result.message_ids[0] if result.message_ids else None,
-            },
-        )
-    ]
-    for call in result.tool_calls:
-        named.append(("tool_call", {"id": call.id, "name": call.name, "arguments": call.arguments}))
-        named.append(("tool_result", {"id": call.id, "result": call.result}))
-    if result.response:
-        named.append(("delta", {"text": result.response}))
-    named.append(("done", {**result.to_record(), "replayed": True}))
-    turn_id = result.turn_id or "replay"
-    return [
-        StreamEvent(event_id(turn_id, number), name, data)
-        for number, (name, data) in enumerate(named, start=1)
-    ]
 
 
 def _lost() -> UnavailableError:
