@@ -8,12 +8,14 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -72,7 +74,7 @@ def running(pid: int) -> bool:
     return True
 
 
-async def eventually(probe: Any, *, what: str, within: float = 10.0) -> None:
+async def eventually(probe: Callable[[], bool], *, what: str, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
     while not probe():
         if time.monotonic() > deadline:
@@ -110,7 +112,7 @@ async def http_server(*options: str) -> AsyncIterator[str]:
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, 9)
+            os.kill(process.pid, signal.SIGKILL)
         await process.communicate()
 
 
@@ -388,7 +390,7 @@ async def test_a_server_that_exits_between_calls_is_restarted_before_the_next(
     pidfile = tmp_path / "pids"
     async with started({"fixture": stdio("--pidfile", str(pidfile))}) as toolset:
         [first] = pids(pidfile)
-        os.kill(first, 9)
+        os.kill(first, signal.SIGKILL)
         gone = "MCP server 'fixture' has gone away; the next call starts it again"
         await eventually(lambda: gone in warnings_logged, what="the toolset sees it gone")
         answer = await toolset.call(USER, "pid", {})
@@ -440,8 +442,7 @@ async def test_an_http_server_that_goes_away_is_unavailable_until_it_is_back() -
             assert await toolset.call(USER, "echo", {"text": "anyone?"}) == unavailable(
                 "web", "All connection attempts failed"
             )
-            port = url.split(":")[2].split("/")[0]
-            async with http_server("--port", port):
+            async with http_server("--port", str(urlsplit(url).port)):
                 assert await toolset.call(USER, "echo", {"text": "back"}) == {"content": "back"}
 
 
