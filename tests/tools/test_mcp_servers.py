@@ -39,6 +39,8 @@ BASE_TOOLS = [
     "weather",
     "chart",
     "fail",
+    "refuse",
+    "misshape",
     "pid",
     "crash",
     "sleep",
@@ -336,6 +338,16 @@ async def test_tool_errors_and_unknown_tools_are_results() -> None:
             "error": "the disk is full",
             "code": "tool_error",
         }
+        assert await toolset.call(USER, "refuse", {}) == {
+            "error": "refused: no arguments expected",
+            "code": "tool_error",
+        }
+        # The SDK checks structured content against the tool's output schema.
+        assert await toolset.call(USER, "misshape", {}) == {
+            "error": "Invalid structured content returned by tool misshape: "
+            "'many' is not of type 'integer'",
+            "code": "tool_error",
+        }
         assert await toolset.call(USER, "drop_tables", {}) == {
             "error": "there is no tool named 'drop_tables'",
             "code": "unknown_tool",
@@ -510,7 +522,7 @@ async def test_a_clash_that_appears_later_is_logged_and_left_out(
     async with started(servers) as toolset:
         before = list(toolset.specs)
         assert await toolset.call(USER, "b_grow", {}) == {"content": "grown"}
-        clash = "MCP servers 'one' and 'two' both offer a tool named 'pid'; 'two''s is left out"
+        clash = "MCP servers 'one' and 'two' both offer a tool named 'pid'; 'one' keeps it"
         await eventually(lambda: clash in warnings_logged, what="the clash is logged")
         assert list(toolset.specs) == before
         assert await toolset.call(USER, "pid", {}) == {"content": str(pids(one)[0])}

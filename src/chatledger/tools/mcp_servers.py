@@ -262,8 +262,9 @@ class _Connection:
             return self._gone("its answer is not a valid tool result", str(error))
         except RuntimeError as error:
             # The SDK's verdict on a parsed answer: structured content that breaks the
-            # tool's output schema, or a request for input no one here can give.
-            return {"error": str(error), "code": "tool_error"}
+            # tool's output schema, or a request for input no one here can give. Its
+            # first line says what; the rest quotes the schema.
+            return {"error": str(error).partition("\n")[0], "code": "tool_error"}
         return _result(result)
 
     def _gone(self, reason: str, detail: str) -> dict[str, Any]:
