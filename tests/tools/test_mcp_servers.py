@@ -426,6 +426,19 @@ async def test_a_slow_call_times_out_and_the_server_answers_the_next(tmp_path: P
 
 
 @pytest.mark.slow
+async def test_a_slow_call_holds_up_no_other_call() -> None:
+    async with started({"fixture": stdio()}, tool_timeout=1.5) as toolset:
+        slow = asyncio.create_task(toolset.call(USER, "sleep", {"seconds": 30}))
+        await asyncio.sleep(0)  # a yield, not a wait: the slow call goes out first
+        assert await toolset.call(USER, "echo", {"text": "meanwhile"}) == {"content": "meanwhile"}
+        assert not slow.done()
+        assert await slow == {
+            "error": "MCP server 'fixture' did not answer within 1.5 s",
+            "code": "tool_timeout",
+        }
+
+
+@pytest.mark.slow
 async def test_a_wedged_server_is_restarted_for_the_next_call(tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
     async with started({"fixture": stdio("--pidfile", str(pidfile))}, tool_timeout=0.5) as toolset:
