@@ -24,7 +24,9 @@ import anyio
 import uvicorn
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    INVALID_PARAMS,
     CallToolRequestParams,
     CallToolResult,
     ImageContent,
@@ -68,6 +70,17 @@ def tools(prefix: str, extra: str | None) -> list[Tool]:
             name=f"{prefix}chart", description="A chart and its caption.", input_schema=NO_ARGUMENTS
         ),
         Tool(name=f"{prefix}fail", description="Always fails.", input_schema=NO_ARGUMENTS),
+        Tool(name=f"{prefix}refuse", description="Refuses the call.", input_schema=NO_ARGUMENTS),
+        Tool(
+            name=f"{prefix}misshape",
+            description="Breaks its own output schema.",
+            input_schema=NO_ARGUMENTS,
+            output_schema={
+                "type": "object",
+                "properties": {"count": {"type": "integer"}},
+                "required": ["count"],
+            },
+        ),
         Tool(name=f"{prefix}pid", description="This process's id.", input_schema=NO_ARGUMENTS),
         Tool(name=f"{prefix}crash", description="Exits mid-call.", input_schema=NO_ARGUMENTS),
         Tool(name=f"{prefix}sleep", description="Waits, then answers.", input_schema=SECONDS),
@@ -118,6 +131,13 @@ def create_server(prefix: str, extra: str) -> Server[Any]:
             )
         if name == "fail":
             return CallToolResult(content=[TextContent(text="the disk is full")], is_error=True)
+        if name == "refuse":
+            # A protocol error, not a tool result: what a server says to a bad request.
+            raise MCPError(code=INVALID_PARAMS, message="refused: no arguments expected")
+        if name == "misshape":
+            return CallToolResult(
+                content=[TextContent(text="many")], structured_content={"count": "many"}
+            )
         if name == "pid":
             return CallToolResult(content=[TextContent(text=str(os.getpid()))])
         if name == "crash":

@@ -8,12 +8,14 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -37,6 +39,8 @@ BASE_TOOLS = [
     "weather",
     "chart",
     "fail",
+    "refuse",
+    "misshape",
     "pid",
     "crash",
     "sleep",
@@ -72,7 +76,7 @@ def running(pid: int) -> bool:
     return True
 
 
-async def eventually(probe: Any, *, what: str, within: float = 10.0) -> None:
+async def eventually(probe: Callable[[], bool], *, what: str, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
     while not probe():
         if time.monotonic() > deadline:
@@ -110,7 +114,7 @@ async def http_server(*options: str) -> AsyncIterator[str]:
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, 9)
+            os.kill(process.pid, signal.SIGKILL)
         await process.communicate()
 
 
@@ -334,6 +338,16 @@ async def test_tool_errors_and_unknown_tools_are_results() -> None:
             "error": "the disk is full",
             "code": "tool_error",
         }
+        assert await toolset.call(USER, "refuse", {}) == {
+            "error": "refused: no arguments expected",
+            "code": "tool_error",
+        }
+        # The SDK checks structured content against the tool's output schema.
+        assert await toolset.call(USER, "misshape", {}) == {
+            "error": "Invalid structured content returned by tool misshape: "
+            "'many' is not of type 'integer'",
+            "code": "tool_error",
+        }
         assert await toolset.call(USER, "drop_tables", {}) == {
             "error": "there is no tool named 'drop_tables'",
             "code": "unknown_tool",
@@ -388,7 +402,7 @@ async def test_a_server_that_exits_between_calls_is_restarted_before_the_next(
     pidfile = tmp_path / "pids"
     async with started({"fixture": stdio("--pidfile", str(pidfile))}) as toolset:
         [first] = pids(pidfile)
-        os.kill(first, 9)
+        os.kill(first, signal.SIGKILL)
         gone = "MCP server 'fixture' has gone away; the next call starts it again"
         await eventually(lambda: gone in warnings_logged, what="the toolset sees it gone")
         answer = await toolset.call(USER, "pid", {})
@@ -409,6 +423,19 @@ async def test_a_slow_call_times_out_and_the_server_answers_the_next(tmp_path: P
         # The same process: a server busy with one call is not restarted.
         assert await toolset.call(USER, "pid", {}) == {"content": str(pids(pidfile)[0])}
         assert len(pids(pidfile)) == 1
+
+
+@pytest.mark.slow
+async def test_a_slow_call_holds_up_no_other_call() -> None:
+    async with started({"fixture": stdio()}, tool_timeout=1.5) as toolset:
+        slow = asyncio.create_task(toolset.call(USER, "sleep", {"seconds": 30}))
+        await asyncio.sleep(0)  # a yield, not a wait: the slow call goes out first
+        assert await toolset.call(USER, "echo", {"text": "meanwhile"}) == {"content": "meanwhile"}
+        assert not slow.done()
+        assert await slow == {
+            "error": "MCP server 'fixture' did not answer within 1.5 s",
+            "code": "tool_timeout",
+        }
 
 
 @pytest.mark.slow
@@ -440,8 +467,7 @@ async def test_an_http_server_that_goes_away_is_unavailable_until_it_is_back() -
             assert await toolset.call(USER, "echo", {"text": "anyone?"}) == unavailable(
                 "web", "All connection attempts failed"
             )
-            port = url.split(":")[2].split("/")[0]
-            async with http_server("--port", port):
+            async with http_server("--port", str(urlsplit(url).port)):
                 assert await toolset.call(USER, "echo", {"text": "back"}) == {"content": "back"}
 
 
@@ -509,7 +535,7 @@ async def test_a_clash_that_appears_later_is_logged_and_left_out(
     async with started(servers) as toolset:
         before = list(toolset.specs)
         assert await toolset.call(USER, "b_grow", {}) == {"content": "grown"}
-        clash = "MCP servers 'one' and 'two' both offer a tool named 'pid'; 'two''s is left out"
+        clash = "MCP servers 'one' and 'two' both offer a tool named 'pid'; 'one' keeps it"
         await eventually(lambda: clash in warnings_logged, what="the clash is logged")
         assert list(toolset.specs) == before
         assert await toolset.call(USER, "pid", {}) == {"content": str(pids(one)[0])}

@@ -1,5 +1,6 @@
 """Tools for agents: the `Toolset` protocol, the task tools (`TaskToolset`, `TaskTools`),
-Python functions as tools, and the task tools over MCP (`chatledger.tools.mcp`)."""
+Python functions as tools, the task tools over MCP (`chatledger.tools.mcp`), and the tools
+of the user's own MCP servers (`chatledger.tools.mcp_servers`, which needs `mcp`)."""
 
 from chatledger.tools.base import (
     AnyToolset,

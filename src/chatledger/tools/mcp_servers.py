@@ -6,10 +6,9 @@
     result = await toolset.call("alice", "search_issues", {"query": "flaky"})
     await toolset.aclose()
 
-The file is the one MCP hosts read, `{"mcpServers": {name: {"command", "args", "env"} |
-{"url", "headers"}}}`, so users list the servers they already run. Each server is a
-subprocess on stdio or a streamable HTTP endpoint, reached with the official SDK through
-the `initialize` handshake that every server speaks.
+The servers come from the file MCP hosts keep (`chatledger.tools.mcp_config`, re-exported
+here). Each is a subprocess on stdio or a streamable HTTP endpoint, reached with the
+official SDK through the `initialize` handshake that every server speaks.
 
 Lifetime. Each connection is held open by a task of its own: it enters the transport and
 the `ClientSession`, waits until it is told to stop or the server goes away, and exits
@@ -37,15 +36,12 @@ with the credentials of their own `env` or `headers`; chatledger's ids mean noth
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from pathlib import Path
-from typing import Any, Final, TypeAlias
-from urllib.parse import urlsplit
+from typing import Any, Final
 
 import anyio
 import httpx2
@@ -75,6 +71,12 @@ from pydantic import ValidationError
 
 from chatledger.errors import ConfigurationError
 from chatledger.tools.base import ToolSpec
+from chatledger.tools.mcp_config import (
+    HTTPServerConfig,
+    MCPServerConfig,
+    StdioServerConfig,
+    load_mcp_servers,
+)
 
 __all__ = [
     "HTTPServerConfig",
@@ -85,111 +87,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("chatledger.tools.mcp_servers")
-
-
-@dataclass(frozen=True, slots=True)
-class StdioServerConfig:
-    """A server chatledger starts: `command` with `args`, and `env` over a minimal
-    inherited environment (PATH, HOME, USER, ...), so chatledger's own secrets stay out.
-    Its stderr (its log) goes to chatledger's stderr; its stdout carries only MCP."""
-
-    command: str
-    args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPServerConfig:
-    """A server that is already running, at a streamable HTTP `url`; `headers` go with
-    every request (an API key, say)."""
-
-    url: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-MCPServerConfig: TypeAlias = StdioServerConfig | HTTPServerConfig
-
-# What hosts write in "type"; only stdio and streamable HTTP are spoken here.
-_TRANSPORTS: Final = {
-    "stdio": "command",
-    "http": "url",
-    "streamable-http": "url",
-    "streamableHttp": "url",
-}
-
-
-def load_mcp_servers(path: str | Path) -> dict[str, MCPServerConfig]:
-    """Read an MCP hosts' server list: `{"mcpServers": {name: server}}`.
-
-    Args:
-        path: a JSON file, as Claude Desktop, Cursor or VS Code keep it. Keys other than
-            `type`, `command`, `args`, `env`, `url` and `headers` (hosts add their own)
-            are ignored.
-
-    Returns:
-        The servers by name, in the file's order.
-
-    Raises:
-        ConfigurationError: the file is missing, unreadable or not JSON, or a server
-            entry is wrong; the message names the file and the server.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigurationError(f"MCP servers file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigurationError(f"MCP servers file {path}: cannot read it: {error}") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigurationError(
-            f"MCP servers file {path}: not valid JSON: {error.msg} at line {error.lineno}"
-        ) from None
-    servers = document.get("mcpServers") if isinstance(document, dict) else None
-    if not isinstance(servers, dict):
-        raise ConfigurationError(
-            f'MCP servers file {path}: expected an object {{"mcpServers": {{name: server}}}}'
-        )
-    return {name: _server_config(path, name, entry) for name, entry in servers.items()}
-
-
-def _server_config(path: Path, name: str, entry: object) -> MCPServerConfig:
-    def invalid(problem: str) -> ConfigurationError:
-        return ConfigurationError(f"MCP servers file {path}: server {name!r}: {problem}")
-
-    if not name.strip():
-        raise ConfigurationError(f"MCP servers file {path}: a server has an empty name")
-    if not isinstance(entry, dict):
-        raise invalid('expected an object with "command" or "url"')
-    if ("command" in entry) == ("url" in entry):
-        raise invalid('needs exactly one of "command" (stdio) and "url" (streamable HTTP)')
-    key = "command" if "command" in entry else "url"
-    kind = entry.get("type")
-    if kind is not None and kind not in _TRANSPORTS:
-        raise invalid(f'"type" {kind!r} is not supported: only stdio and streamable HTTP are')
-    if kind is not None and _TRANSPORTS[kind] != key:
-        raise invalid(f'"type" is {kind!r} but the server has "{key}"')
-    if not isinstance(entry[key], str) or not entry[key].strip():
-        raise invalid(f'"{key}" must be a non-empty string')
-    if key == "command":
-        args = entry.get("args", [])
-        if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
-            raise invalid('"args" must be a list of strings')
-        return StdioServerConfig(
-            entry["command"], tuple(args), _string_map(entry.get("env", {}), "env", invalid)
-        )
-    if urlsplit(entry["url"]).scheme not in ("http", "https"):
-        raise invalid('"url" must be an http:// or https:// URL')
-    return HTTPServerConfig(entry["url"], _string_map(entry.get("headers", {}), "headers", invalid))
-
-
-def _string_map(
-    value: object, key: str, invalid: Callable[[str], ConfigurationError]
-) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(item, str) for item in value.values()):
-        raise invalid(f'"{key}" must be an object of strings')
-    return dict(value)
 
 
 # Errors that say the connection, not the tool, is broken: the server is restarted. The
@@ -365,8 +262,9 @@ class _Connection:
             return self._gone("its answer is not a valid tool result", str(error))
         except RuntimeError as error:
             # The SDK's verdict on a parsed answer: structured content that breaks the
-            # tool's output schema, or a request for input no one here can give.
-            return {"error": str(error), "code": "tool_error"}
+            # tool's output schema, or a request for input no one here can give. Its
+            # first line says what; the rest quotes the schema.
+            return {"error": str(error).partition("\n")[0], "code": "tool_error"}
         return _result(result)
 
     def _gone(self, reason: str, detail: str) -> dict[str, Any]:
@@ -538,11 +436,11 @@ class MCPServersToolset:
         for tool, owner, other in _assign(self._servers, owners):
             if changed in (owner, other):
                 log.warning(
-                    "MCP servers %r and %r both offer a tool named %r; %r's is left out",
+                    "MCP servers %r and %r both offer a tool named %r; %r keeps it",
                     owner.name,
                     other.name,
                     tool,
-                    other.name,
+                    owner.name,
                 )
         self._owners = owners
         self._specs = self._build_specs()
