@@ -60,12 +60,18 @@ async def linger() -> str:
 
 
 @tool
+async def flood() -> str:
+    """Return far more text than any model could read."""
+    return "x" * 300_000
+
+
+@tool
 async def unserialisable() -> object:
     """Return what JSON cannot hold."""
     return object()
 
 
-TOOLS = FunctionToolset("python", [convert, whoami, explode, linger, unserialisable])
+TOOLS = FunctionToolset("python", [convert, whoami, explode, linger, flood, unserialisable])
 
 
 @pytest.fixture
@@ -231,3 +237,20 @@ async def test_a_tool_name_offered_twice_is_refused(store: SQLAlchemyStore) -> N
             ScriptedAgent([]),
             toolsets=[TaskToolset(), FunctionToolset("mine", [shadow])],
         )
+
+
+async def test_a_result_too_large_to_store_is_an_error_the_model_sees(
+    store: SQLAlchemyStore, service: Callable[..., ChatService]
+) -> None:
+    agent = ScriptedAgent([CallTool("flood"), Say("that was too much")])
+    result = await service(agent).turn("alice", None, "go")
+
+    history = await store.history("alice", result.conversation_id, limit=100)
+    assert_invariants(history)
+    assert [r for _, r, _ in results(history)] == [
+        {
+            "error": "the tool's result is too large: 300,014 characters, at most 250,000",
+            "code": "result_too_large",
+        }
+    ]
+    assert result.response == "that was too much"

@@ -53,6 +53,11 @@ ToolRun = Callable[[Store], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger("chatledger.turns")
 
+# The longest tool result recorded, as JSON text: room for a full task listing (100 tasks
+# at their longest, every character escaped), within what the store takes for a message.
+# A longer result is recorded as an error instead, which the model can explain.
+MAX_TOOL_RESULT_CHARS: Final = 250_000
+
 
 class Turn:
     """A turn from the moment its user message is stored until it has ended.
@@ -181,7 +186,7 @@ class Turn:
         `run` gets the transaction's store.
         """
         async with self._writing, self.store.transaction() as tx:
-            result = await run(tx)
+            result = _bounded(await run(tx))
             stored = await tx.append(
                 self.user_id,
                 self.conversation_id,
@@ -243,6 +248,7 @@ class Turn:
                 },
             )
             result = {"error": "the tool failed", "code": "tool_failed"}
+        result = _bounded(result)
         async with self._writing, self.store.transaction() as tx:
             stored = await tx.append(
                 self.user_id,
@@ -373,6 +379,17 @@ class Turn:
             except UnavailableError:
                 return  # the text stays pending, and goes with the next write
             self._committed(events, consumed)
+
+
+def _bounded(result: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(result, ensure_ascii=False))
+    if size <= MAX_TOOL_RESULT_CHARS:
+        return result
+    return {
+        "error": f"the tool's result is too large: {size:,} characters,"
+        f" at most {MAX_TOOL_RESULT_CHARS:,}",
+        "code": "result_too_large",
+    }
 
 
 async def _given(result: dict[str, Any]) -> dict[str, Any]:
