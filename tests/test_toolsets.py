@@ -254,3 +254,34 @@ async def test_a_result_too_large_to_store_is_an_error_the_model_sees(
         }
     ]
     assert result.response == "that was too much"
+
+
+async def test_a_tool_name_no_model_api_takes_is_left_out(
+    store: SQLAlchemyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    @tool(name="weather.today")
+    async def dotted() -> str:
+        """Not a valid function name for a model API."""
+        return "sunny"
+
+    offered: list[list[str]] = []
+
+    class Peek(ScriptedAgent):
+        async def run(self, messages, toolbox):  # type: ignore[no-untyped-def]
+            offered.append([spec.name for spec in toolbox.specs])
+            async for event in super().run(messages, toolbox):
+                yield event
+
+    chat = ChatService(
+        store,
+        Peek([CallTool("weather.today"), Say("ok")]),
+        toolsets=[TaskToolset(), FunctionToolset("mine", [convert, dotted])],
+    )
+    result = await chat.turn("alice", None, "weather?")
+    await chat.drain()
+
+    assert offered == [
+        ["add_task", "list_tasks", "complete_task", "delete_task", "update_task", "convert"]
+    ]
+    assert result.tool_calls[0].result["code"] == "unknown_tool"
+    assert "'weather.today' of the 'mine' toolset is left out" in caplog.text
