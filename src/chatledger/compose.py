@@ -128,8 +128,8 @@ def load_setup(reference: str, settings: Settings) -> AgentSetup:
     """Call the factory `package.module:function` with `settings`; returns its setup.
 
     Raises:
-        ConfigurationError: the module or function cannot be found, or the factory does
-            not return an `AgentSetup`.
+        ConfigurationError: the module or function cannot be found, the factory raised, or
+            it did not return an `AgentSetup`.
     """
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
@@ -141,7 +141,14 @@ def load_setup(reference: str, settings: Settings) -> AgentSetup:
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise ConfigurationError(f"{module_name!r} has no function {attribute!r} for --app")
-    setup = factory(settings)
+    try:
+        setup = factory(settings)
+    except ConfigurationError:
+        raise
+    except Exception as error:
+        # The factory is the user's code: its failure is a start-up error in one line, with
+        # what it raised, not a traceback through chatledger.
+        raise ConfigurationError(f"{reference} failed: {type(error).__name__}: {error}") from error
     if not isinstance(setup, AgentSetup):
         raise ConfigurationError(
             f"{reference} returned {type(setup).__name__}, not a chatledger AgentSetup"

@@ -174,6 +174,61 @@ async def test_serve_refuses_to_start_with_a_one_line_error(
     assert "serving" not in finished.stdout
 
 
+FACTORIES = """
+from chatledger.compose import AgentSetup
+
+def explodes(settings):
+    raise RuntimeError("the factory's own bug")
+
+def wrong_type(settings):
+    return "not a setup"
+"""
+
+
+@pytest.mark.parametrize(
+    ("app", "says"),
+    [
+        ("no_such_module:setup", "cannot import 'no_such_module'"),
+        ("factories", "package.module:factory"),
+        ("factories:missing", "has no function 'missing'"),
+        ("factories:explodes", "RuntimeError: the factory's own bug"),
+        ("factories:wrong_type", "returned str, not a chatledger AgentSetup"),
+    ],
+)
+async def test_serve_app_refuses_a_bad_factory_in_one_line(
+    app: str, says: str, tmp_path: Path
+) -> None:
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    finished = await run(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--app",
+        app,
+        "--database-url",
+        f"sqlite:///{tmp_path / 'a.db'}",
+        cwd=tmp_path,
+        env=child_env(JWT_SECRET=SECRET),
+    )
+    assert_one_line_error(finished)
+    assert says in finished.stderr
+
+
+async def test_serve_refuses_an_mcp_servers_file_it_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "mcp.json").write_text("{not json")
+    finished = await run(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--database-url",
+        f"sqlite:///{tmp_path / 'a.db'}",
+        cwd=tmp_path,
+        env=child_env(JWT_SECRET=SECRET, MCP_SERVERS=str(tmp_path / "mcp.json")),
+    )
+    assert_one_line_error(finished)
+    assert "mcp.json" in finished.stderr
+
+
 @pytest.mark.parametrize(
     "configured",
     [
