@@ -172,6 +172,8 @@ class Conversation:
     running_turn_id: str | None = None
     # When it will be deleted, however active (a temporary conversation); None: never.
     expires_at: datetime | None = None
+    pinned: bool = False
+    archived: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

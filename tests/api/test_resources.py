@@ -9,7 +9,7 @@ import pytest
 
 from chatledger.testing import CallTool, Say, ScriptedAgent
 from tests.api.conftest import Server, auth
-from tests.factories import row_counts
+from tests.factories import row_counts, snapshot
 
 
 async def test_conversation_crud(server: Server) -> None:
@@ -66,6 +66,50 @@ async def test_listing_pages_newest_first_without_message_bodies(server: Server)
             break
         params["cursor"] = page["next_cursor"]
     assert seen == ids[::-1]
+
+
+async def test_pin_and_archive_over_http(server: Server, connector) -> None:
+    headers = auth("alice")
+    ids = []
+    for n in range(4):
+        response = await server.client.post(
+            "/api/alice/conversations", json={"title": f"c{n}"}, headers=headers
+        )
+        ids.append(response.json()["id"])
+
+    async def listed(**params: Any) -> list[str]:
+        response = await server.client.get(
+            "/api/alice/conversations", params=params, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["items"]]
+
+    pinned = await server.client.patch(
+        f"/api/alice/conversations/{ids[0]}", json={"pinned": True}, headers=headers
+    )
+    assert (pinned.json()["pinned"], pinned.json()["archived"]) == (True, False)
+    archived = await server.client.patch(
+        f"/api/alice/conversations/{ids[3]}", json={"archived": True}, headers=headers
+    )
+    assert archived.json()["archived"] is True
+    assert await listed() == [ids[0], ids[2], ids[1]]
+    assert await listed(archived="true") == [ids[3]]
+    assert await listed(pinned="false") == [ids[2], ids[1]]
+
+    before = await snapshot(connector, "alice")
+    for body in ({"pinned": "yes"}, {"archived": 1}, {"pinned": True, "colour": "red"}):
+        refused = await server.client.patch(
+            f"/api/alice/conversations/{ids[1]}", json=body, headers=headers
+        )
+        assert refused.status_code == 422, body
+        assert refused.json()["error"] == "invalid"
+    # Another user's conversation cannot be pinned, and nothing changed on the way.
+    bobs = await server.client.patch(
+        f"/api/bob/conversations/{ids[1]}", json={"pinned": True}, headers=auth("bob")
+    )
+    assert bobs.status_code == 404
+    assert await snapshot(connector, "alice") == before
+    assert await listed() == [ids[0], ids[2], ids[1]]
 
 
 async def test_bad_cursors_and_limits_are_422(server: Server) -> None:

@@ -1,14 +1,18 @@
-"""Conversations: create, read, list with keyset cursors, rename, delete — and isolation."""
+"""Conversations: create, read, list with keyset cursors, rename, pin, archive, delete — and
+isolation."""
 
 from __future__ import annotations
 
 import base64
+import json
+from typing import Any
 
 import pytest
 
 from chatledger.domain import ChatMessage
 from chatledger.errors import NotFoundError, TooLargeError, ValidationError
 from chatledger.store import SQLAlchemyStore
+from chatledger.store.cursor import _mac
 from tests.factories import row_counts, snapshot
 
 
@@ -194,3 +198,59 @@ async def test_invalid_user_ids_are_refused(store: SQLAlchemyStore, user_id: obj
     with pytest.raises(ValidationError) as raised:
         await store.create_conversation(user_id)  # type: ignore[arg-type]
     assert raised.value.field == "user_id"
+
+
+async def every_page(store: SQLAlchemyStore, user: str, **filters: Any) -> list[str]:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list_conversations(user, limit=2, cursor=cursor, **filters)
+        assert len(page.items) <= 2
+        seen.extend(c.id for c in page.items)
+        if page.next_cursor is None:
+            return seen
+        cursor = page.next_cursor
+
+
+async def test_pinned_come_first_and_archived_are_listed_apart_page_by_page(
+    store: SQLAlchemyStore,
+) -> None:
+    c = [await store.create_conversation("alice", title=f"c{i}") for i in range(8)]
+    before = {x.id: x.updated_at for x in c}
+    for index in (2, 5):
+        await store.update_conversation("alice", c[index].id, pinned=True)
+    for index in (3, 5):
+        await store.update_conversation("alice", c[index].id, archived=True)
+    await store.create_conversation("bob", title="not alice's")
+
+    # Pinned first, each part newest first; the archived ones apart, pinned first too.
+    assert await every_page(store, "alice") == [c[i].id for i in (2, 7, 6, 4, 1, 0)]
+    assert await every_page(store, "alice", archived=True) == [c[5].id, c[3].id]
+    assert await every_page(store, "alice", pinned=True) == [c[2].id]
+    assert await every_page(store, "alice", pinned=False) == [c[i].id for i in (7, 6, 4, 1, 0)]
+    # Pinning and archiving are not activity: every conversation keeps its place in time.
+    after = {x.id: x.updated_at for x in (await store.list_conversations("alice")).items}
+    assert all(after[i] == before[i] for i in after)
+    fetched = await store.get_conversation("alice", c[5].id)
+    assert (fetched.pinned, fetched.archived) == (True, True)
+
+    await store.update_conversation("alice", c[5].id, pinned=False, archived=False)
+    assert await every_page(store, "alice") == [c[i].id for i in (2, 7, 6, 5, 4, 1, 0)]
+
+
+async def test_a_cursor_from_before_pinning_still_pages(store: SQLAlchemyStore) -> None:
+    c = [await store.create_conversation("alice", title=f"c{i}") for i in range(4)]
+    key = store._cursor_key
+    raw = json.dumps([c[2].updated_at.isoformat(), c[2].id], separators=(",", ":")).encode()
+    old = base64.urlsafe_b64encode(raw + _mac(key, "alice", raw)).decode().rstrip("=")
+    page = await store.list_conversations("alice", cursor=old)
+    assert [x.id for x in page.items] == [c[1].id, c[0].id]
+
+
+@pytest.mark.parametrize("flag", ["yes", 1, None])
+async def test_pinned_and_archived_are_true_or_false(store: SQLAlchemyStore, flag: object) -> None:
+    conversation = await store.create_conversation("alice")
+    for name in ("pinned", "archived"):
+        with pytest.raises(ValidationError) as raised:
+            await store.update_conversation("alice", conversation.id, **{name: flag})
+        assert raised.value.field == name

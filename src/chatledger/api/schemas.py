@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from chatledger.domain import Conversation, Message, Task, TurnResult
 
@@ -91,6 +91,10 @@ class ConversationUpdate(_Request):
 
     title: str | None = None
     metadata: dict[str, Any] | None = None
+    pinned: StrictBool | None = Field(default=None, description="Listed first.")
+    archived: StrictBool | None = Field(
+        default=None, description="Listed only with `?archived=true`."
+    )
 
 
 class ConversationPublic(BaseModel):
@@ -105,6 +109,8 @@ class ConversationPublic(BaseModel):
     expires_at: datetime | None = Field(
         description="When it will be deleted (a temporary conversation); null: never."
     )
+    pinned: bool
+    archived: bool
 
     @classmethod
     def of(cls, conversation: Conversation) -> ConversationPublic:
@@ -118,6 +124,8 @@ class ConversationPublic(BaseModel):
             running=conversation.running_turn_id is not None,
             turn_id=conversation.running_turn_id,
             expires_at=conversation.expires_at,
+            pinned=conversation.pinned,
+            archived=conversation.archived,
         )
 
 

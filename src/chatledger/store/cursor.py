@@ -27,14 +27,16 @@ def _mac(key: bytes, user_id: str, payload: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
-def encode_cursor(key: bytes, user_id: str, updated_at: datetime, conversation_id: str) -> str:
-    payload = json.dumps([updated_at.isoformat(), conversation_id], separators=(",", ":"))
+def encode_cursor(
+    key: bytes, user_id: str, pinned: bool, updated_at: datetime, conversation_id: str
+) -> str:
+    payload = json.dumps([pinned, updated_at.isoformat(), conversation_id], separators=(",", ":"))
     raw = payload.encode("utf-8")
     return base64.urlsafe_b64encode(raw + _mac(key, user_id, raw)).decode("ascii").rstrip("=")
 
 
-def decode_cursor(key: bytes, user_id: str, cursor: str) -> tuple[datetime, str]:
-    """Return the `(updated_at, conversation_id)` a cursor points after.
+def decode_cursor(key: bytes, user_id: str, cursor: str) -> tuple[bool, datetime, str]:
+    """Return the `(pinned, updated_at, conversation_id)` a cursor points after.
 
     Raises:
         ValidationError: the cursor is malformed, tampered with, or another user's.
@@ -48,10 +50,16 @@ def decode_cursor(key: bytes, user_id: str, cursor: str) -> tuple[datetime, str]
     if len(blob) <= _MAC_BYTES or not hmac.compare_digest(mac, _mac(key, user_id, raw)):
         raise invalid
     try:
-        stamp, conversation_id = json.loads(raw)
+        fields = json.loads(raw)
+        # A cursor from before pinning (two fields) points among the unpinned ones.
+        pinned, stamp, conversation_id = fields if len(fields) == 3 else [False, *fields]
         updated_at = datetime.fromisoformat(stamp)
     except (ValueError, TypeError):
         raise invalid from None
-    if not isinstance(conversation_id, str) or updated_at.tzinfo is None:
+    if (
+        not isinstance(pinned, bool)
+        or not isinstance(conversation_id, str)
+        or updated_at.tzinfo is None
+    ):
         raise invalid
-    return updated_at, conversation_id
+    return pinned, updated_at, conversation_id

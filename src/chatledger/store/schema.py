@@ -154,8 +154,11 @@ conversations = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     # When a temporary conversation is deleted, however active it is (NULL: never).
     Column("expires_at", UTCDateTime()),
+    # Pinned ones come first in the list; archived ones are listed only when asked for.
+    Column("pinned", Boolean, nullable=False, server_default=false()),
+    Column("archived", Boolean, nullable=False, server_default=false()),
     PrimaryKeyConstraint("user_id", "id"),
-    Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),
+    Index("ix_conversations_user_list", "user_id", "archived", "pinned", "updated_at", "id"),
     Index(
         "ix_conversations_expires",
         "expires_at",

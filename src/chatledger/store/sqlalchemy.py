@@ -105,6 +105,8 @@ _CONVERSATION_COLUMNS = (
     _c.created_at,
     _c.updated_at,
     _c.expires_at,
+    _c.pinned,
+    _c.archived,
 )
 
 # The statements of a chat turn are built once, at import: built per call, each would be
@@ -138,6 +140,8 @@ def _conversation(row: AnyRow, now: datetime) -> Conversation:
         updated_at=row.updated_at,
         running_turn_id=row.lease_id if running else None,
         expires_at=row.expires_at,
+        pinned=row.pinned,
+        archived=row.archived,
     )
 
 
@@ -282,27 +286,41 @@ class SQLAlchemyStore:
         return _conversation(row, utcnow())
 
     async def list_conversations(
-        self, user_id: str, *, limit: int = 20, cursor: str | None = None
+        self,
+        user_id: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        archived: bool = False,
+        pinned: bool | None = None,
     ) -> Page[Conversation]:
-        """The user's conversations, most recently updated first.
+        """The user's conversations, pinned ones first, then most recently updated first.
 
-        `limit` is clamped to 100. Raises `ValidationError` for a cursor that is
-        malformed, tampered with, or was issued to another user.
+        Only archived ones when `archived`, else only the others; only pinned (or only
+        unpinned) ones when `pinned` says so. `limit` is clamped to 100. Raises
+        `ValidationError` for a cursor that is malformed, tampered with, or was issued to
+        another user.
         """
         user_id = check_user_id(user_id)
         limit = min(check_limit(limit), MAX_PAGE_SIZE)
-        query = select(*_CONVERSATION_COLUMNS).where(_c.user_id == user_id)
+        query = select(*_CONVERSATION_COLUMNS).where(_c.user_id == user_id, _c.archived == archived)
+        if pinned is not None:
+            query = query.where(_c.pinned == pinned)
         if cursor is not None:
             after = decode_cursor(self._cursor_key, user_id, check_text("cursor", cursor))
-            query = query.where(tuple_(_c.updated_at, _c.id) < tuple_(*after))
-        query = query.order_by(_c.updated_at.desc(), _c.id.desc()).limit(limit + 1)
+            query = query.where(tuple_(_c.pinned, _c.updated_at, _c.id) < tuple_(*after))
+        query = query.order_by(_c.pinned.desc(), _c.updated_at.desc(), _c.id.desc()).limit(
+            limit + 1
+        )
         rows = await self._db.read(lambda conn: conn.execute(query).all())
         now = utcnow()
         items = [_conversation(row, now) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = items[-1]
-            next_cursor = encode_cursor(self._cursor_key, user_id, last.updated_at, last.id)
+            next_cursor = encode_cursor(
+                self._cursor_key, user_id, last.pinned, last.updated_at, last.id
+            )
         return Page(items, next_cursor)
 
     async def update_conversation(
@@ -312,17 +330,32 @@ class SQLAlchemyStore:
         *,
         title: str | Unset | None = UNSET,
         metadata: Mapping[str, Any] | Unset = UNSET,
+        pinned: bool | Unset = UNSET,
+        archived: bool | Unset = UNSET,
     ) -> Conversation:
-        """Change the title (None clears it) and/or replace the metadata."""
+        """Change the title (None clears it), replace the metadata, pin or archive.
+
+        A new title or metadata counts as activity (`updated_at`); pinning and archiving
+        do not, so a conversation keeps its place among the others.
+        """
         user_id = check_user_id(user_id)
         conversation_id = check_conversation_id(conversation_id)
-        values: dict[str, Any] = {"updated_at": utcnow()}
+        values: dict[str, Any] = {}
+        for name, flag in (("pinned", pinned), ("archived", archived)):
+            if not isinstance(flag, Unset):
+                if not isinstance(flag, bool):
+                    raise ValidationError(f"{name} must be true or false", field=name)
+                values[name] = flag
+        if not (isinstance(title, Unset) and isinstance(metadata, Unset)):
+            values["updated_at"] = utcnow()
         if not isinstance(title, Unset):
             values["title"] = _check_title(title)
         if not isinstance(metadata, Unset):
             values["metadata"] = check_metadata(
                 "metadata", metadata, max_chars=MAX_CONVERSATION_METADATA_CHARS
             )
+        if not values:
+            return await self.get_conversation(user_id, conversation_id)
         statement = (
             update(conversations)
             .where(_c.user_id == user_id, _c.id == conversation_id)

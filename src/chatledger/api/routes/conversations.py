@@ -32,9 +32,18 @@ async def list_conversations(
     store: Store,
     limit: Annotated[int, Query(ge=1, description="At most 100 are returned.")] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    archived: Annotated[
+        bool, Query(description="List the archived conversations instead of the others.")
+    ] = False,
+    pinned: Annotated[
+        bool | None, Query(description="Only pinned (true) or only unpinned (false) ones.")
+    ] = None,
 ) -> ConversationPage:
-    """The user's conversations, most recently updated first (no message bodies)."""
-    page = await store.list_conversations(user_id, limit=limit, cursor=cursor)
+    """The user's conversations, pinned first, then most recently updated first (no
+    message bodies); archived ones only with `?archived=true`."""
+    page = await store.list_conversations(
+        user_id, limit=limit, cursor=cursor, archived=archived, pinned=pinned
+    )
     return ConversationPage(
         items=[ConversationPublic.of(c) for c in page.items], next_cursor=page.next_cursor
     )
@@ -74,10 +83,12 @@ async def get_conversation(
 async def update_conversation(
     conversation_id: str, body: ConversationUpdate, user_id: CurrentUser, store: Store
 ) -> ConversationPublic:
-    """Rename a conversation (`"title": null` clears it) or replace its metadata."""
+    """Rename a conversation (`"title": null` clears it), replace its metadata, pin it or
+    archive it. Pinning and archiving do not count as activity: `updated_at` stays."""
     changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
-    if changes.get("metadata", {}) is None:
-        del changes["metadata"]
+    for name in ("metadata", "pinned", "archived"):
+        if name in changes and changes[name] is None:
+            del changes[name]  # null for these means: leave it as it is
     conversation = await store.update_conversation(user_id, conversation_id, **changes)
     return ConversationPublic.of(conversation)
 
