@@ -473,17 +473,21 @@ def _clarified(
     one" or "the second one" after "Which one should I delete?" re-runs the request that
     was asked about, with the task now named.
     """
+    says_yes = _YES.fullmatch(text.strip()) is not None
+    unknown = commands[0] if len(commands) == 1 and isinstance(commands[0], Unknown) else None
+    if not says_yes and unknown is None:
+        return None  # a command of its own: no need to look back for a question
     pending = _pending_question(messages)
     if pending is None:
         return None
     request, question = pending
     if offer := ADD_OFFER.search(question):
-        return Add(json.loads(offer[1])) if _YES.fullmatch(text.strip()) else None
-    if len(commands) != 1 or not isinstance(commands[0], Unknown):
+        return Add(json.loads(offer[1])) if says_yes else None
+    if unknown is None:
         return None
     match = QUESTION.search(question)
     assert match is not None  # _pending_question only returns questions it matched
-    ref = parse_reference(commands[0].text)
+    ref = parse_reference(unknown.text)
     if ref is None:
         return None
     for command in parse(request):
@@ -498,7 +502,7 @@ def _clarified(
 
 def _pending_question(messages: Sequence[ChatMessage]) -> tuple[str, str] | None:
     """The (request, question) the agent asked just before the last user message, if any."""
-    last = max((i for i, m in enumerate(messages) if m.role is Role.USER), default=0)
+    last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role is Role.USER), 0)
     for index in range(last - 1, -1, -1):
         message = messages[index]
         if message.role is Role.USER:

@@ -181,6 +181,8 @@ class Ledger:
 def shown_ids(reply: str) -> tuple[int, ...]:
     """The tasks an agent reply showed the user, in order: the lines of a listing, or the
     options of a question ("#1 buy milk, #6 buy oat milk. Which one ...?")."""
+    if "#" not in reply:
+        return ()  # most replies name no task by number: skip the patterns
     listed = _LISTED_LINE.findall(reply)
     if not listed and QUESTION.search(reply):
         listed = _OPTION.findall(reply)
