@@ -179,9 +179,9 @@ def serve(
 
 
 async def _check_setup(settings: Settings) -> None:
-    from chatledger.compose import AgentSetup, build_agent, load_setup
+    from chatledger.compose import build_agent, configured_setup
 
-    setup = AgentSetup() if settings.app is None else load_setup(settings.app, settings)
+    setup = configured_setup(settings)
     agent = setup.agent or build_agent(settings)
     close = getattr(agent, "aclose", None)
     if close is not None:

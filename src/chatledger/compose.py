@@ -1,9 +1,10 @@
 """The composition root: `Settings` in; a store, an agent, toolsets and a `ChatService` out.
 
 Every entry point is wired here and nowhere else: the HTTP server (`create_app`), the
-terminal chat (`chatledger chat`), the MCP server (`chatledger mcp`), `chatledger purge`
-and the benchmarks. So a setting that configures the turn reaches every one of them, and a
-newcomer reads the wiring once.
+terminal chat (`chatledger chat`), the MCP server (`chatledger mcp`) and `chatledger
+purge`. So a setting that configures the turn reaches every one of them, and a newcomer
+reads the wiring once. (The benchmarks build their `ChatService` by hand, on purpose: each
+measures one configuration it states.)
 
 What a team brings of its own comes as an `AgentSetup`: an agent, its toolsets, its system
 prompt, and whether it wants the built-in task tools. `chatledger serve --app
@@ -16,9 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
@@ -34,15 +34,15 @@ __all__ = [
     "AgentSetup",
     "Composition",
     "build_agent",
+    "build_service",
     "compose",
+    "configured_setup",
     "load_setup",
     "open_store",
     "purge",
 ]
 
 IDEMPOTENCY_TTL: Final = timedelta(hours=24)
-
-log = logging.getLogger("chatledger.compose")
 
 
 @dataclass(frozen=True)
@@ -69,32 +69,34 @@ class Composition:
 
     store: SQLAlchemyStore
     agent: Agent
-    toolsets: list[AnyToolset] = field(default_factory=list)
-    service: ChatService = field(init=False)
-    settings: Settings = field(default_factory=Settings)
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    toolsets: Sequence[AnyToolset]
+    service: ChatService
 
-    def __post_init__(self) -> None:
-        settings = self.settings
-        object.__setattr__(
-            self,
-            "service",
-            ChatService(
-                self.store,
-                self.agent,
-                toolsets=self.toolsets,
-                system_prompt=self.system_prompt,
-                context_tokens=settings.context_tokens,
-                agent_timeout=settings.agent_timeout,
-                stop_poll_interval=settings.stop_poll_interval,
-                max_tool_calls=settings.max_tool_calls_per_turn,
-                tool_timeout=settings.tool_timeout,
-                max_message_chars=settings.max_message_chars,
-                idempotency_ttl=IDEMPOTENCY_TTL,
-                lease_ttl=settings.lease_seconds,
-                turn_limit=_turn_limit(settings),
-            ),
-        )
+
+def build_service(
+    store: SQLAlchemyStore,
+    agent: Agent,
+    toolsets: Sequence[AnyToolset],
+    settings: Settings,
+    *,
+    system_prompt: str | None,
+) -> ChatService:
+    """The `ChatService` with every setting that shapes a turn."""
+    return ChatService(
+        store,
+        agent,
+        toolsets=toolsets,
+        system_prompt=system_prompt,
+        context_tokens=settings.context_tokens,
+        agent_timeout=settings.agent_timeout,
+        stop_poll_interval=settings.stop_poll_interval,
+        max_tool_calls=settings.max_tool_calls_per_turn,
+        tool_timeout=settings.tool_timeout,
+        max_message_chars=settings.max_message_chars,
+        idempotency_ttl=IDEMPOTENCY_TTL,
+        lease_ttl=settings.lease_seconds,
+        turn_limit=_turn_limit(settings),
+    )
 
 
 def build_agent(settings: Settings) -> Agent:
@@ -156,6 +158,11 @@ def load_setup(reference: str, settings: Settings) -> AgentSetup:
     return setup
 
 
+def configured_setup(settings: Settings) -> AgentSetup:
+    """The setup `settings` names: `--app`'s factory's, or the built-in agent's."""
+    return AgentSetup() if settings.app is None else load_setup(settings.app, settings)
+
+
 def open_store(settings: Settings, *, cursor_key: bytes | None = None) -> SQLAlchemyStore:
     """The store for `settings.database_url` (not migrated: `compose` does not migrate)."""
     return SQLAlchemyStore.from_url(settings.database_url, cursor_key=cursor_key)
@@ -186,7 +193,7 @@ async def compose(
     # passed in belongs to the caller, but for the toolsets we start.
     loaded = setup is None
     if setup is None:
-        setup = AgentSetup() if settings.app is None else load_setup(settings.app, settings)
+        setup = configured_setup(settings)
     async with contextlib.AsyncExitStack() as stack:
         if store is None:
             store = open_store(settings, cursor_key=cursor_key)
@@ -206,11 +213,9 @@ async def compose(
             if isinstance(toolset, ManagedToolset):
                 await toolset.start()
                 stack.push_async_callback(toolset.aclose)
-        composition = Composition(
-            store, agent, toolsets, settings=settings, system_prompt=setup.system_prompt
-        )
-        stack.push_async_callback(composition.service.drain, settings.agent_timeout)
-        yield composition
+        service = build_service(store, agent, toolsets, settings, system_prompt=setup.system_prompt)
+        stack.push_async_callback(service.drain, settings.agent_timeout)
+        yield Composition(store, agent, toolsets, service)
 
 
 def _turn_limit(settings: Settings) -> tuple[int, timedelta] | None:
