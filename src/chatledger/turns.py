@@ -149,9 +149,10 @@ class Turn:
         """
         arguments = call.parsed_arguments()
         refusal = self._refusal(call, toolset, arguments)
-        if refusal is not None or toolset is None:
-            result = refusal or {}
-            return await self._run_here(call, arguments, lambda _: _given(result), None)
+        if refusal is not None:
+            answer = refusal
+            return await self._run_here(call, arguments, lambda _: _given(answer), None)
+        assert toolset is not None  # a call to no toolset was refused above
         user_id = self.user_id
         if isinstance(toolset, StoreToolset):
             return await self._run_here(
@@ -186,26 +187,15 @@ class Turn:
         `run` gets the transaction's store.
         """
         async with self._writing, self.store.transaction() as tx:
-            result = _bounded(await run(tx))
-            stored = await tx.append(
-                self.user_id,
-                self.conversation_id,
-                [
-                    ChatMessage.assistant(self.unfinished_text(), tool_calls=[call]),
-                    _result_message(call, result, toolset_name),
-                ],
-                lease=self.lease(),
+            result, message = _recorded(call, await run(tx), toolset_name)
+            written = await self._write(
+                tx,
+                [ChatMessage.assistant(self.unfinished_text(), tool_calls=[call]), message],
+                [_call_event(call, arguments), _result_event(call, result)],
             )
-            sent, consumed = self._pending(
-                [_call_event(call, arguments), _result_event(call, result)]
-            )
-            events = await tx.turns.add_events(
-                self.user_id, self.conversation_id, self.id, sent, first_seq=self._next_event
-            )
-        self.stored.extend(stored)
+        self._written(written)
         self.tool_calls += 1
         self._said, self._partial = [], ""
-        self._committed(events, consumed)
         return result
 
     async def _run_elsewhere(
@@ -215,21 +205,15 @@ class Turn:
         it runs and the result when it returns. Whatever the tool does wrong (raises,
         hangs past `tool_timeout`) becomes its error result, for the model to explain."""
         async with self._writing, self.store.transaction() as tx:
-            stored = await tx.append(
-                self.user_id,
-                self.conversation_id,
+            written = await self._write(
+                tx,
                 [ChatMessage.assistant(self.unfinished_text(), tool_calls=[call])],
-                lease=self.lease(),
+                [_call_event(call, arguments)],
             )
-            sent, consumed = self._pending([_call_event(call, arguments)])
-            events = await tx.turns.add_events(
-                self.user_id, self.conversation_id, self.id, sent, first_seq=self._next_event
-            )
-        self.stored.extend(stored)
+        self._written(written)
         self.tool_calls += 1
         self._open_call = call
         self._said, self._partial = [], ""
-        self._committed(events, consumed)
         try:
             async with asyncio.timeout(self._tool_timeout):
                 result = await toolset.call(self.user_id, call.name, arguments)
@@ -248,25 +232,33 @@ class Turn:
                 },
             )
             result = {"error": "the tool failed", "code": "tool_failed"}
-        result = _bounded(result)
+        result, message = _recorded(call, result, toolset.name)
         async with self._writing, self.store.transaction() as tx:
-            stored = await tx.append(
-                self.user_id,
-                self.conversation_id,
-                [_result_message(call, result, toolset.name)],
-                lease=self.lease(),
-            )
-            events = await tx.turns.add_events(
-                self.user_id,
-                self.conversation_id,
-                self.id,
-                [_result_event(call, result)],
-                first_seq=self._next_event,
-            )
-        self.stored.extend(stored)
+            written = await self._write(tx, [message], [_result_event(call, result)])
+        self._written(written)
         self._open_call = None
-        self._committed(events, 0)
         return result
+
+    async def _write(
+        self,
+        tx: Store,
+        messages: Sequence[ChatMessage],
+        named: Sequence[tuple[str, Any]],
+    ) -> tuple[list[Message], list[StreamEvent], int]:
+        """Append `messages` under the turn's lease, and the stream events `named` after
+        the text streamed since the last write, in `tx`. Hand the outcome to `_written`
+        once `tx` has committed: events reach the listener only once they are stored."""
+        stored = await tx.append(self.user_id, self.conversation_id, messages, lease=self.lease())
+        sent, consumed = self._pending(named)
+        events = await tx.turns.add_events(
+            self.user_id, self.conversation_id, self.id, sent, first_seq=self._next_event
+        )
+        return stored, events, consumed
+
+    def _written(self, written: tuple[list[Message], list[StreamEvent], int]) -> None:
+        stored, events, consumed = written
+        self.stored.extend(stored)
+        self._committed(events, consumed)
 
     async def end(self, closing: ChatMessage, ending: Ending) -> TurnResult:
         """Store the turn's last message and end it (lease, key, stream), retrying while
@@ -284,8 +276,9 @@ class Turn:
             closing_messages = [closing]
             named: list[tuple[str, Any]] = []
             if (call := self._open_call) is not None:
-                closing_messages.insert(0, _result_message(call, INTERRUPTED_TOOL_RESULT, None))
-                named.append(_result_event(call, INTERRUPTED_TOOL_RESULT))
+                interrupted, message = _recorded(call, INTERRUPTED_TOOL_RESULT, None)
+                closing_messages.insert(0, message)
+                named.append(_result_event(call, interrupted))
             sent, consumed = self._pending(named)
             for delay in (*_END_RETRY_DELAYS, None):
                 try:
@@ -381,29 +374,31 @@ class Turn:
             self._committed(events, consumed)
 
 
-def _bounded(result: dict[str, Any]) -> dict[str, Any]:
-    size = len(json.dumps(result, ensure_ascii=False))
-    if size <= MAX_TOOL_RESULT_CHARS:
-        return result
-    return {
-        "error": f"the tool's result is too large: {size:,} characters,"
-        f" at most {MAX_TOOL_RESULT_CHARS:,}",
-        "code": "result_too_large",
-    }
+def _recorded(
+    call: ToolCall, result: dict[str, Any], toolset: str | None
+) -> tuple[dict[str, Any], ChatMessage]:
+    """The result as it is recorded, and the tool message carrying it, serialized once. A
+    result too large to store is recorded as an error the model can explain."""
+    content = json.dumps(result, ensure_ascii=False)
+    if len(content) > MAX_TOOL_RESULT_CHARS:
+        result = {
+            "error": f"the tool's result is too large: {len(content):,} characters,"
+            f" at most {MAX_TOOL_RESULT_CHARS:,}",
+            "code": "result_too_large",
+        }
+        content = json.dumps(result, ensure_ascii=False)
+    message = ChatMessage.tool(
+        tool_call_id=call.id,
+        name=call.name,
+        content=content,
+        # Which toolset ran the call, for whoever reads the record later.
+        metadata={"toolset": toolset} if toolset else None,
+    )
+    return result, message
 
 
 async def _given(result: dict[str, Any]) -> dict[str, Any]:
     return result
-
-
-def _result_message(call: ToolCall, result: dict[str, Any], toolset: str | None) -> ChatMessage:
-    return ChatMessage.tool(
-        tool_call_id=call.id,
-        name=call.name,
-        content=json.dumps(result, ensure_ascii=False),
-        # Which toolset ran the call, for whoever reads the record later.
-        metadata={"toolset": toolset} if toolset else None,
-    )
 
 
 def _call_event(call: ToolCall, parsed: Any) -> tuple[str, dict[str, Any]]:
