@@ -285,3 +285,22 @@ async def test_a_tool_name_no_model_api_takes_is_left_out(
     ]
     assert result.tool_calls[0].result["code"] == "unknown_tool"
     assert "'weather.today' of the 'mine' toolset is left out" in caplog.text
+
+
+async def test_hostile_arguments_are_refused_and_recorded_whole(
+    store: SQLAlchemyStore, service: Callable[..., ChatService]
+) -> None:
+    nested = '{"value": ' + "[" * 1000 + "]" * 1000 + "}"
+    huge = {"value": 1, "unit": "x" * 300_000}
+    agent = ScriptedAgent([CallTool("convert", nested), CallTool("convert", huge), Say("no")])
+    result = await service(agent).turn("alice", None, "go")
+
+    history = await store.history("alice", result.conversation_id, limit=100)
+    assert_invariants(history)
+    assert [r for _, r, _ in results(history)] == [
+        {"error": "arguments must be a JSON object", "code": "invalid_arguments"},
+        {"error": "unit: Input should be 'km' or 'mi'", "code": "invalid_arguments"},
+    ]
+    # What the model asked is kept as it asked it, however hostile.
+    calls = [call for message in history for call in message.tool_calls]
+    assert [call.arguments for call in calls] == [nested, json.dumps(huge)]

@@ -87,8 +87,9 @@ async def test_a_tool_call_cut_off_by_sigkill_is_closed_as_interrupted(
         }
         first = await serve(sqlite_url, **options)
         async with first.client(headers=auth("alice"), timeout=5) as client:
+            first_try = {"message": "look up tides"}
             turn = asyncio.create_task(
-                client.post("/api/alice/chat", json={"message": "look up tides"})
+                client.post("/api/alice/chat", json=first_try, headers={"Idempotency-Key": "tides"})
             )
 
             async def tool_started() -> bool:
@@ -101,6 +102,9 @@ async def test_a_tool_call_cut_off_by_sigkill_is_closed_as_interrupted(
 
         second = await serve(sqlite_url, **options)
         async with second.client(headers=auth("alice")) as client:
+            # The client retries its request, same key: the answer is what the dead turn
+            # did, and the tool does not run a second time.
+            retried = await send_until_answered(client, "alice", first_try, key="tides")
             [conversation] = (await client.get("/api/alice/conversations")).json()["items"]
             again = await send_until_answered(
                 client,
@@ -112,6 +116,10 @@ async def test_a_tool_call_cut_off_by_sigkill_is_closed_as_interrupted(
                 await client.get(f"/api/alice/conversations/{conversation['id']}/messages")
             ).json()["items"]
 
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["interrupted"] is True
+    assert [call["result"]["code"] for call in retried.json()["tool_calls"]] == ["interrupted"]
+    assert marker.read_text() == "tides\n"
     assert again.status_code == 200, again.text
     assert again.json()["response"] == "Recovered."
     # The model's input held the call with its interrupted result: no orphan.
