@@ -37,7 +37,7 @@ from chatledger.domain import (
     ToolCall,
     TurnResult,
 )
-from chatledger.errors import UnavailableError
+from chatledger.errors import ConflictError, UnavailableError
 from chatledger.storage import Ending, Lease, Store, utcnow
 from chatledger.tools import AnyToolset, StoreToolset, Toolset
 
@@ -371,6 +371,8 @@ class Turn:
                 )
             except UnavailableError:
                 return  # the text stays pending, and goes with the next write
+            except ConflictError:
+                return  # closed by someone else: the next write or renewal says so
             self._committed(events, consumed)
 
 

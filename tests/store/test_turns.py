@@ -249,6 +249,15 @@ async def test_a_turn_closed_by_someone_else_finds_its_lease_lost(store: SQLAlch
         )
     assert lost.value.code == "lease_lost"
     assert "too late" not in [m.content for m in await store.history("alice", conversation.id)]
+    # Nor can it add to the stream whose `done` the closer wrote: its text, flushed late,
+    # would take that event's number (found racing the sweeper on PostgreSQL).
+    closed = await store.turns.events("alice", conversation.id, turn.id, after=0)
+    with pytest.raises(ConflictError) as late:
+        await store.turns.add_events(
+            "alice", conversation.id, turn.id, [("delta", {"text": "late"})], first_seq=2
+        )
+    assert late.value.code == "lease_lost"
+    assert await store.turns.events("alice", conversation.id, turn.id, after=0) == closed
 
 
 async def test_a_stop_request_belongs_to_its_turn(store: SQLAlchemyStore) -> None:

@@ -246,12 +246,28 @@ class TurnStore:
         *,
         first_seq: int,
     ) -> list[StreamEvent]:
-        """Append events to a running turn's stream, numbered from `first_seq`."""
-        return await self._db.write(
-            lambda conn: self._writer.add_events(
+        """Append events to a running turn's stream, numbered from `first_seq`.
+
+        Raises:
+            ConflictError: `lease_lost`, the turn no longer holds the conversation (it
+                was closed, and its stream ended, by someone who found it dead).
+        """
+        key = {"user": user_id, "conversation": conversation_id}
+
+        def work(conn: Connection) -> list[StreamEvent]:
+            # FOR SHARE waits for a closer holding the row, and holds one off meanwhile:
+            # otherwise both could number an event after the same last one.
+            holder = conn.execute(_LEASE.with_for_update(read=True), key).scalar()
+            if holder != turn_id:
+                raise ConflictError(
+                    "this turn no longer holds the conversation: it was closed",
+                    code="lease_lost",
+                )
+            return self._writer.add_events(
                 conn, user_id, conversation_id, turn_id, named, first_seq=first_seq, now=utcnow()
             )
-        )
+
+        return await self._db.write(work)
 
     async def events(
         self, user_id: str, conversation_id: str, turn_id: str, *, after: int, limit: int = 500
