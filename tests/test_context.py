@@ -37,6 +37,7 @@ def stored(messages: Sequence[ChatMessage], *, first_seq: int = 1) -> list[Messa
             metadata={"seq": seq},
             token_count=count_message_tokens(message),
             created_at=NOW,
+            parent_seq=seq - 1 if seq > 1 else None,
         )
         for seq, message in enumerate(messages, start=first_seq)
     ]
@@ -307,7 +308,7 @@ def test_a_fold_plan_folds_what_the_window_lost_and_never_the_latest_turn(
     max_chunks: int,
 ) -> None:
     budget = (0 if system_prompt is None else cost(ChatMessage.system(system_prompt))) + headroom
-    covered = history[0].seq - 1 if history else 0
+    covered = history[0].parent_seq if history else None
     plan = plan_fold(
         history,
         covered=covered,
@@ -321,29 +322,42 @@ def test_a_fold_plan_folds_what_the_window_lost_and_never_the_latest_turn(
     roomy = build(
         history, system_prompt=system_prompt, budget_tokens=budget * 3 // 4, summary=summary
     )
-    latest_user = max((m.seq for m in history if m.role == Role.USER), default=None)
+    latest_user = max((i for i, m in enumerate(history) if m.role == Role.USER), default=None)
     if plan is None:
         # Nothing lost, or nothing that may be folded: all of it is the latest turn.
-        assert not full.dropped or (
-            latest_user is not None and min(roomy.dropped[-1].seq, latest_user - 1) <= covered
-        )
+        assert not full.dropped or (latest_user is not None and latest_user == 0)
         return
     assert full.dropped
-    firsts = [first for first, _ in plan.chunks]
-    lasts = [last for _, last in plan.chunks]
-    # Contiguous slices from where the summary (and what is skipped) ends, none too long.
-    assert firsts[0] == covered + plan.skipped + 1
-    assert firsts[1:] == [last + 1 for last in lasts[:-1]]
-    assert all(0 < last - first + 1 <= chunk for first, last in plan.chunks)
+    assert not plan.unloaded  # the history starts where the summary ends
+    folded = [m for chunk_ in plan.chunks for m in chunk_]
+    # Contiguous slices of the history from where what is skipped ends, none too long.
+    assert folded == list(history[plan.skipped : plan.skipped + len(folded)])
+    assert all(0 < len(chunk_) <= chunk for chunk_ in plan.chunks)
     assert len(plan.chunks) <= max_chunks
     # Down to what 3/4 of the budget would drop, and never into the latest turn.
-    end = lasts[-1]
-    assert end == roomy.dropped[-1].seq or (latest_user is not None and end == latest_user - 1)
-    assert end <= roomy.dropped[-1].seq
+    end = plan.skipped + len(folded)
+    assert end == len(roomy.dropped) or end == latest_user
+    assert end <= len(roomy.dropped)
     if latest_user is not None:
-        assert end < latest_user
+        assert end <= latest_user
     # Only a backlog longer than the fold may take is skipped, and only as much as needed.
-    assert plan.skipped == max(0, end - covered - chunk * max_chunks)
+    assert plan.skipped == max(0, end - chunk * max_chunks)
+
+
+def test_a_fold_plan_says_when_the_branch_holds_more_than_was_loaded() -> None:
+    history = stored([ChatMessage.user("x" * 400), ChatMessage.assistant("y" * 400)] * 3)
+    assert history[0].parent_seq is None
+    later = [replace(m, seq=m.seq + 10, parent_seq=m.seq + 9) for m in history]
+    options: dict[str, Any] = {
+        "summary": None, "system_prompt": None, "budget_tokens": 300, "chunk": 10,
+        "max_chunks": 2,
+    }  # fmt: skip
+    whole = plan_fold(history, covered=None, **options)
+    assert whole is not None and not whole.unloaded
+    # Loaded from the eleventh message on, with no summary up to the tenth: more is there.
+    cut = plan_fold(later, covered=None, **options)
+    assert cut is not None and cut.unloaded
+    assert plan_fold(later, covered=10, **options) == replace(cut, unloaded=False)
 
 
 # -- each rule, by example -----------------------------------------------------------------

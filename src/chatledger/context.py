@@ -297,23 +297,26 @@ def _cut(message: ChatMessage, keep: int, kept: int) -> ChatMessage:
 
 @dataclass(frozen=True, slots=True)
 class FoldPlan:
-    """What to fold into a conversation's rolling summary, and how.
+    """What to fold into a branch's rolling summary, and how.
 
     Attributes:
-        skipped: how many messages right after the summary are left unsummarized (a
-            backlog longer than one fold may take): the summary should say so.
-        chunks: (first_seq, last_seq) of each slice to fold, in order; contiguous, each
-            at most `chunk` messages long.
+        chunks: the slices of the history to fold, in order: contiguous, each at most
+            `chunk` messages long, the last one ending the fold.
+        skipped: how many loaded messages before the first chunk are left unsummarized
+            (a backlog longer than one fold may take): the summary should say so.
+        unloaded: whether the branch holds messages after the summary that the turn did
+            not even load (more than its window's rows): they are skipped too.
     """
 
+    chunks: list[Sequence[Message]]
     skipped: int
-    chunks: list[tuple[int, int]]
+    unloaded: bool
 
 
 def plan_fold(
     history: Sequence[Message],
     *,
-    covered: int,
+    covered: int | None,
     summary: str | None,
     system_prompt: str | None,
     budget_tokens: int,
@@ -321,8 +324,9 @@ def plan_fold(
     max_chunks: int,
     counter: TokenCounter = approximate_tokens,
 ) -> FoldPlan | None:
-    """When and how much of `history` to fold into the summary that covers up to seq
-    `covered`; None when no fold is due.
+    """When and how much of `history` (a branch's messages after the summary that covers
+    it up to message `covered`, or from its first) to fold into that summary; None when no
+    fold is due.
 
     A fold is due only when the window no longer holds every message after the summary,
     and then goes down to 3/4 of the budget, so that the next few turns need none (each is
@@ -346,11 +350,14 @@ def plan_fold(
         summary=summary,
         counter=counter,
     )
-    target = roomy.dropped[-1].seq
-    latest_user = max((m.seq for m in history if m.role is _USER), default=None)
+    # The window drops the oldest first: what it drops is a prefix of the history.
+    end = len(roomy.dropped)
+    latest_user = max((i for i, m in enumerate(history) if m.role is _USER), default=None)
     if latest_user is not None:
-        target = min(target, latest_user - 1)
-    skipped = max(0, target - covered - chunk * max_chunks)
-    start = covered + skipped
-    chunks = [(first + 1, min(target, first + chunk)) for first in range(start, target, chunk)]
-    return FoldPlan(skipped, chunks) if chunks else None
+        end = min(end, latest_user)
+    start = max(0, end - chunk * max_chunks)
+    chunks = [history[first : min(end, first + chunk)] for first in range(start, end, chunk)]
+    if not chunks:
+        return None
+    unloaded = history[0].parent_seq != covered
+    return FoldPlan(chunks, skipped=start, unloaded=unloaded)

@@ -149,8 +149,10 @@ class Message(ChatMessage):
     """A stored `ChatMessage`, with its place in the conversation.
 
     `seq` numbers a conversation's messages 1, 2, 3, ... without gaps, in the one order
-    they happened. Being a `ChatMessage`, a stored message goes into an agent's input as
-    it is, without a copy.
+    they happened, on every branch. `parent_seq` is the message it follows (None: the
+    first of its branch); an edited or regenerated message is a sibling of the one it
+    replaces, which stays. Being a `ChatMessage`, a stored message goes into an agent's
+    input as it is, without a copy.
     """
 
     conversation_id: str
@@ -158,6 +160,20 @@ class Message(ChatMessage):
     id: str
     token_count: int = 0
     created_at: datetime
+    parent_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """Where a turn starts instead of the head: from user message `seq`, which stays.
+
+    `edit`: the turn's new user message becomes a sibling of message `seq` (a new version
+    of it); otherwise the turn writes a new reply to message `seq`, a sibling of its
+    earlier replies (a regeneration).
+    """
+
+    seq: int
+    edit: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,6 +190,8 @@ class Conversation:
     expires_at: datetime | None = None
     pinned: bool = False
     archived: bool = False
+    # The message the next turn continues from (None: no messages yet).
+    head_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,6 +33,7 @@ from typing import Any, Final
 from chatledger import context
 from chatledger.agents.base import Agent, AssistantMessage, TextDelta
 from chatledger.domain import (
+    Branch,
     ChatMessage,
     Message,
     StreamEvent,
@@ -90,8 +91,12 @@ _FOLD_CALLS: Final = 4
 log = logging.getLogger("chatledger.service")
 
 
-def _request_hash(conversation_id: str | None, message: str) -> str:
-    body = json.dumps([conversation_id, message], ensure_ascii=False)
+def _request_hash(conversation_id: str | None, message: str | None, branch: Branch | None) -> str:
+    # A turn on the head hashes as before branches existed: its stored keys stay valid.
+    fields: list[Any] = [conversation_id, message]
+    if branch is not None:
+        fields.append(["edit" if branch.edit else "regenerate", branch.seq])
+    body = json.dumps(fields, ensure_ascii=False)
     return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -187,13 +192,14 @@ class ChatService:
         self,
         user_id: str,
         conversation_id: str | None,
-        message: str,
+        message: str | None,
         *,
         idempotency_key: str | None = None,
+        branch: Branch | None = None,
     ) -> TurnResult:
         """Run one turn to the end; see `stream` for the errors."""
         async for event in self.stream(
-            user_id, conversation_id, message, idempotency_key=idempotency_key
+            user_id, conversation_id, message, idempotency_key=idempotency_key, branch=branch
         ):
             if event.name == "done":
                 return TurnResult.from_dict(event.data, replayed=bool(event.data.get("replayed")))
@@ -203,11 +209,16 @@ class ChatService:
         self,
         user_id: str,
         conversation_id: str | None,
-        message: str,
+        message: str | None,
         *,
         idempotency_key: str | None = None,
+        branch: Branch | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Run one turn, yielding its stream's events as they are stored.
+
+        The turn continues from the conversation's head, or from `branch`: a new version
+        of a user message (`message` is the new text), or a new reply to one (no
+        `message`); the earlier versions stay.
 
         The first event is `conversation` {conversation_id, turn_id, user_message_id}; then
         `delta` {text}, `tool_call` {id, name, arguments} and `tool_result` {id, result} as
@@ -220,9 +231,11 @@ class ChatService:
         disconnects) does not stop it, and everything it does is stored.
 
         Raises:
-            ValidationError: the message is empty or not storable text.
+            ValidationError: the message is empty or not storable text; `branch.seq` is
+                not a user message (`not_a_user_message`).
             TooLargeError: the message is longer than `max_message_chars`.
-            NotFoundError: the conversation does not exist or is another user's.
+            NotFoundError: the conversation (or message `branch.seq`) does not exist or
+                is another user's.
             RateLimitedError: the user started too many turns lately (`turn_limit`).
             ConflictError: `conversation_busy` (a turn is running in the conversation),
                 `idempotency_mismatch` (the key was used for a different request) or
@@ -231,12 +244,17 @@ class ChatService:
             AgentTimeoutError, ModelError: the agent failed; carries the conversation id.
             UnavailableError: the database cannot be reached.
         """
-        check_written_text("message", message, max_chars=self._max_message_chars)
-        if not message.strip():
-            raise ValidationError("message must not be empty", field="message")
+        if branch is not None and conversation_id is None:
+            raise ValidationError("a branch is of a conversation", field="conversation_id")
+        if message is not None:
+            check_written_text("message", message, max_chars=self._max_message_chars)
+            if not message.strip():
+                raise ValidationError("message must not be empty", field="message")
+        elif branch is None or branch.edit:
+            raise ValidationError("message is required", field="message")
         events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
         task = asyncio.create_task(
-            self._run(user_id, conversation_id, message, idempotency_key, events.put_nowait)
+            self._run(user_id, conversation_id, message, branch, idempotency_key, events.put_nowait)
         )
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -308,11 +326,12 @@ class ChatService:
         self,
         user_id: str,
         conversation_id: str | None,
-        message: str,
+        message: str | None,
+        branch: Branch | None,
         idempotency_key: str | None,
         emit: Callable[[StreamEvent], None],
     ) -> None:
-        begun = await self._begin(user_id, conversation_id, message, idempotency_key, emit)
+        begun = await self._begin(user_id, conversation_id, message, branch, idempotency_key, emit)
         if isinstance(begun, TurnResult):
             for event in told(begun):
                 emit(event)
@@ -373,12 +392,13 @@ class ChatService:
         self,
         user_id: str,
         conversation_id: str | None,
-        message: str,
+        message: str | None,
+        branch: Branch | None,
         key: str | None,
         emit: Callable[[StreamEvent], None],
     ) -> Turn | TurnResult:
         """Start the turn, or find the answer its idempotency key already has."""
-        request_hash = _request_hash(conversation_id, message)
+        request_hash = _request_hash(conversation_id, message, branch)
         turn_id = new_id()
         async with self._store.transaction() as tx:
             if key is not None:
@@ -391,14 +411,16 @@ class ChatService:
                 turns, window = self._turn_limit
                 await tx.rate_limits.take(user_id, limit=turns, window=window)
             if conversation_id is None:
+                assert message is not None  # checked in `stream`
                 conversation_id = (await tx.create_conversation(user_id, title=_title(message))).id
             user_message, first_event = await tx.turns.start(
                 user_id,
                 conversation_id,
-                ChatMessage.user(message),
+                None if message is None else ChatMessage.user(message),
                 turn_id=turn_id,
                 lease_expires_at=utcnow() + self._lease_ttl,
                 idempotency_key=key,
+                branch=branch,
             )
         return Turn(
             self._store,
@@ -518,15 +540,15 @@ class ChatService:
 
         `summary` and `history` are what the turn loaded, with what it appended: the next
         turn's view, known without reading it again. `context.plan_fold` says whether and
-        how much to fold; here each chunk is read (if not in memory), summarized and saved.
-        Incremental: only messages after the summary's `upto_seq` are folded; the raw
-        messages are never changed. It runs after the reply is stored, so it adds no
+        how much to fold; here each chunk is summarized and saved, as a summary of this
+        branch. Incremental: only messages after the summary's `upto_seq` are folded; the
+        raw messages are never changed. It runs after the reply is stored, so it adds no
         latency to a turn, and a failure only leaves the summary as it was.
         """
         try:
             plan = context.plan_fold(
                 history,
-                covered=0 if summary is None else summary.upto_seq,
+                covered=None if summary is None else summary.upto_seq,
                 summary=None if summary is None else summary.content,
                 system_prompt=self._system_prompt,
                 budget_tokens=self._context_tokens,
@@ -536,35 +558,18 @@ class ChatService:
             if plan is None:
                 return
             content = None if summary is None else summary.content
-            replaces = None if summary is None else summary.upto_seq
-            if plan.skipped:
-                note = f"({plan.skipped} earlier messages are not summarized.)"
+            if plan.unloaded or plan.skipped:
+                count = "" if plan.unloaded else f"{plan.skipped} "
+                note = f"({count}earlier messages are not summarized.)"
                 content = f"{content}\n\n{note}" if content else note
-            known = {message.seq: message for message in history}
-            for first, last in plan.chunks:
-                messages = [known[seq] for seq in range(first, last + 1) if seq in known]
-                if len(messages) != last - first + 1:  # not all in memory: read them
-                    messages = await self._store.history(
-                        user_id,
-                        conversation_id,
-                        after_seq=first - 1,
-                        before_seq=last + 1,
-                        limit=_FOLD_CHUNK,
-                    )
-                if not messages:
-                    continue  # deleted meanwhile: nothing to fold from this slice
+            for messages in plan.chunks:
                 async with asyncio.timeout(self._agent_timeout):
                     content = await self._agent.summarize(messages, content)
                 saved = await self._store.summaries.save(
-                    user_id,
-                    conversation_id,
-                    content=content,
-                    upto_seq=messages[-1].seq,
-                    replaces=replaces,
+                    user_id, conversation_id, content=content, upto_seq=messages[-1].seq
                 )
                 if not saved:
                     return  # another replica folded first; its summary stands
-                replaces = messages[-1].seq
         except Exception as error:
             log.warning(
                 "summary not updated",

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from chatledger.domain import (
+    Branch,
     ChatMessage,
     Conversation,
     Message,
@@ -119,11 +120,12 @@ class TurnRecords(Protocol):
         self,
         user_id: str,
         conversation_id: str,
-        message: ChatMessage,
+        message: ChatMessage | None,
         *,
         turn_id: str,
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
+        branch: Branch | None = None,
     ) -> tuple[Message, StreamEvent]: ...
 
     async def finish(
@@ -196,7 +198,6 @@ class Summaries(Protocol):
         *,
         content: str,
         upto_seq: int,
-        replaces: int | None,
     ) -> bool: ...
 
 
@@ -253,6 +254,7 @@ class Store(Protocol):
         limit: int = 50,
         before_seq: int | None = None,
         after_seq: int | None = None,
+        leaf: int | None = None,
     ) -> list[Message]: ...
 
     async def load_context(

@@ -134,15 +134,16 @@ async def test_a_failed_insert_rolls_back_the_seq_reservation(
         lambda conn: conn.execute(
             text(
                 "INSERT INTO messages (user_id, conversation_id, seq, id, role, content,"
-                " token_count, created_at) VALUES ('alice', :c, 2, 'planted', 'user', 'x', 1,"
-                " CURRENT_TIMESTAMP)"
+                " token_count, created_at, parent_seq, run_start) VALUES ('alice', :c, 2,"
+                " 'planted', 'user', 'x', 1, CURRENT_TIMESTAMP, 1, 1)"
             ),
             {"c": conversation.id},
         )
     )
     with pytest.raises(IntegrityError):
         await store.append("alice", conversation.id, [ChatMessage.user("two")])
-    assert (await store.get_conversation("alice", conversation.id)).message_count == 1
+    after = await store.get_conversation("alice", conversation.id)
+    assert (after.message_count, after.head_seq) == (1, 1)
 
 
 async def test_empty_batches_are_refused(store: SQLAlchemyStore) -> None:
@@ -183,13 +184,14 @@ async def test_history_is_the_latest_messages_in_order(store: SQLAlchemyStore, c
     assert await message_seqs(connector, "alice", conversation.id) == list(range(1, 10_001))
 
 
-async def test_history_is_one_query_whatever_the_length(store: SQLAlchemyStore) -> None:
+async def test_history_is_two_queries_whatever_the_length(store: SQLAlchemyStore) -> None:
+    # The head, then one range scan: a conversation never edited is one run.
     conversation = await store.create_conversation("alice")
     await store.append("alice", conversation.id, [ChatMessage.user(str(n)) for n in range(500)])
     with count_statements(store.sync_engine) as statements:
         await store.history("alice", conversation.id, limit=50)
         await store.history("alice", conversation.id, limit=50, before_seq=100)
-    assert len(statements) == 2
+    assert len(statements) == 4
 
 
 async def test_paging_backwards_visits_every_message_exactly_once(store: SQLAlchemyStore) -> None:

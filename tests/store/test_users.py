@@ -29,7 +29,7 @@ async def _populate(store: SQLAlchemyStore, user: str) -> None:
     await store.turns.add_events(
         user, conversation.id, lease.id, [("delta", {"text": "."})], first_seq=2
     )
-    await store.summaries.save(user, conversation.id, content="hi", upto_seq=1, replaces=None)
+    await store.summaries.save(user, conversation.id, content="hi", upto_seq=1)
     await store.rate_limits.take(user, limit=10, window=timedelta(minutes=1))
 
 

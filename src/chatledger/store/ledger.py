@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, Final
 
-from sqlalchemy import Connection, Integer, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Integer, and_, bindparam, case, func, insert, select, update
 
 from chatledger.domain import (
     INTERRUPTED_TOOL_RESULT,
@@ -38,7 +39,7 @@ from chatledger.domain import (
     json_depth,
     tool_call_records,
 )
-from chatledger.errors import ConflictError, NotFoundError
+from chatledger.errors import ConflictError, NotFoundError, ValidationError
 from chatledger.storage import event_id, new_id
 from chatledger.store.core import AnyRow
 from chatledger.store.schema import (
@@ -51,13 +52,19 @@ from chatledger.store.schema import (
 from chatledger.tokens import TokenCounter, count_message_tokens
 
 __all__ = [
+    "HEAD",
     "MESSAGE_COLUMNS",
     "LeaseUse",
     "Writer",
+    "copied_row",
     "event_id",
     "message_of",
+    "read_path",
     "readable_metadata",
     "require_conversation",
+    "run_of",
+    "run_rows",
+    "user_message_at",
 ]
 
 _c = conversations.c
@@ -79,6 +86,7 @@ MESSAGE_COLUMNS: Final = (
     _m.metadata,
     _m.token_count,
     _m.created_at,
+    _m.parent_seq,
 )
 _ROLES: Final = {role.value: role for role in Role}
 _NO_METADATA: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -96,12 +104,27 @@ class LeaseUse(Enum):
     RELEASE = "release"  # the turn's last append: gives it up
 
 
+# Appending right after the newest message extends the head's run; after any other
+# message (an edit, a regeneration, an older head) it starts a new one.
+_HEAD_IS_NEWEST = _c.head_seq == _c.next_seq - 1
+
+
 def _reserve(condition: Any, **values: Any) -> Any:
+    # Every value is computed from the row as it was (SQL evaluates all of SET against
+    # the old row), and RETURNING gives the new one: the appended messages' run, and the
+    # parent of that run's first message, come back with the seqs in one statement.
     return (
         update(conversations)
         .where(_c.user_id == bindparam("user"), _c.id == bindparam("conversation"), condition)
-        .values(next_seq=_c.next_seq + bindparam("count"), updated_at=bindparam("now"), **values)
-        .returning(_c.next_seq)
+        .values(
+            next_seq=_c.next_seq + bindparam("count"),
+            head_seq=_c.next_seq + bindparam("count") - 1,
+            head_run_start=case((_HEAD_IS_NEWEST, _c.head_run_start), else_=_c.next_seq),
+            head_run_parent=case((_HEAD_IS_NEWEST, _c.head_run_parent), else_=_c.head_seq),
+            updated_at=bindparam("now"),
+            **values,
+        )
+        .returning(_c.next_seq, _c.head_run_start, _c.head_run_parent)
     )
 
 
@@ -122,6 +145,44 @@ _RESERVE: Final = {
     LeaseUse.RELEASE: _reserve(_HELD, lease_id=None, lease_expires_at=None, stop_requested=False),
 }
 _INSERT_MESSAGES = insert(message_table)
+_RELEASE_ONLY = (
+    update(conversations)
+    .where(_c.user_id == bindparam("user"), _c.id == bindparam("conversation"), _HELD)
+    .values(lease_id=None, lease_expires_at=None, stop_requested=False)
+)
+_run_first = message_table.alias("run_first")
+# The run a message ends (its first seq), and the parent of that run's first message:
+# where reading back along the branch jumps to once the run is read.
+_RUN_OF: Final = (
+    select(_m.run_start, _run_first.c.parent_seq)
+    .join(
+        _run_first,
+        and_(
+            _run_first.c.user_id == _m.user_id,
+            _run_first.c.conversation_id == _m.conversation_id,
+            _run_first.c.seq == _m.run_start,
+        ),
+    )
+    .where(
+        _m.user_id == bindparam("user"),
+        _m.conversation_id == bindparam("conversation"),
+        _m.seq == bindparam("seq"),
+    )
+)
+_RUN_RANGE: Final = (
+    select(*MESSAGE_COLUMNS)
+    .where(
+        _m.user_id == bindparam("user"),
+        _m.conversation_id == bindparam("conversation"),
+        _m.seq >= bindparam("low"),
+        _m.seq <= bindparam("high"),
+    )
+    .order_by(_m.seq.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+HEAD: Final = select(_c.head_seq, _c.head_run_start, _c.head_run_parent).where(
+    _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
+)
 _CONVERSATION_EXISTS = select(_c.id).where(
     _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
 )
@@ -145,16 +206,6 @@ _END_TURN = (
         _t.status == TurnStatus.RUNNING.value,
     )
     .values(status=bindparam("status"), ended_at=bindparam("now"))
-)
-_TURN_MESSAGES_QUERY = (
-    select(*MESSAGE_COLUMNS)
-    .where(
-        _m.user_id == bindparam("user"),
-        _m.conversation_id == bindparam("conversation"),
-        _m.seq >= bindparam("from_seq"),
-    )
-    .order_by(_m.seq)
-    .limit(bindparam("limit", type_=Integer))
 )
 _EVENTS = (
     select(_e.seq, _e.name, _e.data)
@@ -199,6 +250,7 @@ def message_of(row: AnyRow) -> Message:
         metadata,
         token_count,
         created_at,
+        parent_seq,
     ) = row
     return Message(
         conversation_id=conversation_id,
@@ -212,7 +264,31 @@ def message_of(row: AnyRow) -> Message:
         metadata=readable_metadata(metadata) if metadata else _NO_METADATA,
         token_count=token_count,
         created_at=created_at,
+        parent_seq=parent_seq,
     )
+
+
+def user_message_at(conn: Connection, user_id: str, conversation_id: str, seq: int) -> Message:
+    """Message `seq`, which must be a user message (a turn branches only from one).
+
+    Raises:
+        NotFoundError: no such conversation or message for this user.
+        ValidationError: `not_a_user_message`.
+    """
+    key = {"user": user_id, "conversation": conversation_id}
+    row = conn.execute(_RUN_RANGE, {**key, "low": seq, "high": seq, "limit": 1}).first()
+    if row is None:
+        require_conversation(conn, user_id, conversation_id)
+        raise NotFoundError("message not found")
+    message = message_of(row)
+    if message.role is not Role.USER:
+        raise ValidationError(
+            f"message {seq} is a {message.role.value} message; only a user message can be"
+            " edited or answered again",
+            field="seq",
+            code="not_a_user_message",
+        )
+    return message
 
 
 def require_conversation(conn: Connection, user_id: str, conversation_id: str) -> None:
@@ -221,7 +297,7 @@ def require_conversation(conn: Connection, user_id: str, conversation_id: str) -
         raise NotFoundError("conversation not found")
 
 
-def _row(user_id: str, message: Message) -> dict[str, Any]:
+def _row(user_id: str, message: Message, run_start: int) -> dict[str, Any]:
     return {
         "user_id": user_id,
         "conversation_id": message.conversation_id,
@@ -239,7 +315,81 @@ def _row(user_id: str, message: Message) -> dict[str, Any]:
         "metadata": message.metadata or None,
         "token_count": message.token_count,
         "created_at": message.created_at,
+        "parent_seq": message.parent_seq,
+        "run_start": run_start,
     }
+
+
+def copied_row(user_id: str, message: Message, *, conversation_id: str, seq: int) -> dict[str, Any]:
+    """The row of a copy of `message` as message `seq` of a linear conversation (a fork),
+    with an id of its own."""
+    copy = replace(
+        message,
+        conversation_id=conversation_id,
+        seq=seq,
+        id=new_id(),
+        parent_seq=seq - 1 if seq > 1 else None,
+    )
+    return _row(user_id, copy, run_start=1)
+
+
+def run_of(
+    conn: Connection, user_id: str, conversation_id: str, seq: int
+) -> tuple[int, int | None]:
+    """The first seq of the run message `seq` ends, and that first message's parent.
+
+    Raises:
+        NotFoundError: no message `seq` in the conversation.
+    """
+    key = {"user": user_id, "conversation": conversation_id, "seq": seq}
+    found = conn.execute(_RUN_OF, key).first()
+    if found is None:
+        raise NotFoundError("message not found")
+    return found[0], found[1]
+
+
+def run_rows(
+    conn: Connection, user_id: str, conversation_id: str, low: int, high: int, limit: int
+) -> list[Any]:
+    """The newest `limit` rows of seqs `low` to `high` (one run, or part of one), newest
+    first: one range scan of the primary key."""
+    window = {"user": user_id, "conversation": conversation_id, "low": low, "high": high}
+    return list(conn.execute(_RUN_RANGE, {**window, "limit": limit}))
+
+
+def read_path(
+    conn: Connection,
+    user_id: str,
+    conversation_id: str,
+    seq: int | None,
+    *,
+    limit: int,
+    run: tuple[int, int | None] | None = None,
+    after: int = 0,
+    before: int | None = None,
+) -> list[Any]:
+    """The newest `limit` rows of the branch ending at message `seq` (it and each one's
+    parent, back to the root), of those after seq `after` and before `before`, newest
+    first.
+
+    One range scan per run of consecutive seqs (a linear conversation is one run), plus
+    one lookup per jump to an earlier run: the cost follows `limit` and the branches met,
+    never the conversation's length. `run` is `run_of(seq)`, when already known.
+
+    Raises:
+        NotFoundError: no message `seq` in the conversation.
+    """
+    rows: list[Any] = []
+    while seq is not None and seq > after and len(rows) < limit:
+        run_start, run_parent = run or run_of(conn, user_id, conversation_id, seq)
+        high = seq if before is None else min(seq, before - 1)
+        low = max(run_start, after + 1)
+        if low <= high:
+            rows += run_rows(conn, user_id, conversation_id, low, high, limit - len(rows))
+        if run_start <= after:
+            break  # nothing after `after` is left on the branch
+        seq, run = run_parent, None
+    return rows
 
 
 class Writer:
@@ -291,8 +441,8 @@ class Writer:
             "lease": lease_id,
             "expires": lease_expires_at,
         }
-        next_seq = conn.execute(_RESERVE[use], params).scalar()
-        if next_seq is None:
+        reserved = conn.execute(_RESERVE[use], params).first()
+        if reserved is None:
             if use in (LeaseUse.HOLD, LeaseUse.RELEASE):
                 require_conversation(conn, user_id, conversation_id)
                 raise ConflictError(
@@ -300,18 +450,23 @@ class Writer:
                     code="lease_lost",
                 )
             self.take_over(conn, user_id, conversation_id, now=now)
-            next_seq = conn.execute(_RESERVE[use], params).scalar()
-            if next_seq is None:
+            reserved = conn.execute(_RESERVE[use], params).first()
+            if reserved is None:
                 raise ConflictError(
                     "another turn is running in this conversation",
                     code="conversation_busy",
                     retry_after=1,
                 )
+        next_seq, run_start, run_parent = reserved
         first_seq = next_seq - len(prepared)
+        # The batch continues from the head: the first message's parent is the head (the
+        # message before it, when that was the head), each next one's the one before.
+        first_parent = first_seq - 1 if run_start < first_seq else run_parent
         stored = [
             Message(
                 conversation_id=conversation_id,
                 seq=first_seq + offset,
+                parent_seq=first_parent if offset == 0 else first_seq + offset - 1,
                 id=message_id,
                 role=m.role,
                 content=m.content,
@@ -324,8 +479,52 @@ class Writer:
             )
             for offset, (m, message_id, tokens) in enumerate(prepared)
         ]
-        conn.execute(_INSERT_MESSAGES, [_row(user_id, m) for m in stored])
+        conn.execute(_INSERT_MESSAGES, [_row(user_id, m, run_start) for m in stored])
         return stored
+
+    def move_head(
+        self,
+        conn: Connection,
+        user_id: str,
+        conversation_id: str,
+        seq: int | None,
+        *,
+        now: datetime,
+        use: LeaseUse = LeaseUse.NONE,
+        lease_id: str | None = None,
+        lease_expires_at: datetime | None = None,
+    ) -> None:
+        """Make message `seq` the head (None: before the first message), so that the next
+        append continues from it; `use` is NONE or TAKE (the conversation must be free).
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+            ConflictError: `conversation_busy`, a live turn holds the conversation.
+        """
+        values: dict[str, Any] = {"head_seq": seq, "head_run_start": None, "head_run_parent": None}
+        if seq is not None:
+            run_start, run_parent = run_of(conn, user_id, conversation_id, seq)
+            values.update(head_run_start=run_start, head_run_parent=run_parent)
+        if use is LeaseUse.TAKE:
+            values.update(
+                lease_id=lease_id, lease_expires_at=lease_expires_at, stop_requested=False
+            )
+        elif use is not LeaseUse.NONE:
+            raise ValueError(f"moving the head cannot {use.value} a lease")
+        statement = (
+            update(conversations)
+            .where(_c.user_id == user_id, _c.id == conversation_id, _FREE)
+            .values(updated_at=now, **values)
+        )
+        if not conn.execute(statement).rowcount:
+            # Free it from a dead turn, or say it is busy (or not there).
+            self.take_over(conn, user_id, conversation_id, now=now)
+            if not conn.execute(statement).rowcount:
+                raise ConflictError(
+                    "another turn is running in this conversation",
+                    code="conversation_busy",
+                    retry_after=1,
+                )
 
     def take_over(
         self, conn: Connection, user_id: str, conversation_id: str, *, now: datetime
@@ -384,18 +583,22 @@ class Writer:
         if turn is None:
             # A lease without a running turn row (taken by a version before turns were
             # recorded): nothing to close but the lease itself.
-            conn.execute(
-                _RESERVE[LeaseUse.RELEASE],
-                {**key, "lease": turn_id, "now": now, "count": 0, "expires": None},
-            )
+            conn.execute(_RELEASE_ONLY, {**key, "lease": turn_id})
             return None
         user_seq, idempotency_key = turn
-        recorded = [
-            message_of(row)
-            for row in conn.execute(
-                _TURN_MESSAGES_QUERY, {**key, "from_seq": user_seq, "limit": _TURN_MESSAGES}
-            )
-        ]
+        # The turn's messages are the branch from the head (where it appended) back to
+        # its user message: a regenerated reply's earlier versions are not among them.
+        head = conn.execute(HEAD, key).one()
+        path = read_path(
+            conn,
+            user_id,
+            conversation_id,
+            head.head_seq,
+            run=(head.head_run_start, head.head_run_parent),
+            after=user_seq - 1,
+            limit=_TURN_MESSAGES,
+        )
+        recorded = [message_of(row) for row in reversed(path)]
         events = self.events(conn, user_id, conversation_id, turn_id, after=0)
         answered = {m.tool_call_id for m in recorded if m.role is Role.TOOL}
         closing: list[ChatMessage] = [

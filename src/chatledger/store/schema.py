@@ -157,6 +157,13 @@ conversations = Table(
     # Pinned ones come first in the list; archived ones are listed only when asked for.
     Column("pinned", Boolean, nullable=False, server_default=false()),
     Column("archived", Boolean, nullable=False, server_default=false()),
+    # The head: the message the next turn continues from (NULL: none yet). With it, the
+    # run of consecutive seqs that ends at it and the parent of that run's first message
+    # (see `messages.run_start`), kept in the one statement that reserves seqs, so that
+    # an append needs no read first and a turn reads its history without a lookup.
+    Column("head_seq", BigInteger),
+    Column("head_run_start", BigInteger),
+    Column("head_run_parent", BigInteger),
     PrimaryKeyConstraint("user_id", "id"),
     Index("ix_conversations_user_list", "user_id", "archived", "pinned", "updated_at", "id"),
     Index(
@@ -191,6 +198,13 @@ messages = Table(
     Column("metadata", _json()),
     Column("token_count", Integer, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    # The message this one follows (NULL: the first of its branch). Messages form a tree:
+    # an edit or a regeneration adds a sibling, and nothing is ever rewritten.
+    Column("parent_seq", BigInteger),
+    # The first seq of the run this message ends: each of run_start .. seq is the parent
+    # of the next. A branch is read back as one range scan per run, so a history read
+    # costs O(limit) however many messages and branches there are.
+    Column("run_start", BigInteger, nullable=False),
     PrimaryKeyConstraint("user_id", "conversation_id", "seq"),
     ForeignKeyConstraint(
         ["user_id", "conversation_id"],
@@ -198,11 +212,14 @@ messages = Table(
         ondelete="CASCADE",
         name="fk_messages_conversation",
     ),
+    # Siblings and children: versions of a message, and the leaves below one.
+    Index("ix_messages_parent", "user_id", "conversation_id", "parent_seq"),
     CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="ck_messages_role"),
 )
 
-# The rolling summary of a conversation's older messages: it stands in, in the agent's
-# input, for every message up to `upto_seq`. The messages themselves are never changed.
+# Rolling summaries of a conversation's older messages: each stands in, in the agent's
+# input, for the branch up to message `upto_seq`; a turn uses the newest on its branch.
+# The messages themselves are never changed.
 summaries = Table(
     "summaries",
     metadata,
@@ -212,7 +229,7 @@ summaries = Table(
     Column("content", Text, nullable=False),
     Column("token_count", Integer, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
-    PrimaryKeyConstraint("user_id", "conversation_id"),
+    PrimaryKeyConstraint("user_id", "conversation_id", "upto_seq"),
     ForeignKeyConstraint(
         ["user_id", "conversation_id"],
         ["conversations.user_id", "conversations.id"],

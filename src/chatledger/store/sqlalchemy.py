@@ -17,12 +17,12 @@ from typing import Any, Final
 from sqlalchemy import (
     Connection,
     Engine,
-    Integer,
     bindparam,
     delete,
     insert,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -55,12 +55,16 @@ from chatledger.store.cursor import decode_cursor, encode_cursor
 from chatledger.store.engine import Connector, connect
 from chatledger.store.idempotency import IdempotencyStore
 from chatledger.store.ledger import (
-    MESSAGE_COLUMNS,
+    HEAD,
     LeaseUse,
     Writer,
+    copied_row,
     message_of,
+    read_path,
     readable_metadata,
     require_conversation,
+    run_of,
+    run_rows,
 )
 from chatledger.store.limits import RateLimitStore
 from chatledger.store.migrate import upgrade
@@ -95,6 +99,7 @@ DEFAULT_MAX_MESSAGE_CHARS: Final = 256 * 1024
 
 _c = conversations.c
 _m = message_table.c
+_s = summaries.c
 _CONVERSATION_COLUMNS = (
     _c.id,
     _c.title,
@@ -107,6 +112,7 @@ _CONVERSATION_COLUMNS = (
     _c.expires_at,
     _c.pinned,
     _c.archived,
+    _c.head_seq,
 )
 
 # The statements of a chat turn are built once, at import: built per call, each would be
@@ -114,19 +120,33 @@ _CONVERSATION_COLUMNS = (
 _SELECT_CONVERSATION = select(*_CONVERSATION_COLUMNS).where(
     _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
 )
-_HISTORY = (
-    select(*MESSAGE_COLUMNS)
-    .where(_m.user_id == bindparam("user"), _m.conversation_id == bindparam("conversation"))
-    .order_by(_m.seq.desc())
-    .limit(bindparam("limit", type_=Integer))
+# The newest summary of messages in one run of a branch: a summary stands in only for
+# the branch it summarised, so it is looked for along the branch being read.
+_SUMMARY_IN_RUN = (
+    SELECT_SUMMARY.where(_s.upto_seq >= bindparam("low"), _s.upto_seq <= bindparam("high"))
+    .order_by(_s.upto_seq.desc())
+    .limit(1)
 )
-# Keyed by (bounded above, bounded below): each shape is built once.
-_HISTORY_RANGES = {
-    (False, False): _HISTORY,
-    (True, False): _HISTORY.where(_m.seq < bindparam("before_seq")),
-    (False, True): _HISTORY.where(_m.seq > bindparam("after_seq")),
-    (True, True): _HISTORY.where(_m.seq < bindparam("before_seq"), _m.seq > bindparam("after_seq")),
-}
+_CHILDREN = select(_m.parent_seq, _m.seq).where(
+    _m.user_id == bindparam("user"), _m.conversation_id == bindparam("conversation")
+)
+# The newest leaf below a message: its descendants, one index lookup each.
+_NEWEST_LEAF = text(
+    """
+    WITH RECURSIVE below(seq) AS (
+        SELECT CAST(:seq AS BIGINT)
+        UNION ALL
+        SELECT m.seq FROM messages m JOIN below b ON m.parent_seq = b.seq
+        WHERE m.user_id = :user AND m.conversation_id = :conversation
+    )
+    SELECT max(seq) FROM below
+    """
+)
+_SUMMARIES_NEWEST_FIRST = SELECT_SUMMARY.order_by(_s.upto_seq.desc())
+# A limit no branch reaches (the largest a PostgreSQL LIMIT parameter takes).
+_WHOLE_BRANCH: Final = 2**31 - 1
+# Rows copied per statement by `fork`.
+_FORK_BATCH: Final = 1_000
 
 
 def _conversation(row: AnyRow, now: datetime) -> Conversation:
@@ -142,6 +162,7 @@ def _conversation(row: AnyRow, now: datetime) -> Conversation:
         expires_at=row.expires_at,
         pinned=row.pinned,
         archived=row.archived,
+        head_seq=row.head_seq,
     )
 
 
@@ -511,62 +532,242 @@ class SQLAlchemyStore:
         limit: int = 50,
         before_seq: int | None = None,
         after_seq: int | None = None,
+        leaf: int | None = None,
     ) -> list[Message]:
-        """The latest `limit` messages (of those between `after_seq` and `before_seq`,
-        both excluded), oldest first.
+        """The latest `limit` messages of a branch (of those between `after_seq` and
+        `before_seq`, both excluded), oldest first.
 
-        One query on the primary key, read backwards from the end: its cost depends on
-        `limit`, not on how long the conversation is.
+        The branch is the head's, or the one ending at message `leaf`: that message and
+        its parents, back to the first. Read backwards, one range scan per run of
+        consecutive messages (a conversation never edited is one run): its cost depends
+        on `limit`, not on how long the conversation is.
+
+        Raises:
+            NotFoundError: no such conversation for this user, or no message `leaf`.
+            ValidationError: a bound is not an integer.
         """
         user_id = check_user_id(user_id)
         conversation_id = check_conversation_id(conversation_id)
-        params: dict[str, Any] = {
-            "user": user_id,
-            "conversation": conversation_id,
-            "limit": check_limit(limit),
-        }
-        for name, bound in (("before_seq", before_seq), ("after_seq", after_seq)):
+        limit = check_limit(limit)
+        bounds: dict[str, int] = {}
+        for name, bound in (("before_seq", before_seq), ("after_seq", after_seq), ("leaf", leaf)):
             if bound is not None:
                 if isinstance(bound, bool) or not isinstance(bound, int):
                     raise ValidationError(f"{name} must be an integer", field=name)
-                params[name] = max(min(bound, MAX_BIGINT), -MAX_BIGINT)
-        query = _HISTORY_RANGES[before_seq is not None, after_seq is not None]
+                bounds[name] = max(min(bound, MAX_BIGINT), -MAX_BIGINT)
 
         def work(conn: Connection) -> list[Message]:
-            rows = conn.execute(query, params).all()
-            if not rows:
-                # Messages exist only in existing conversations, so only an empty
-                # answer needs a second look to tell "empty" from "not found".
+            key = {"user": user_id, "conversation": conversation_id}
+            if leaf is None:
+                head = conn.execute(HEAD, key).first()
+                if head is None:
+                    raise NotFoundError("conversation not found")
+                start = head.head_seq
+                run: tuple[int, int | None] | None = (head.head_run_start, head.head_run_parent)
+            else:
                 require_conversation(conn, user_id, conversation_id)
-            return [message_of(row) for row in reversed(rows)]
+                start, run = bounds["leaf"], None
+            path = read_path(
+                conn,
+                user_id,
+                conversation_id,
+                start,
+                run=run,
+                limit=limit,
+                after=max(bounds.get("after_seq", 0), 0),
+                before=bounds.get("before_seq"),
+            )
+            return [message_of(row) for row in reversed(path)]
 
         return await self._db.read(work)
 
     async def load_context(
         self, user_id: str, conversation_id: str, *, limit: int
     ) -> tuple[Summary | None, list[Message]]:
-        """The conversation's summary and the latest `limit` messages after it, oldest first.
+        """The summary that stands in for the head's branch up to some message, and the
+        latest `limit` messages of the branch after it, oldest first.
 
-        What a turn needs to build its agent's input, in two indexed queries whose cost
-        does not grow with the conversation: the summary stands in for everything before
-        the messages returned.
+        What a turn needs to build its agent's input. A summary of another branch (one
+        made before an edit, say) is never used: it is looked for along the branch, in
+        each run the window reads. The cost does not grow with the conversation: a
+        linear one takes three indexed queries.
         """
         user_id = check_user_id(user_id)
         conversation_id = check_conversation_id(conversation_id)
+        limit = check_limit(limit)
         key = {"user": user_id, "conversation": conversation_id}
-        params = {**key, "limit": check_limit(limit), "after_seq": 0}
 
         def work(conn: Connection) -> tuple[Summary | None, list[Message]]:
-            found = conn.execute(SELECT_SUMMARY, key).first()
-            summary = None if found is None else summary_of(found)
-            if summary is not None:
-                params["after_seq"] = summary.upto_seq
-            rows = conn.execute(_HISTORY_RANGES[False, True], params).all()
-            if not rows and summary is None:
-                require_conversation(conn, user_id, conversation_id)
-            return summary, [message_of(row) for row in reversed(rows)]
+            head = conn.execute(HEAD, key).first()
+            if head is None:
+                raise NotFoundError("conversation not found")
+            seq: int | None = head.head_seq
+            run: tuple[int, int | None] | None = (head.head_run_start, head.head_run_parent)
+            rows: list[Any] = []
+            while seq is not None and len(rows) < limit:
+                run_start, parent = run or run_of(conn, user_id, conversation_id, seq)
+                found = conn.execute(
+                    _SUMMARY_IN_RUN, {**key, "low": run_start, "high": seq}
+                ).first()
+                low = run_start if found is None else found.upto_seq + 1
+                if low <= seq:
+                    rows += run_rows(conn, user_id, conversation_id, low, seq, limit - len(rows))
+                if found is not None:
+                    return summary_of(found), [message_of(row) for row in reversed(rows)]
+                seq, run = parent, None
+            return None, [message_of(row) for row in reversed(rows)]
 
         return await self._db.read(work)
+
+    # -- branches -----------------------------------------------------------------------
+
+    async def siblings(
+        self, user_id: str, conversation_id: str, messages: Sequence[Message]
+    ) -> dict[int, list[int]]:
+        """For each of `messages`, the seqs of every version of it (itself and its
+        siblings: the messages with the same parent), oldest first.
+
+        One indexed query on the parents. Raises `NotFoundError` for a conversation that
+        is not the user's (when `messages` is empty: nothing to look for).
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        parents = {m.parent_seq for m in messages}
+        if not parents:
+            return {}
+        found = [p for p in parents if p is not None]
+        query = _CHILDREN.where(
+            or_(_m.parent_seq.in_(found), _m.parent_seq.is_(None))
+            if None in parents
+            else _m.parent_seq.in_(found)
+        ).order_by(_m.seq)
+        key = {"user": user_id, "conversation": conversation_id}
+
+        def work(conn: Connection) -> dict[int, list[int]]:
+            children: dict[int | None, list[int]] = {}
+            for parent, seq in conn.execute(query, key):
+                children.setdefault(parent, []).append(seq)
+            if not children:
+                require_conversation(conn, user_id, conversation_id)
+            return {m.seq: children.get(m.parent_seq, [m.seq]) for m in messages}
+
+        return await self._db.read(work)
+
+    async def set_head(self, user_id: str, conversation_id: str, seq: int) -> int:
+        """Make the next turn continue from message `seq`'s branch: the head becomes the
+        newest message at or below `seq` (a leaf), durably, for every replica.
+
+        Returns:
+            The new head's seq.
+
+        Raises:
+            NotFoundError: no such conversation or message for this user.
+            ConflictError: `conversation_busy`, a turn is running in the conversation.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_BIGINT:
+            raise ValidationError("seq must be a positive integer", field="seq")
+        key = {"user": user_id, "conversation": conversation_id}
+
+        def work(conn: Connection) -> int:
+            require_conversation(conn, user_id, conversation_id)
+            run_of(conn, user_id, conversation_id, seq)  # raises if there is no such message
+            leaf: int = conn.execute(_NEWEST_LEAF, {**key, "seq": seq}).scalar_one()
+            self._writer.move_head(conn, user_id, conversation_id, leaf, now=utcnow())
+            return leaf
+
+        return await self._db.write(work)
+
+    async def fork(
+        self, user_id: str, conversation_id: str, *, upto_seq: int | None = None
+    ) -> Conversation:
+        """A new conversation holding a copy of one branch: message `upto_seq` (default:
+        the head) and its parents back to the first, numbered 1, 2, ... again. The copy
+        has the source's title and metadata; the summary of the branch comes along.
+
+        Raises:
+            NotFoundError: no such conversation or message for this user.
+            ValidationError: `would_split_tool_call`, message `upto_seq` calls tools whose
+                results come after it.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        if upto_seq is not None and (
+            isinstance(upto_seq, bool) or not isinstance(upto_seq, int) or upto_seq < 1
+        ):
+            raise ValidationError("upto_seq must be a positive integer", field="upto_seq")
+        key = {"user": user_id, "conversation": conversation_id}
+
+        def work(conn: Connection) -> Conversation:
+            source = conn.execute(_SELECT_CONVERSATION, key).first()
+            if source is None:
+                raise NotFoundError("conversation not found")
+            leaf = source.head_seq if upto_seq is None else upto_seq
+            rows = [] if leaf is None else read_path(
+                conn, user_id, conversation_id, leaf, limit=_WHOLE_BRANCH
+            )  # fmt: skip
+            branch = [message_of(row) for row in reversed(rows)]
+            if branch and branch[-1].tool_calls:
+                raise ValidationError(
+                    f"message {leaf} calls tools whose results come after it: fork from"
+                    " a later message",
+                    field="upto_seq",
+                    code="would_split_tool_call",
+                )
+            now = utcnow()
+            copy = Conversation(
+                id=new_id(),
+                title=source.title,
+                metadata=readable_metadata(source.metadata),
+                message_count=len(branch),
+                created_at=now,
+                updated_at=now,
+                head_seq=len(branch) or None,
+            )
+            conn.execute(
+                insert(conversations),
+                {
+                    "user_id": user_id,
+                    "id": copy.id,
+                    "title": copy.title,
+                    "metadata": copy.metadata,
+                    "next_seq": len(branch) + 1,
+                    "head_seq": copy.head_seq,
+                    "head_run_start": 1 if branch else None,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            renumbered = {m.seq: place for place, m in enumerate(branch, 1)}
+            for first in range(0, len(branch), _FORK_BATCH):
+                conn.execute(
+                    insert(message_table),
+                    [
+                        copied_row(user_id, m, conversation_id=copy.id, seq=renumbered[m.seq])
+                        for m in branch[first : first + _FORK_BATCH]
+                    ],
+                )
+            # The newest summary of the branch comes along, renumbered; the others in the
+            # table summarise other branches. A conversation has a few, not one per
+            # message: one per fold.
+            for summary in conn.execute(_SUMMARIES_NEWEST_FIRST, key):
+                if summary.upto_seq in renumbered:
+                    conn.execute(
+                        insert(summaries),
+                        {
+                            "user_id": user_id,
+                            "conversation_id": copy.id,
+                            "upto_seq": renumbered[summary.upto_seq],
+                            "content": summary.content,
+                            "token_count": summary.token_count,
+                            "updated_at": now,
+                        },
+                    )
+                    break
+            return copy
+
+        return await self._db.write(work)
 
     # -- users --------------------------------------------------------------------------
 

@@ -1,15 +1,13 @@
-"""`SummaryStore`: each conversation's rolling summary of the messages before its window."""
+"""`SummaryStore`: rolling summaries of the messages before a turn's window, per branch."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select
 
 from chatledger.domain import Summary, check_text
-from chatledger.errors import ValidationError
 from chatledger.store.core import AnyRow, check_conversation_id, check_user_id, utcnow
 from chatledger.store.engine import Connector
+from chatledger.store.ledger import require_conversation
 from chatledger.store.schema import summaries
 from chatledger.tokens import TokenCounter
 
@@ -38,62 +36,36 @@ class SummaryStore:
         self._db = db
         self._token_counter = token_counter
 
-    async def get(self, user_id: str, conversation_id: str) -> Summary | None:
-        """The conversation's summary, or None if it has none (or is not the user's)."""
-        key = {
-            "user": check_user_id(user_id),
-            "conversation": check_conversation_id(conversation_id),
-        }
-        row = await self._db.read(lambda conn: conn.execute(SELECT_SUMMARY, key).first())
-        return None if row is None else summary_of(row)
-
     async def save(
-        self,
-        user_id: str,
-        conversation_id: str,
-        *,
-        content: str,
-        upto_seq: int,
-        replaces: int | None,
+        self, user_id: str, conversation_id: str, *, content: str, upto_seq: int
     ) -> bool:
-        """Store a summary covering every message up to `upto_seq`, if nobody got there first.
+        """Store a summary of the branch up to and including message `upto_seq`.
 
-        `replaces` is the `upto_seq` of the summary this one was folded from (None: there
-        was none). When another replica has saved a summary in the meantime, nothing is
-        written and False is returned: a summary never moves backwards or forks.
+        A conversation keeps one summary per fold: each stands in for its branch only,
+        and a turn uses the newest one on its own branch (`load_context`), so an edit
+        far back never sees a summary of what it replaced, and switching back to a
+        branch finds its summary still there. Returns False, writing nothing, when a
+        summary up to `upto_seq` exists already (another replica folded first).
 
         Raises:
-            ValidationError: `content` is not storable text, or `upto_seq` does not move on.
-            NotFoundError: no such conversation (only when creating the first summary).
+            ValidationError: `content` is not storable text.
+            NotFoundError: no such conversation.
         """
         user_id = check_user_id(user_id)
         conversation_id = check_conversation_id(conversation_id)
         check_text("content", content)
-        if replaces is not None and upto_seq <= replaces:
-            raise ValidationError("a new summary must cover more messages", field="upto_seq")
-        values: dict[str, Any] = {
+        row = {
+            "user_id": user_id,
+            "conversation_id": conversation_id,
             "upto_seq": upto_seq,
             "content": content,
             "token_count": self._token_counter(content),
             "updated_at": utcnow(),
         }
-        key = {"user_id": user_id, "conversation_id": conversation_id}
-        if replaces is None:
-            statement: Any = (
-                self._db.upsert(summaries).values(**key, **values).on_conflict_do_nothing()
-            )
-        else:
-            statement = (
-                update(summaries)
-                .where(
-                    _s.user_id == user_id,
-                    _s.conversation_id == conversation_id,
-                    _s.upto_seq == replaces,
-                )
-                .values(values)
-            )
+        statement = self._db.upsert(summaries).values(**row).on_conflict_do_nothing()
 
         def work(conn: Connection) -> bool:
+            require_conversation(conn, user_id, conversation_id)
             return bool(conn.execute(statement).rowcount)
 
         return await self._db.write(work)

@@ -17,6 +17,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from chatledger.domain import (
+    Branch,
     ChatMessage,
     Message,
     StreamEvent,
@@ -24,11 +25,11 @@ from chatledger.domain import (
     TurnStatus,
     tool_call_records,
 )
-from chatledger.errors import ConflictError, NotFoundError
+from chatledger.errors import ConflictError, NotFoundError, ValidationError
 from chatledger.storage import Ending, RunningTurn, utcnow
 from chatledger.store.core import check_conversation_id, check_user_id
 from chatledger.store.engine import Connector
-from chatledger.store.ledger import LeaseUse, Writer
+from chatledger.store.ledger import LeaseUse, Writer, user_message_at
 from chatledger.store.schema import conversations, idempotency_keys, turn_events, turns
 
 __all__ = ["RunningTurn", "TurnStore"]
@@ -70,38 +71,62 @@ class TurnStore:
         self,
         user_id: str,
         conversation_id: str,
-        message: ChatMessage,
+        message: ChatMessage | None,
         *,
         turn_id: str,
         lease_expires_at: datetime,
         idempotency_key: str | None = None,
+        branch: Branch | None = None,
     ) -> tuple[Message, StreamEvent]:
         """Store the user message and start the turn on it, taking the lease; a dead
         turn's lease is taken over (that turn closed first).
 
+        The turn continues from the head, or from `branch`: its `message` a new version of
+        user message `branch.seq`, or (no `message`) a new reply to that message. The head
+        moves there in the same transaction, so the turn reads that branch only.
+
         Returns:
-            The stored user message and the stream's first event, `conversation`.
+            The user message the turn answers and the stream's first event,
+            `conversation`.
 
         Raises:
-            NotFoundError: no such conversation for this user.
+            NotFoundError: no such conversation, or message `branch.seq`, for this user.
+            ValidationError: `branch.seq` is not a user message; a regeneration with a
+                message or anything else without one.
             ConflictError: `conversation_busy`, with `retry_after`.
         """
         user_id = check_user_id(user_id)
         conversation_id = check_conversation_id(conversation_id)
-        prepared = self._writer.prepare([message])
+        if (message is None) != (branch is not None and not branch.edit):
+            raise ValidationError("only a regeneration starts a turn without a message")
+        prepared = [] if message is None else self._writer.prepare([message])
+        writer = self._writer
 
         def work(conn: Connection) -> tuple[Message, StreamEvent]:
             now = utcnow()
-            [stored] = self._writer.append(
-                conn,
-                user_id,
-                conversation_id,
-                prepared,
-                now=now,
-                use=LeaseUse.TAKE,
-                lease_id=turn_id,
-                lease_expires_at=lease_expires_at,
-            )
+            lease: dict[str, Any] = {
+                "now": now,
+                "lease_id": turn_id,
+                "lease_expires_at": lease_expires_at,
+            }
+            if branch is None:
+                [stored] = writer.append(
+                    conn, user_id, conversation_id, prepared, use=LeaseUse.TAKE, **lease
+                )
+            else:
+                origin = user_message_at(conn, user_id, conversation_id, branch.seq)
+                # The head moves to where the turn starts, and the lease is taken, in one
+                # statement that a running turn refuses.
+                start_at = origin.parent_seq if branch.edit else origin.seq
+                writer.move_head(
+                    conn, user_id, conversation_id, start_at, use=LeaseUse.TAKE, **lease
+                )
+                if branch.edit:
+                    [stored] = writer.append(
+                        conn, user_id, conversation_id, prepared, use=LeaseUse.HOLD, **lease
+                    )
+                else:
+                    stored = origin
             conn.execute(
                 _INSERT_TURN,
                 {
