@@ -87,10 +87,11 @@ def tool_exchange(call_id: str, name: str = "add_task", result: str = "{}") -> l
     ]
 
 
-def assert_invariants(history: Sequence[Message]) -> None:
+def assert_invariants(history: Sequence[Message], *, branch: bool = False) -> None:
     """DESIGN.md's invariants on a whole conversation, checked message by message.
 
-    - seq is 1..N without gaps;
+    - seq is 1..N without gaps (on a `branch` of a conversation with several: each
+      message's parent is the one before it);
     - every assistant tool call is followed, before anything else, by exactly one result
       for each of its calls, and every result answers a call;
     - every turn (a user message and what follows it) ends with an assistant message
@@ -98,7 +99,11 @@ def assert_invariants(history: Sequence[Message]) -> None:
     - no message id appears twice, and no tool call id twice within a turn (models may
       reuse ids like "call_0" across turns; within one, a repeat is a double execution).
     """
-    assert [m.seq for m in history] == list(range(1, len(history) + 1)), "seq has gaps"
+    if branch:
+        parents = [None, *(m.seq for m in history[:-1])]
+        assert [m.parent_seq for m in history] == parents, "not one branch"
+    else:
+        assert [m.seq for m in history] == list(range(1, len(history) + 1)), "seq has gaps"
     assert len({m.id for m in history}) == len(history), "duplicated message"
     waiting: list[str] = []
     turn_calls: set[str] = set()

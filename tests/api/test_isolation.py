@@ -167,6 +167,12 @@ def body_for(method: str, template: str, conversation_id: str) -> dict[str, Any]
     """A valid body for the route, so only ownership can be the reason for a refusal."""
     if template.endswith("/chat"):
         return {"message": "hello", "conversation_id": conversation_id}
+    if template.endswith("/edit"):
+        return {"message": "hello"}
+    if template.endswith("/head"):
+        return {"seq": 1}
+    if template.endswith(("/fork", "/regenerate")):
+        return {}
     if method in ("POST", "PATCH"):
         return {"title": "renamed by alice", "metadata": {"by": ALICE}}
     return None
@@ -195,7 +201,7 @@ async def test_every_route_on_bobs_path_is_403_for_alice(
             for conversation_id in targets(template, planted):
                 response = await alice.request(
                     method,
-                    template.format(user_id=BOB, conversation_id=conversation_id),
+                    template.format(user_id=BOB, conversation_id=conversation_id, seq=1),
                     json=body_for(method, template, conversation_id),
                     params={"cursor": planted.cursor},
                     headers={"Idempotency-Key": planted.idempotency_key},
@@ -225,7 +231,7 @@ async def test_bobs_conversation_ids_in_alices_path_are_404_like_missing_ones(
                 responses = [
                     await alice.request(
                         method,
-                        template.format(user_id=ALICE, conversation_id=target),
+                        template.format(user_id=ALICE, conversation_id=target, seq=1),
                         json=body_for(method, template, target),
                     )
                     for target in (conversation_id, uuid.uuid4().hex)

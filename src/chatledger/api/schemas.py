@@ -6,10 +6,11 @@ silently ignored value. Responses are built from domain objects, never from rows
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from chatledger.domain import Conversation, Message, Task, TurnResult
 
@@ -111,6 +112,9 @@ class ConversationPublic(BaseModel):
     )
     pinned: bool
     archived: bool
+    head_seq: int | None = Field(
+        description="The message the next turn continues from (null: no messages yet)."
+    )
 
     @classmethod
     def of(cls, conversation: Conversation) -> ConversationPublic:
@@ -126,6 +130,7 @@ class ConversationPublic(BaseModel):
             expires_at=conversation.expires_at,
             pinned=conversation.pinned,
             archived=conversation.archived,
+            head_seq=conversation.head_seq,
         )
 
 
@@ -151,7 +156,15 @@ class StoredToolCall(BaseModel):
 
 class MessagePublic(BaseModel):
     id: str
-    seq: int = Field(description="Position in the conversation: 1, 2, 3, ...")
+    seq: int = Field(description="Order of writing in the conversation, every branch: 1, 2, 3, ...")
+    parent_seq: int | None = Field(description="The message it follows (null: the first).")
+    sibling_count: int = Field(
+        description="How many versions of it there are (edits or regenerations), itself included."
+    )
+    sibling_index: int = Field(description="Which version it is: 0 for the first written.")
+    sibling_seqs: list[int] = Field(
+        description="The seq of every version, oldest first: `PUT …/head` one to show its branch."
+    )
     role: str
     content: str
     tool_calls: list[StoredToolCall]
@@ -161,8 +174,12 @@ class MessagePublic(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, message: Message) -> MessagePublic:
+    def of(cls, message: Message, versions: Sequence[int]) -> MessagePublic:
         return cls(
+            parent_seq=message.parent_seq,
+            sibling_count=len(versions),
+            sibling_index=versions.index(message.seq),
+            sibling_seqs=list(versions),
             id=message.id,
             seq=message.seq,
             role=message.role.value,
@@ -179,8 +196,34 @@ class MessagePublic(BaseModel):
 
 
 class MessagePage(BaseModel):
-    items: list[MessagePublic] = Field(description="Oldest first.")
+    items: list[MessagePublic] = Field(description="The branch, oldest first.")
     has_more: bool = Field(description="Older messages exist: pass the first seq as `before`.")
+
+
+class EditRequest(_Request):
+    message: str = Field(description="The new version of the message.")
+
+
+# The largest seq a database column holds: a larger one is a 422, not a database error.
+MAX_SEQ = 2**63 - 1
+
+
+class HeadUpdate(_Request):
+    seq: StrictInt = Field(
+        ge=1,
+        le=MAX_SEQ,
+        description="A message of the branch to continue: the head becomes the newest"
+        " message at or below it.",
+    )
+
+
+class ForkRequest(_Request):
+    upto_seq: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SEQ,
+        description="The last message to copy, with its branch (default: the head).",
+    )
 
 
 class TaskPublic(BaseModel):

@@ -7,16 +7,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatledger.api.dependencies import CurrentUser, Service, Streams
 from chatledger.api.errors import error_body
 from chatledger.api.metrics import Metrics
 from chatledger.api.openapi import AUTHENTICATED, errors, event_stream
-from chatledger.api.schemas import ChatRequest, ChatResponse
-from chatledger.domain import StreamEvent, TurnResult
+from chatledger.api.schemas import MAX_SEQ, ChatRequest, ChatResponse, EditRequest
+from chatledger.domain import Branch, StreamEvent, TurnResult
 from chatledger.errors import AgentError, ChatLedgerError
+from chatledger.service import ChatService
 
 log = structlog.get_logger("chatledger.api")
 
@@ -62,10 +63,75 @@ async def chat(
     idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse:
     """Send a message; the agent answers, using tools, and everything is stored."""
+    return await _turn(
+        request, response, service, user_id, body.conversation_id, body.message,
+        idempotency_key=idempotency_key,
+    )  # fmt: skip
+
+
+@router.post(
+    "/api/{user_id}/conversations/{conversation_id}/messages/{seq}/edit",
+    response_model=ChatResponse,
+    response_model_exclude_none=True,
+    responses=errors(404, 408, 409, 413, 422, 429, 502, 504),
+)
+async def edit(
+    conversation_id: str,
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+    body: EditRequest,
+    user_id: CurrentUser,
+    service: Service,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> ChatResponse:
+    """Send a new version of user message `seq`: it follows the same message as the
+    first version did, and the agent answers it. The first version and everything after
+    it stay, on their own branch; the conversation continues from the new one."""
+    return await _turn(
+        request, response, service, user_id, conversation_id, body.message,
+        idempotency_key=idempotency_key, branch=Branch(seq, edit=True),
+    )  # fmt: skip
+
+
+@router.post(
+    "/api/{user_id}/conversations/{conversation_id}/messages/{seq}/regenerate",
+    response_model=ChatResponse,
+    response_model_exclude_none=True,
+    responses=errors(404, 409, 422, 429, 502, 504),
+)
+async def regenerate(
+    conversation_id: str,
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+    user_id: CurrentUser,
+    service: Service,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> ChatResponse:
+    """Answer user message `seq` again (its tools run again); the earlier answers stay,
+    as its other versions, and the conversation continues from the new one."""
+    return await _turn(
+        request, response, service, user_id, conversation_id, None,
+        idempotency_key=idempotency_key, branch=Branch(seq, edit=False),
+    )  # fmt: skip
+
+
+async def _turn(
+    request: Request,
+    response: Response,
+    service: ChatService,
+    user_id: str,
+    conversation_id: str | None,
+    message: str | None,
+    *,
+    idempotency_key: str | None,
+    branch: Branch | None = None,
+) -> ChatResponse:
     metrics: Metrics = request.app.state.metrics
     try:
         result = await service.turn(
-            user_id, body.conversation_id, body.message, idempotency_key=idempotency_key
+            user_id, conversation_id, message, idempotency_key=idempotency_key, branch=branch
         )
     except Exception as error:
         record_turn(metrics, None, error)

@@ -11,11 +11,14 @@ from chatledger.api.dependencies import CurrentUser, Service, Store, Streams
 from chatledger.api.openapi import AUTHENTICATED, errors, event_stream
 from chatledger.api.routes.chat import KEEP_ALIVE_SECONDS, sse
 from chatledger.api.schemas import (
+    MAX_SEQ,
     ConversationCreate,
     ConversationDetail,
     ConversationPage,
     ConversationPublic,
     ConversationUpdate,
+    ForkRequest,
+    HeadUpdate,
     MessagePage,
     MessagePublic,
     StopResponse,
@@ -159,11 +162,58 @@ async def list_messages(
     store: Store,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
-        int | None, Query(ge=1, description="Only messages with a smaller seq (paging back).")
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_SEQ,
+            description="Only the branch's messages before this seq (paging back).",
+        ),
+    ] = None,
+    head: Annotated[
+        int | None,
+        Query(
+            ge=1, le=MAX_SEQ, description="Read the branch ending at this message, not the head's."
+        ),
     ] = None,
 ) -> MessagePage:
-    """The latest messages (before `before`), oldest first, with tool calls and results."""
+    """The latest messages of the head's branch (or `head`'s), oldest first, with tool calls
+    and results, and each message's versions."""
     # One more than asked tells whether older messages remain, in the same query.
-    messages = await store.history(user_id, conversation_id, limit=limit + 1, before_seq=before)
+    messages = await store.history(
+        user_id, conversation_id, limit=limit + 1, before_seq=before, leaf=head
+    )
     has_more = len(messages) > limit
-    return MessagePage(items=[MessagePublic.of(m) for m in messages[-limit:]], has_more=has_more)
+    page = messages[-limit:]
+    versions = await store.siblings(user_id, conversation_id, page)
+    return MessagePage(
+        items=[MessagePublic.of(m, versions[m.seq]) for m in page], has_more=has_more
+    )
+
+
+@router.put(
+    "/{conversation_id}/head",
+    response_model=ConversationPublic,
+    responses=errors(404, 408, 409, 413, 422),
+)
+async def set_head(
+    conversation_id: str, body: HeadUpdate, user_id: CurrentUser, store: Store
+) -> ConversationPublic:
+    """Continue from another branch: the head becomes the newest message at or below
+    `seq` (so a version's whole branch shows), for every replica. 409 while a turn runs."""
+    await store.set_head(user_id, conversation_id, body.seq)
+    return ConversationPublic.of(await store.get_conversation(user_id, conversation_id))
+
+
+@router.post(
+    "/{conversation_id}/fork",
+    response_model=ConversationPublic,
+    status_code=201,
+    responses=errors(404, 408, 413, 422),
+)
+async def fork(
+    conversation_id: str, user_id: CurrentUser, store: Store, body: ForkRequest | None = None
+) -> ConversationPublic:
+    """A new conversation holding a copy of one branch, up to `upto_seq` (default: the
+    head), numbered from 1; the source is unchanged."""
+    upto = None if body is None else body.upto_seq
+    return ConversationPublic.of(await store.fork(user_id, conversation_id, upto_seq=upto))
