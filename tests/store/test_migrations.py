@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect, select
 from sqlalchemy.engine import make_url
 
 from chatledger.store import SQLAlchemyStore, connect
 from chatledger.store.migrate import alembic_config
-from chatledger.store.schema import metadata
+from chatledger.store.schema import metadata, turns
+from chatledger.usage import UsageTotals
 from tests.conftest import POSTGRES_URL, _create_database, _drop_database
 
 
@@ -74,6 +76,35 @@ async def test_downgrade_to_nothing_and_back(empty_url: str) -> None:
         assert tables <= {"alembic_version"}
         await store.migrate()
         assert await db.read(_schema_diff) == []
+    finally:
+        await store.close()
+        await db.close()
+
+
+async def test_turns_from_before_usage_was_recorded_have_unknown_usage(empty_url: str) -> None:
+    store = SQLAlchemyStore.from_url(empty_url)
+    db = connect(empty_url)
+    try:
+        await store.migrate("0006")
+        conversation = await store.create_conversation("alice")
+        now = datetime.now(UTC)
+        # Only the columns the table had then: the insert names no others.
+        row = {
+            "user_id": "alice",
+            "conversation_id": conversation.id,
+            "id": "t1",
+            "user_seq": 1,
+            "status": "completed",
+            "started_at": now,
+            "ended_at": now,
+        }
+        await db.write(lambda conn: conn.execute(insert(turns), row))
+        await store.migrate()
+
+        usage = select(turns.c.input_tokens, turns.c.output_tokens, turns.c.usage_estimated)
+        assert tuple(await db.read(lambda conn: conn.execute(usage).one())) == (None, None, None)
+        report = await store.token_usage("alice", first_day=now.date(), last_day=now.date())
+        assert report.total == UsageTotals(turns=1, unknown_turns=1)
     finally:
         await store.close()
         await db.close()
