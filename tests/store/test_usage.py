@@ -94,7 +94,9 @@ async def test_sums_per_utc_day_across_midnight_per_conversation_and_in_all(
         at(MARCH_2, 0),
         TokenUsage(40, 5, "rules", estimated=True),
     )
-    await turn(store, connector, letters.id, at(MARCH_2, 18), TokenUsage(7, 3, "gpt-x"))
+    await turn(
+        store, connector, letters.id, at(MARCH_2, 23, 59, 59, 999_999), TokenUsage(7, 3, "gpt-x")
+    )
     # Just outside the period, on both ends.
     await turn(
         store, connector, letters.id, at(date(2026, 2, 28), 23, 59, 59, 999_999), TokenUsage(1, 1)
