@@ -12,7 +12,9 @@ A turn (DESIGN.md, "The stateless turn"), read top to bottom in `_run`:
    goes through the turn's toolbox (`toolbox`) to its toolset, and the `Turn` records it
    (`turns`).
 3. **end**, in one transaction: the reply (or, for a turn that failed, its partial text,
-   marked), the lease freed, the turn's status, the idempotent response, the stream's end.
+   marked), the lease freed, the turn's status and the tokens its agent reported using
+   (a failed or stopped turn: those reported before it ended), the idempotent response,
+   the stream's end.
 
 Nothing about the conversation stays in memory between turns, and every turn ends in the
 record — by itself, or, if its process dies, closed as `interrupted` by whoever next finds
@@ -31,7 +33,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from chatledger import context
-from chatledger.agents.base import Agent, AssistantMessage, TextDelta
+from chatledger.agents.base import Agent, AssistantMessage, TextDelta, TokenUsage
 from chatledger.domain import (
     Branch,
     ChatMessage,
@@ -467,7 +469,7 @@ class ChatService:
         try:
             async with deadline:
                 async for event in self._agent.run(messages, TurnToolbox(turn, self._toolsets)):
-                    if isinstance(event, TextDelta | AssistantMessage):
+                    if isinstance(event, TextDelta | AssistantMessage | TokenUsage):
                         turn.hear(event)
         except TimeoutError:
             if not deadline.expired():

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from chatledger.domain import (
@@ -28,6 +28,7 @@ from chatledger.domain import (
     TurnStatus,
 )
 from chatledger.tools.tasks import TaskRepository
+from chatledger.usage import TokenUsage, UsageReport
 
 __all__ = [
     "Ending",
@@ -137,6 +138,7 @@ class TurnRecords(Protocol):
         *,
         earlier: Sequence[Message],
         ending: Ending,
+        usage: TokenUsage | None = None,
         idempotency_key: str | None,
         events: Sequence[tuple[str, Any]],
         first_event_seq: int,
@@ -202,7 +204,8 @@ class Summaries(Protocol):
 
 
 class Store(Protocol):
-    """What a chat turn needs of a store: `chatledger.store.SQLAlchemyStore`."""
+    """What a chat turn, and the usage it records, need of a store:
+    `chatledger.store.SQLAlchemyStore`."""
 
     @property
     def tasks(self) -> TaskRepository: ...
@@ -260,3 +263,7 @@ class Store(Protocol):
     async def load_context(
         self, user_id: str, conversation_id: str, *, limit: int
     ) -> tuple[Summary | None, list[Message]]: ...
+
+    async def token_usage(
+        self, user_id: str, *, first_day: date, last_day: date
+    ) -> UsageReport: ...

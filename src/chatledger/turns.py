@@ -10,8 +10,9 @@ taken) and then owns its record-keeping until it ends:
   that report it; any other call before it runs, and its result when it returns, so a
   process that dies in between leaves a call that is closed as `interrupted`;
 - `keep_alive` renews the lease while the turn runs and notices a stop request;
-- `end` stores the last message, frees the lease, completes the idempotency key and ends
-  the stream, retrying a while if the database is away.
+- `end` stores the last message and the tokens the agent reported using (summed), frees
+  the lease, completes the idempotency key and ends the stream, retrying a while if the
+  database is away.
 
 The stream is written to the database before it is handed to the live listener, so a
 client that attaches from another replica, or reconnects, gets exactly the same events.
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
-from chatledger.agents.base import AgentEvent, AssistantMessage, TextDelta
+from chatledger.agents.base import AgentEvent, AssistantMessage, TextDelta, TokenUsage
 from chatledger.domain import (
     INTERRUPTED_TOOL_RESULT,
     ChatMessage,
@@ -99,6 +100,8 @@ class Turn:
         # Complete assistant messages since the last tool call, and the one being streamed.
         self._said: list[str] = []
         self._partial = ""
+        # What the agent reported of its tokens so far; None while it has reported nothing.
+        self.usage: TokenUsage | None = None
         self.stopped = False  # a stop request cancelled the agent
         self.lease_lost = False  # someone closed the turn after its lease ran out
         self.agent_done = False  # from then on neither can cancel the agent any more
@@ -122,8 +125,11 @@ class Turn:
         return Lease(self.id, utcnow() + self._lease_ttl)
 
     def hear(self, event: AgentEvent) -> None:
-        """Take in what the agent says: streamed text, or a complete message."""
-        if isinstance(event, TextDelta):
+        """Take in what the agent says (streamed text, or a complete message) and the
+        tokens it reports."""
+        if isinstance(event, TokenUsage):
+            self.usage = event if self.usage is None else self.usage + event
+        elif isinstance(event, TextDelta):
             self._partial += event.text
             self._deltas.append(event.text)
             if self._flusher is None:
@@ -289,6 +295,7 @@ class Turn:
                         closing_messages,
                         earlier=self.stored,
                         ending=ending,
+                        usage=self.usage,
                         idempotency_key=self.idempotency_key,
                         events=sent,
                         first_event_seq=self._next_event,

@@ -13,6 +13,7 @@ import json
 import shutil
 import socket
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from chatledger.agents import (
     AssistantMessage,
     OpenAIAgent,
     TextDelta,
+    TokenUsage,
     Toolbox,
     ToolCallFinished,
     ToolCallStarted,
@@ -40,11 +42,13 @@ from chatledger.testing import (
     ModelReply,
     ModelRequest,
     ModelScript,
+    ReportedUsage,
     Stall,
     Text,
     ToolCalls,
 )
 from chatledger.tools import TASK_TOOLS, TaskTools, ToolSpec
+from chatledger.usage import UsageTotals
 from tests.factories import assert_invariants
 
 USER = "alice"
@@ -155,8 +159,11 @@ async def test_one_tool_call_adds_the_task_and_reports_every_step(
     store: SQLAlchemyStore, toolbox: RecordingToolbox, api: str
 ) -> None:
     script = [
-        ToolCalls([FunctionCall("add_task", {"title": "buy milk"}, id="call_milk")]),
-        Text("Added buy milk.", chunks=3),
+        ToolCalls(
+            [FunctionCall("add_task", {"title": "buy milk"}, id="call_milk")],
+            usage=ReportedUsage(120, 9),
+        ),
+        Text("Added buy milk.", chunks=3, usage=ReportedUsage(151, 4)),
     ]
     async with serve(script, api) as (server, agent):
         events = await run(agent, toolbox, ChatMessage.user("remind me to buy milk"))
@@ -166,12 +173,15 @@ async def test_one_tool_call_adds_the_task_and_reports_every_step(
     call = ToolCall("call_milk", "add_task", '{"title": "buy milk"}')
     result = {"task_id": 1, "status": "created", "title": "buy milk"}
     assert toolbox.calls == [ToolCallFinished(call, result)]
+    # Each model request's usage as it reported it, as soon as the request is done.
     assert events == [
+        TokenUsage(120, 9, "fake-model"),
         ToolCallStarted(call),
         ToolCallFinished(call, result),
         TextDelta("Added"),
         TextDelta(" buy "),
         TextDelta("milk."),
+        TokenUsage(151, 4, "fake-model"),
         AssistantMessage("Added buy milk."),
     ]
     first, second = server.requests
@@ -568,3 +578,76 @@ def test_without_an_api_key_the_agent_refuses_to_be_built(monkeypatch: pytest.Mo
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
         OpenAIAgent("gpt-4o-mini")
+
+
+class NoTools:
+    """A toolbox with nothing in it: a request then sends only the conversation."""
+
+    specs: Sequence[ToolSpec] = ()
+
+    async def call(self, call: ToolCall) -> dict[str, Any]:
+        raise AssertionError("no tool to call")
+
+
+def usage_of(events: list[AgentEvent]) -> list[TokenUsage]:
+    return [event for event in events if isinstance(event, TokenUsage)]
+
+
+async def test_a_tool_loop_is_recorded_as_the_sum_of_its_requests_usage(
+    store: SQLAlchemyStore, api: str
+) -> None:
+    script = [
+        ToolCalls([FunctionCall("add_task", {"title": "milk"})], usage=ReportedUsage(200, 12)),
+        ToolCalls([FunctionCall("list_tasks")], usage=ReportedUsage(260, 9)),
+        Text("Added milk; it is your only task.", usage=ReportedUsage(330, 3)),
+    ]
+    async with serve(script, api) as (_, agent):
+        result, _ = await converse(store, agent, "add milk and show my tasks")
+
+    today = datetime.now(UTC).date()
+    report = await store.token_usage(USER, first_day=today, last_day=today)
+    assert report.total == UsageTotals(790, 24, turns=1)
+    [conversation] = report.conversations
+    assert conversation.conversation_id == result.conversation_id
+
+
+async def test_chat_completions_are_asked_for_usage_unless_your_agent_says_not_to() -> None:
+    async with serve([Text("Hi.")], "chat_completions") as (server, agent):
+        events = await run(agent, NoTools(), ChatMessage.user("hi"))
+    assert server.requests[0].body["stream_options"] == {"include_usage": True}
+    assert [u.estimated for u in usage_of(events)] == [False]
+
+    mine = SDKAgent(name="quiet", model_settings=ModelSettings(include_usage=False))
+    async with serve([Text("Hi.")], "chat_completions", agent=mine) as (server, agent):
+        events = await run(agent, NoTools(), ChatMessage.user("hi"))
+    assert server.requests[0].body["stream_options"] == {"include_usage": False}
+    assert [u.estimated for u in usage_of(events)] == [True]
+
+
+async def test_a_model_that_reports_no_usage_gets_our_estimate_marked_as_such(api: str) -> None:
+    async with serve([Text("Hello there.", usage=False)], api) as (_, agent):
+        events = await run(agent, NoTools(), ChatMessage.user("hi"))
+
+    # About four bytes a token, and four more a message: "hi" in, "Hello there." out.
+    assert usage_of(events) == [TokenUsage(1 + 4, 3 + 4, "fake-model", estimated=True)]
+    assert said(events) == "Hello there."
+
+
+async def test_each_estimate_in_a_tool_loop_counts_what_that_request_was_sent(
+    toolbox: RecordingToolbox, api: str
+) -> None:
+    script = [
+        ToolCalls([FunctionCall("add_task", {"title": "milk"}, id="call_milk")], usage=False),
+        Text("Added milk.", usage=False),
+    ]
+    async with serve(script, api) as (_, agent):
+        events = await run(agent, toolbox, ChatMessage.user("add milk"))
+
+    first, second = usage_of(events)
+    assert first.estimated and second.estimated
+    # The call: 4 + add_task 2 + {"title": "milk"} 5 + 4 for the call.
+    assert first.output_tokens == 15
+    # The second request was sent all the first was, its call, and the result: 4 + 13 for
+    # {"task_id": 1, "status": "created", "title": "milk"} + 3 for its call id.
+    assert second.input_tokens - first.input_tokens == 15 + 20
+    assert second.output_tokens == 4 + 3  # "Added milk."

@@ -15,6 +15,7 @@ from chatledger.agents import (
     AssistantMessage,
     RulesAgent,
     TextDelta,
+    TokenUsage,
     ToolCallFinished,
     ToolCallStarted,
     run_agent,
@@ -278,16 +279,31 @@ async def test_events_stream_tool_calls_then_the_reply(store: SQLAlchemyStore) -
 
     kinds = [type(event) for event in events]
     assert kinds[:4] == [ToolCallStarted, ToolCallFinished, ToolCallStarted, ToolCallFinished]
-    assert set(kinds[4:-1]) == {TextDelta} and kinds[-1] is AssistantMessage
+    assert set(kinds[4:-2]) == {TextDelta} and kinds[-2:] == [AssistantMessage, TokenUsage]
     started = [e.call for e in events if isinstance(e, ToolCallStarted)]
     finished = [e.call for e in events if isinstance(e, ToolCallFinished)]
     assert started == finished == toolbox.calls
     assert all(re.fullmatch(r"call_[0-9a-f]{32}", call.id) for call in started)
     assert len({call.id for call in started}) == 2
-    final = events[-1]
+    final = events[-2]
     assert isinstance(final, AssistantMessage)
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == final.content
     assert final.content == 'Added task 1: "milk".\nYou have 1 task:\n- #1 milk'
+
+
+async def test_its_usage_is_an_estimate_of_what_a_model_would_read_and_write(
+    store: SQLAlchemyStore,
+) -> None:
+    # No model, so nothing to report: the estimate (about four bytes a token, four more
+    # per message and per tool call) of the same exchange with a model, marked so.
+    toolbox = RecordingToolbox(store.tasks, "alice")
+    messages = [ChatMessage.user("add milk and show my tasks")]  # 26 bytes
+
+    reply = await run_agent(RulesAgent(), messages, toolbox)
+
+    # In: 7 + 4. Out: add_task {"title": "milk"} 4 + (2 + 5 + 4); list_tasks
+    # {"status": "all"} 4 + (3 + 5 + 4); the reply's 48 bytes 12 + 4.
+    assert reply.usage == TokenUsage(11, 47, model="rules", estimated=True)
 
 
 def test_a_long_summary_stays_small_and_keeps_count_of_what_it_leaves_out() -> None:

@@ -310,3 +310,18 @@ async def test_bobs_task_ids_through_the_agent_reach_only_alices_tasks(
         assert results[-1] == ("list_tasks", {"tasks": [], "total": 0, "omitted": 0})
         tasks = await alice.request("GET", f"/api/{ALICE}/tasks")
         assert tasks.json() == {"items": [], "next_cursor": None, "has_more": False}
+
+
+async def test_alices_usage_counts_none_of_bobs_turns(
+    make_server: Callable[..., Any], connector: Connector, planted: Planted
+) -> None:
+    async with alice_attacks(make_server, connector, planted) as alice:
+        turn = await alice.request("POST", f"/api/{ALICE}/chat", json={"message": "hi"})
+        usage = await alice.request("GET", f"/api/{ALICE}/usage")
+
+    assert usage.status_code == 200, usage.text
+    assert usage.json()["total"]["turns"] == 1
+    assert [c["conversation_id"] for c in usage.json()["conversations"]] == [
+        turn.json()["conversation_id"]
+    ]
+    assert not any(conversation_id in usage.text for conversation_id in planted.conversation_ids)

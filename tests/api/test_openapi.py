@@ -63,7 +63,14 @@ def test_operation_ids_are_readable() -> None:
     ids = [operation["operationId"] for _, _, operation in OPERATIONS]
     assert len(ids) == len(set(ids))
     assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", operation_id) for operation_id in ids), ids
-    assert {"chat", "chat_stream", "list_conversations", "attach_stream", "list_tasks"} <= set(ids)
+    assert {
+        "chat",
+        "chat_stream",
+        "list_conversations",
+        "attach_stream",
+        "list_tasks",
+        "get_usage",
+    } <= set(ids)
 
 
 def test_event_streams_describe_each_event() -> None:

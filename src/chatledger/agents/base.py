@@ -11,7 +11,12 @@ An agent's stream, in order of occurrence:
 - `ToolCallStarted`: the agent is about to call a tool;
 - `ToolCallFinished`: the tool returned (the result is already recorded);
 - `AssistantMessage`: a complete assistant text message. An agent may send several (text
-  before a tool call, then the answer); the last one is the reply.
+  before a tool call, then the answer); the last one is the reply;
+- `TokenUsage`: the tokens a model request (or several) took in and gave out, as the model
+  reported them or as estimated (`chatledger.usage.estimate_usage`). An agent sends one per
+  request, or one for its run; the turn records their sum. Send it as soon as it is known:
+  a run that is stopped or fails keeps what it reported before. A turn whose agent reports
+  none records its usage as unknown.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from chatledger.domain import ChatMessage, ToolCall
 from chatledger.tools import ToolSpec
+from chatledger.usage import TokenUsage
 
 __all__ = [
     "Agent",
@@ -29,6 +35,7 @@ __all__ = [
     "AgentReply",
     "AssistantMessage",
     "TextDelta",
+    "TokenUsage",
     "ToolCallFinished",
     "ToolCallStarted",
     "Toolbox",
@@ -57,7 +64,7 @@ class AssistantMessage:
     content: str
 
 
-AgentEvent = TextDelta | ToolCallStarted | ToolCallFinished | AssistantMessage
+AgentEvent = TextDelta | ToolCallStarted | ToolCallFinished | AssistantMessage | TokenUsage
 
 
 class Toolbox(Protocol):
@@ -99,15 +106,19 @@ class AgentReply:
 
     content: str
     tool_calls: list[ToolCallFinished] = field(default_factory=list)
+    usage: TokenUsage | None = None  # the sum of what it reported; None if nothing
 
 
 async def run_agent(agent: Agent, messages: Sequence[ChatMessage], toolbox: Toolbox) -> AgentReply:
-    """Run `agent` to the end without streaming; returns its reply and tool calls."""
+    """Run `agent` to the end without streaming; returns its reply, tool calls and usage."""
     content = ""
     tool_calls = []
+    usage: TokenUsage | None = None
     async for event in agent.run(messages, toolbox):
         if isinstance(event, AssistantMessage):
             content = event.content
         elif isinstance(event, ToolCallFinished):
             tool_calls.append(event)
-    return AgentReply(content, tool_calls)
+        elif isinstance(event, TokenUsage):
+            usage = event if usage is None else usage + event
+    return AgentReply(content, tool_calls, usage)

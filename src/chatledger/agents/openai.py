@@ -4,6 +4,11 @@ The SDK's `Runner` drives the loop (ask the model, run the tools it calls, ask a
 module only translates. Our `ChatMessage`s become SDK input items, each `ToolSpec` becomes a
 `FunctionTool` that calls the run's `Toolbox`, and the SDK's stream events become ours.
 
+Each model request's usage is reported as it completes (`TokenUsage`): the numbers the
+model reports, or, from a server that reports none, our estimate of what the request sent
+and received, marked `estimated`. A tool loop's requests are reported one by one; the turn
+adds them up.
+
 The toolbox travels in the run's context, not in a closure: the user is bound inside it, and
 one `OpenAIAgent` serves every user. A tool's arguments go to the toolbox as the model wrote
 them; the toolbox, not the model, knows whose tasks these are, and refuses arguments its
@@ -30,6 +35,7 @@ from agents import (
     MessageOutputItem,
     Model,
     ModelBehaviorError,
+    ModelSettings,
     OpenAIChatCompletionsModel,
     OpenAIResponsesModel,
     RawResponsesStreamEvent,
@@ -48,19 +54,31 @@ from agents import (
 )
 from agents.tool_context import ToolContext
 from openai import AsyncOpenAI
-from openai.types.responses import ResponseOutputRefusal, ResponseTextDeltaEvent
+from openai.types.responses import (
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputItem,
+    ResponseOutputMessage,
+    ResponseOutputRefusal,
+    ResponseOutputText,
+    ResponseTextDeltaEvent,
+    ResponseUsage,
+)
 
 from chatledger.agents.base import (
     AgentEvent,
     AssistantMessage,
     TextDelta,
+    TokenUsage,
     Toolbox,
     ToolCallFinished,
     ToolCallStarted,
 )
 from chatledger.domain import ChatMessage, Role, ToolCall
 from chatledger.errors import ChatLedgerError, ConfigurationError, ModelError
+from chatledger.tokens import TokenCounter, approximate_tokens
 from chatledger.tools import ToolSpec
+from chatledger.usage import MAX_REPORTED_TOKENS, estimate_usage
 
 __all__ = ["OpenAIAgent", "to_input_items"]
 
@@ -124,6 +142,14 @@ class _Run:
     # Why the run ended early: the toolbox's tool-call limit, or too many model requests.
     stopped: str | None = None
     finished: dict[str, ToolCallFinished] = field(default_factory=dict)
+    # For estimating a request whose usage the model does not report: what the next
+    # request will send (the history, then each output and tool result as the loop goes
+    # on), the tokens of the instructions and tool definitions it sends too, the model
+    # asked, and how to count.
+    sent: list[ChatMessage] = field(default_factory=list)
+    preamble_tokens: int = 0
+    model: str | None = None
+    counter: TokenCounter = approximate_tokens
 
 
 def _function_tool(spec: ToolSpec) -> FunctionTool:
@@ -174,15 +200,60 @@ def _message_text(item: MessageOutputItem) -> str:
     return text or "\n".join(refusals)
 
 
+def _reported(usage: ResponseUsage | None, model: str | None) -> TokenUsage | None:
+    """The usage a response reports, if it reports one that can be true. All zeros is
+    what some servers send for "not counted": no request takes in nothing."""
+    if usage is None:
+        return None
+    counts = (usage.input_tokens, usage.output_tokens)
+    if not all(isinstance(n, int) and 0 <= n <= MAX_REPORTED_TOKENS for n in counts):
+        return None
+    if counts == (0, 0):
+        return None
+    return TokenUsage(*counts, model=model)
+
+
+def _as_message(item: ResponseOutputItem) -> ChatMessage | None:
+    """An output item as the message it becomes in the next request's input."""
+    if isinstance(item, ResponseOutputMessage):
+        parts = [
+            part.text if isinstance(part, ResponseOutputText) else part.refusal
+            for part in item.content
+        ]
+        return ChatMessage.assistant("".join(parts))
+    if isinstance(item, ResponseFunctionToolCall):
+        return ChatMessage.assistant(tool_calls=[ToolCall(item.call_id, item.name, item.arguments)])
+    return None  # reasoning and hosted tools' items: not counted
+
+
+def _request_usage(response: ResponseCompletedEvent, run: _Run) -> TokenUsage:
+    """What one model request used, as reported or estimated; and the run learns what its
+    next request will send."""
+    produced = [m for item in response.response.output if (m := _as_message(item)) is not None]
+    model = response.response.model or run.model
+    usage = _reported(response.response.usage, model)
+    if usage is None:
+        usage = estimate_usage(
+            run.sent, produced, model=model, counter=run.counter, extra_input=run.preamble_tokens
+        )
+    run.sent.extend(produced)
+    return usage
+
+
 def _translate(event: StreamEvent, run: _Run) -> list[AgentEvent]:
     if isinstance(event, RawResponsesStreamEvent):
         if isinstance(event.data, ResponseTextDeltaEvent) and event.data.delta:
             return [TextDelta(event.data.delta)]
+        if isinstance(event.data, ResponseCompletedEvent):
+            return [_request_usage(event.data, run)]
     elif isinstance(event, RunItemStreamEvent):
         item = event.item
         if isinstance(item, MessageOutputItem) and (text := _message_text(item)):
             return [AssistantMessage(text)]
         if isinstance(item, ToolCallOutputItem):
+            run.sent.append(
+                ChatMessage.tool(tool_call_id=item.call_id or "", name="", content=str(item.output))
+            )
             # Reported once the SDK hands back the output, and only for calls the toolbox
             # ran: a refused call, or one to a tool that does not exist, never reached it.
             finished = run.finished.pop(item.call_id or "", None)
@@ -236,6 +307,13 @@ class OpenAIAgent:
             tool-call limit cannot stop them). A run that reaches it, or whose toolbox
             refuses a call at its tool-call limit, ends with a message saying it stopped.
         max_retries: retries of a failed request, for a client built here.
+        token_counter: counts the tokens of a text, to estimate a request whose usage the
+            model does not report.
+
+    Usage is asked for on the Chat Completions API too (`include_usage`, which the SDK
+    sends by itself only to OpenAI): most compatible servers only report it when asked.
+    An agent of yours whose model settings say `include_usage=False` is not asked for it,
+    and its requests' usage is estimated.
 
     Raises:
         ValueError: both a client and `base_url` or `api_key` were given.
@@ -253,6 +331,7 @@ class OpenAIAgent:
         agent: SDKAgent[Any] | None = None,
         max_turns: int = 25,
         max_retries: int = 0,
+        token_counter: TokenCounter = approximate_tokens,
     ) -> None:
         if max_turns < 1:
             raise ValueError("max_turns must be at least 1")
@@ -279,6 +358,7 @@ class OpenAIAgent:
         elif isinstance(self._agent.model, Model):
             self._model = self._agent.model
         self._max_turns = max_turns
+        self._token_counter = token_counter
         # Tracing would export spans over the network; tools run one at a time (see above);
         # a made-up tool name gets an error result the model can recover from.
         self._run_config = RunConfig(
@@ -305,12 +385,22 @@ class OpenAIAgent:
         Raises:
             ModelError: the model endpoint failed or could not be reached.
         """
-        run = _Run(toolbox)
         mine = self._agent
+        settings = mine.model_settings
+        if settings.include_usage is None:
+            settings = settings.resolve(ModelSettings(include_usage=True))
+        tools = [*mine.tools, *(_function_tool(spec) for spec in toolbox.specs)]
+        run = _Run(
+            toolbox,
+            sent=list(messages),
+            preamble_tokens=_preamble_tokens(mine, tools, self._token_counter),
+            model=_model_name(self._model),
+            counter=self._token_counter,
+        )
         agent = mine.clone(
             model=self._model,
-            model_settings=mine.model_settings,
-            tools=[*mine.tools, *(_function_tool(spec) for spec in toolbox.specs)],
+            model_settings=settings,
+            tools=tools,
             # An agent of yours that decides itself when tool use ends keeps deciding.
             tool_use_behavior=(
                 _stop_if_refused
@@ -373,6 +463,23 @@ class OpenAIAgent:
         except (openai.APIError, ModelBehaviorError) as error:
             raise _model_error(error) from error
         return str(result.final_output).strip()
+
+
+def _model_name(model: Model) -> str | None:
+    # The SDK's OpenAI models keep their name as `model`; a model of yours may not.
+    name = getattr(model, "model", None)
+    return name if isinstance(name, str) and name else None
+
+
+def _preamble_tokens(agent: SDKAgent[Any], tools: Sequence[Any], counter: TokenCounter) -> int:
+    """Tokens a request sends besides the conversation: the agent's instructions (when
+    they are text) and the function tools' definitions."""
+    total = counter(agent.instructions) if isinstance(agent.instructions, str) else 0
+    for tool in tools:
+        if isinstance(tool, FunctionTool):
+            definition = json.dumps(tool.params_json_schema, ensure_ascii=False)
+            total += counter(tool.name) + counter(tool.description) + counter(definition)
+    return total
 
 
 async def _settle(result: RunResultStreaming) -> None:

@@ -54,8 +54,13 @@ from chatledger.agents.rules_grammar import parse
 from chatledger.agents.rules_references import mentioned_ids, parse_reference, title_words
 from chatledger.agents.rules_summary import ADD_OFFER, QUESTION, SUMMARY_HEADER, Ledger
 from chatledger.domain import ChatMessage, Role, TaskFilter, ToolCall
+from chatledger.tokens import TokenCounter, approximate_tokens
+from chatledger.usage import estimate_usage
 
-__all__ = ["HELP_TEXT", "SUMMARY_HEADER", "RulesAgent"]
+__all__ = ["HELP_TEXT", "MODEL_NAME", "SUMMARY_HEADER", "RulesAgent"]
+
+# The model name its turns record: there is no model, and this says so.
+MODEL_NAME: Final = "rules"
 
 HELP_TEXT: Final = "\n".join(
     (
@@ -111,7 +116,17 @@ class RulesAgent:
     just talked about, several commands in one message, and answers to its own questions;
     `HELP_TEXT` is what it tells users. It never acts on a guess: a title that matches
     several tasks, or a message no rule reads, gets a question and no tool call.
+
+    It has no model, so no model reports its usage: each run reports our estimate
+    (`estimated`, model `"rules"`) of what a model would have been sent and said for the
+    same exchange, so that usage means the same whichever agent served a turn.
+
+    Args:
+        token_counter: counts the tokens of a text, for the estimate.
     """
+
+    def __init__(self, *, token_counter: TokenCounter = approximate_tokens) -> None:
+        self._token_counter = token_counter
 
     async def run(
         self, messages: Sequence[ChatMessage], toolbox: Toolbox
@@ -120,11 +135,17 @@ class RulesAgent:
         ledger = Ledger()
         ledger.fold(messages)
         turn = _Turn(toolbox, ledger)
+        produced: list[ChatMessage] = []
         async for event in turn.play(messages):
+            if isinstance(event, ToolCallFinished):
+                produced.append(ChatMessage.assistant(tool_calls=[event.call]))
             yield event
         for index, line in enumerate(turn.lines):
             yield TextDelta(line if index == len(turn.lines) - 1 else line + "\n")
-        yield AssistantMessage("\n".join(turn.lines))
+        reply = "\n".join(turn.lines)
+        yield AssistantMessage(reply)
+        produced.append(ChatMessage.assistant(reply))
+        yield estimate_usage(messages, produced, model=MODEL_NAME, counter=self._token_counter)
 
     async def summarize(self, messages: Sequence[ChatMessage], previous: str | None) -> str:
         """Fold the task changes and open questions of `messages` into `previous`.

@@ -7,12 +7,13 @@ silently ignored value. Responses are built from domain objects, never from rows
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from chatledger.domain import Conversation, Message, Task, TurnResult
+from chatledger.usage import UsageReport, UsageTotals
 
 __all__ = [
     "ChatRequest",
@@ -22,6 +23,8 @@ __all__ = [
     "ConversationPage",
     "ConversationPublic",
     "ConversationUpdate",
+    "ConversationUsagePublic",
+    "DayUsagePublic",
     "DevTokenRequest",
     "ErrorBody",
     "MessagePage",
@@ -31,6 +34,8 @@ __all__ = [
     "TaskPublic",
     "TokenResponse",
     "ToolCallPublic",
+    "UsagePublic",
+    "UsageTotalsPublic",
 ]
 
 
@@ -256,6 +261,73 @@ class StopResponse(BaseModel):
     stopping: bool = Field(
         description="A turn was running and will stop in a moment (false: none was)."
     )
+
+
+class UsageTotalsPublic(BaseModel):
+    input_tokens: int = Field(
+        description="Tokens sent to the model, over the turns that recorded usage."
+    )
+    output_tokens: int = Field(description="Tokens the model produced.")
+    turns: int = Field(description="Turns that ended, whether or not they recorded usage.")
+    estimated_turns: int = Field(
+        description="Turns whose counts are (partly) our estimate, not the model's report."
+    )
+    unknown_turns: int = Field(
+        description="Turns with no usage recorded (from before usage was recorded, or whose "
+        "server died mid-turn): in `turns`, in neither token sum."
+    )
+
+    @classmethod
+    def fields_of(cls, totals: UsageTotals) -> dict[str, int]:
+        return {
+            "input_tokens": totals.input_tokens,
+            "output_tokens": totals.output_tokens,
+            "turns": totals.turns,
+            "estimated_turns": totals.estimated_turns,
+            "unknown_turns": totals.unknown_turns,
+        }
+
+
+class DayUsagePublic(UsageTotalsPublic):
+    day: date = Field(description="A day (UTC): turns count on the day they started.")
+
+
+class ConversationUsagePublic(UsageTotalsPublic):
+    conversation_id: str
+    title: str | None
+
+
+class UsagePublic(BaseModel):
+    from_: date = Field(alias="from", description="The first day, included.")
+    to: date = Field(description="The last day, included.")
+    total: UsageTotalsPublic
+    days: list[DayUsagePublic] = Field(description="Only days with turns, oldest first.")
+    conversations: list[ConversationUsagePublic] = Field(
+        description="Only conversations with turns in the period, most tokens first. A "
+        "deleted conversation's usage is deleted with it."
+    )
+
+    @classmethod
+    def of(cls, report: UsageReport) -> UsagePublic:
+        return cls.model_validate(
+            {
+                "from": report.first_day,
+                "to": report.last_day,
+                "total": UsageTotalsPublic.fields_of(report.total),
+                "days": [
+                    {"day": day.day, **UsageTotalsPublic.fields_of(day.totals)}
+                    for day in report.days
+                ],
+                "conversations": [
+                    {
+                        "conversation_id": c.conversation_id,
+                        "title": c.title,
+                        **UsageTotalsPublic.fields_of(c.totals),
+                    }
+                    for c in report.conversations
+                ],
+            }
+        )
 
 
 class DevTokenRequest(_Request):

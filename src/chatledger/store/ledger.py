@@ -575,8 +575,9 @@ class Writer:
         message marked with `status` holds the text it had streamed since its last tool
         call; the lease goes; its idempotency key, if it had one, is completed with the
         result, so a retry answers with it instead of running the turn again; and its
-        stream ends with `done`. Returns the result, or None when there is no such
-        running turn (then only the lease, if the turn held it, is freed).
+        stream ends with `done`. Its token usage stays unknown (NULL, not zero): what its
+        agent reported was held by the process that died. Returns the result, or None when
+        there is no such running turn (then only the lease, if the turn held it, is freed).
         """
         key = {"user": user_id, "conversation": conversation_id, "turn": turn_id}
         turn = conn.execute(_RUNNING_TURN, key).first()

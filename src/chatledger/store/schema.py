@@ -132,6 +132,7 @@ def _json() -> Any:
 
 USER_ID = 255
 ID = 64
+MODEL_NAME_CHARS = 255
 
 metadata = MetaData(naming_convention={"pk": "pk_%(table_name)s"})
 
@@ -275,6 +276,14 @@ turns = Table(
     Column("status", String(16), nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("ended_at", UTCDateTime()),
+    # The tokens its model requests took in and gave out (summed), whether those are our
+    # estimate rather than the model's report, and the model. NULL, never zero, when not
+    # known: a turn still running, one that ended before usage was recorded, one whose
+    # server died (whoever closes it cannot know), one whose agent reported none.
+    Column("input_tokens", BigInteger),
+    Column("output_tokens", BigInteger),
+    Column("usage_estimated", Boolean),
+    Column("model", String(MODEL_NAME_CHARS)),
     PrimaryKeyConstraint("user_id", "conversation_id", "id"),
     ForeignKeyConstraint(
         ["user_id", "conversation_id"],
@@ -286,6 +295,8 @@ turns = Table(
         "status IN ('running', 'completed', 'stopped', 'failed', 'interrupted')",
         name="ck_turns_status",
     ),
+    # A user's usage over a period reads their turns by start time, a range of this index.
+    Index("ix_turns_user_started", "user_id", "started_at"),
 )
 
 # What a running turn has streamed, in order, so that any replica can replay it to a

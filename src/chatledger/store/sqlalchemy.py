@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -82,7 +82,9 @@ from chatledger.store.schema import (
 from chatledger.store.summaries import SELECT_SUMMARY, SummaryStore, summary_of
 from chatledger.store.tasks import TaskStore
 from chatledger.store.turns import TurnStore
+from chatledger.store.usage import read_usage
 from chatledger.tokens import TokenCounter, approximate_tokens
+from chatledger.usage import UsageReport, check_period
 
 __all__ = ["Lease", "SQLAlchemyStore"]
 
@@ -768,6 +770,26 @@ class SQLAlchemyStore:
             return copy
 
         return await self._db.write(work)
+
+    # -- usage --------------------------------------------------------------------------
+
+    async def token_usage(self, user_id: str, *, first_day: date, last_day: date) -> UsageReport:
+        """The tokens the user's turns used from `first_day` to `last_day`, both included:
+        in all, per day (UTC) and per conversation.
+
+        A turn counts on the day it started, once it has ended. What a deleted
+        conversation's turns used is deleted with them: it counts nowhere.
+
+        Raises:
+            ValidationError: the days are not dates, the last comes before the first, or
+                the period is longer than `chatledger.usage.MAX_USAGE_DAYS`.
+        """
+        user_id = check_user_id(user_id)
+        first_day, last_day = check_period(first_day, last_day)
+        dialect = self._db.dialect
+        return await self._db.read(
+            lambda conn: read_usage(conn, dialect, user_id, first_day, last_day)
+        )
 
     # -- users --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ replica renews the lease; if the replica dies, the next request on the conversat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -30,7 +31,14 @@ from chatledger.storage import Ending, RunningTurn, utcnow
 from chatledger.store.core import check_conversation_id, check_user_id
 from chatledger.store.engine import Connector
 from chatledger.store.ledger import LeaseUse, Writer, user_message_at
-from chatledger.store.schema import conversations, idempotency_keys, turn_events, turns
+from chatledger.store.schema import (
+    MODEL_NAME_CHARS,
+    conversations,
+    idempotency_keys,
+    turn_events,
+    turns,
+)
+from chatledger.usage import TokenUsage
 
 __all__ = ["RunningTurn", "TurnStore"]
 
@@ -53,11 +61,20 @@ _LEASE: Final = select(_c.lease_id, _c.lease_expires_at).where(
     _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
 )
 _INSERT_TURN: Final = insert(turns)
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 _KEY_STARTS: Final = (
     update(idempotency_keys)
     .where(_k.user_id == bindparam("user"), _k.key == bindparam("idempotency_key"))
     .values(conversation_id=bindparam("conversation"), turn_id=bindparam("turn"))
 )
+
+
+def _model_name(name: str | None) -> str | None:
+    """A model's name as a turn records it: cut to the column's length, without the
+    characters a database refuses (the name comes from settings or an agent, unchecked)."""
+    if name is None:
+        return None
+    return _UNSTORABLE.sub("", name)[:MODEL_NAME_CHARS] or None
 
 
 class TurnStore:
@@ -171,12 +188,14 @@ class TurnStore:
         *,
         earlier: Sequence[Message],
         ending: Ending,
+        usage: TokenUsage | None = None,
         idempotency_key: str | None,
         events: Sequence[tuple[str, Any]],
         first_event_seq: int,
     ) -> tuple[TurnResult, list[Message], list[StreamEvent]]:
         """End a running turn: store `closing` (its last messages; the last one is the
-        reply), free the lease, mark the turn, complete its key, end its stream.
+        reply), free the lease, mark the turn and record its `usage` (None: not known),
+        complete its key, end its stream.
 
         Returns:
             The turn's result, the messages stored, and the events sent.
@@ -189,6 +208,14 @@ class TurnStore:
                 after its lease ran out): nothing is stored.
         """
         prepared = self._writer.prepare(closing)
+        ended: dict[str, Any] = {"status": ending.status.value}
+        if usage is not None:
+            ended.update(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                usage_estimated=usage.estimated,
+                model=_model_name(usage.model),
+            )
 
         def work(conn: Connection) -> tuple[TurnResult, list[Message], list[StreamEvent]]:
             now = utcnow()
@@ -208,7 +235,7 @@ class TurnStore:
                     _t.conversation_id == conversation_id,
                     _t.id == turn_id,
                 )
-                .values(status=ending.status.value, ended_at=now)
+                .values({**ended, "ended_at": now})
             )
             messages = [*earlier, *stored]
             result = TurnResult(

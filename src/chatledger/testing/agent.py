@@ -2,6 +2,8 @@
 
     agent = ScriptedAgent([CallTool("add_task", {"title": "milk"}), Say("Added milk.")])
 
+A `TokenUsage` in the script is reported as it stands, as a model's usage would be.
+
 Each run of the agent plays the script from the start (or, when the script is a function,
 the steps it returns for that run's input), so a test states exactly which tools are
 called and what is said, and can count how often the agent really ran.
@@ -20,6 +22,7 @@ from chatledger.agents.base import (
     AgentEvent,
     AssistantMessage,
     TextDelta,
+    TokenUsage,
     Toolbox,
     ToolCallFinished,
     ToolCallStarted,
@@ -66,7 +69,7 @@ class Signal:
     event: asyncio.Event
 
 
-Step = Say | CallTool | Fail | Block | Signal
+Step = Say | CallTool | Fail | Block | Signal | TokenUsage
 Script = Sequence[Step] | Callable[[Sequence[ChatMessage]], Sequence[Step]]
 
 
@@ -107,6 +110,8 @@ class ScriptedAgent:
                 raise step.error
             elif isinstance(step, Signal):
                 step.event.set()
+            elif isinstance(step, TokenUsage):
+                yield step
             else:
                 await step.event.wait()
 

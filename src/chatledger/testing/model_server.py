@@ -41,10 +41,19 @@ __all__ = [
     "ModelReply",
     "ModelRequest",
     "ModelScript",
+    "ReportedUsage",
     "Stall",
     "Text",
     "ToolCalls",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedUsage:
+    """Token counts a reply reports as its usage, exactly."""
+
+    input_tokens: int
+    output_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +62,17 @@ class Text:
 
     With `pause_after`, a streamed answer sends that many pieces, then holds the rest until
     `FakeModelServer.release()`: a model caught in the middle of its reply.
+
+    `usage` is what the reply reports: `True` for rough counts (about four characters a
+    token), `False` for none (as some compatible servers do), or `ReportedUsage`. A
+    streamed Chat Completions reply reports it only when the request asks, with
+    `stream_options.include_usage`, as the real API does.
     """
 
     text: str
     chunks: int = 3
     pause_after: int | None = None
+    usage: ReportedUsage | bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +90,12 @@ class FunctionCall:
 
 @dataclass(frozen=True, slots=True)
 class ToolCalls:
-    """The model calls tools, in parallel when there are several, after saying `text`."""
+    """The model calls tools, in parallel when there are several, after saying `text`;
+    `usage` as for `Text`."""
 
     calls: Sequence[FunctionCall]
     text: str = ""
+    usage: ReportedUsage | bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +344,9 @@ class FakeModelServer:
     - `ErrorResponse(status, message)`: an HTTP error with an OpenAI-style body;
     - `Stall(then=...)`: no answer until `release()` or the end of the `async with`.
 
+    `Text` and `ToolCalls` report rough token counts as their usage unless their `usage`
+    says otherwise: `ReportedUsage(input_tokens, output_tokens)`, or `False` for none.
+
     Each recorded `ModelRequest` has the JSON body as sent, and views that read alike on both
     APIs: `messages`, `tool_calls`, `tool_outputs`, `tool_names` and `orphan()`.
 
@@ -464,7 +484,8 @@ class FakeModelServer:
         pause_after = reply.pause_after if isinstance(reply, Text) else None
         calls = [] if isinstance(reply, Text) else [self._tool_call(call) for call in reply.calls]
         build = _chat_completion if api == "chat_completions" else _response
-        frames = build(received, _Answer(reply.text, chunks, calls, pause_after), self._ids)
+        answer = _Answer(reply.text, chunks, calls, pause_after, reply.usage)
+        frames = build(received, answer, self._ids)
         if not isinstance(frames, list):
             self.replies_sent += 1
             return frames
@@ -497,6 +518,7 @@ class _Answer(NamedTuple):
     chunks: int
     calls: list[ToolCall]
     pause_after: int | None = None
+    usage: ReportedUsage | bool = True
 
     def pieces(self) -> list[str]:
         """The text's pieces, with `_PAUSE` after the first `pause_after` of them."""
@@ -519,8 +541,11 @@ def _chat_completion(
         "model": request.body.get("model", ""),
         "system_fingerprint": None,
     }
-    sent, said = _usage(request, answer)
-    usage = {"prompt_tokens": sent, "completion_tokens": said, "total_tokens": sent + said}
+    counts = _usage(request, answer)
+    usage = None
+    if counts is not None:
+        sent, said = counts
+        usage = {"prompt_tokens": sent, "completion_tokens": said, "total_tokens": sent + said}
     finish_reason = "tool_calls" if answer.calls else "stop"
     if not request.stream:
         message: dict[str, Any] = {
@@ -569,7 +594,7 @@ def _chat_completion(
         for piece in _pieces(call.arguments, 2):
             emit({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
     emit({}, finish_reason)
-    if (request.body.get("stream_options") or {}).get("include_usage"):
+    if usage is not None and (request.body.get("stream_options") or {}).get("include_usage"):
         # Then every chunk says "usage": null, and one more, with no choices, has it.
         chunks = [{**chunk, "usage": None} for chunk in chunks]
         chunks.append({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
@@ -584,14 +609,17 @@ def _response(request: ModelRequest, answer: _Answer, ids: Iterator[int]) -> Res
     server-sent events."""
     from starlette.responses import JSONResponse
 
-    sent, said = _usage(request, answer)
-    usage = {
-        "input_tokens": sent,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-        "output_tokens": said,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": sent + said,
-    }
+    counts = _usage(request, answer)
+    usage = None
+    if counts is not None:
+        sent, said = counts
+        usage = {
+            "input_tokens": sent,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": said,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": sent + said,
+        }
     text = {"type": "output_text", "text": answer.text, "annotations": [], "logprobs": []}
     output: list[dict[str, Any]] = []
     if answer.text:
@@ -672,7 +700,12 @@ def _response(request: ModelRequest, answer: _Answer, ids: Iterator[int]) -> Res
     return frames
 
 
-def _usage(request: ModelRequest, answer: _Answer) -> tuple[int, int]:
-    """Rough token counts (four characters a token), so usage looks like the real thing."""
+def _usage(request: ModelRequest, answer: _Answer) -> tuple[int, int] | None:
+    """The usage the answer reports: as given, none, or rough token counts (four
+    characters a token), so usage looks like the real thing."""
+    if isinstance(answer.usage, ReportedUsage):
+        return answer.usage.input_tokens, answer.usage.output_tokens
+    if not answer.usage:
+        return None
     said = len(answer.text) + sum(len(call.name) + len(call.arguments) for call in answer.calls)
     return len(json.dumps(request.body)) // 4, said // 4 + 1

@@ -25,5 +25,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("conversations") as table:
-        table.drop_column("stop_requested")
+    # Not batch mode: on SQLite it would copy the table and drop the old one, and dropping
+    # a parent table deletes its children's rows through ON DELETE CASCADE.
+    op.execute("ALTER TABLE conversations DROP COLUMN stop_requested")

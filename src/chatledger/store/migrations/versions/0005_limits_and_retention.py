@@ -38,6 +38,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_conversations_expires", table_name="conversations")
-    with op.batch_alter_table("conversations") as table:
-        table.drop_column("expires_at")
+    # Not batch mode: on SQLite it would copy the table and drop the old one, and dropping
+    # a parent table deletes its children's rows through ON DELETE CASCADE.
+    op.execute("ALTER TABLE conversations DROP COLUMN expires_at")
     op.drop_table("rate_limits")

@@ -40,6 +40,7 @@ def downgrade() -> None:
         "ix_conversations_user_updated", "conversations", ["user_id", "updated_at", "id"]
     )
     op.drop_index("ix_conversations_user_list", table_name="conversations")
-    with op.batch_alter_table("conversations") as table:
-        table.drop_column("archived")
-        table.drop_column("pinned")
+    # Not batch mode: on SQLite it would copy the table and drop the old one, and dropping
+    # a parent table deletes its children's rows through ON DELETE CASCADE.
+    op.execute("ALTER TABLE conversations DROP COLUMN archived")
+    op.execute("ALTER TABLE conversations DROP COLUMN pinned")

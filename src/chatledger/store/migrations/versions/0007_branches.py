@@ -72,10 +72,11 @@ def downgrade() -> None:
     with op.batch_alter_table("summaries", recreate="always") as table:
         table.drop_constraint("pk_summaries", type_="primary")
         table.create_primary_key("pk_summaries", ["user_id", "conversation_id"])
-    with op.batch_alter_table("conversations") as table:
-        table.drop_column("head_run_parent")
-        table.drop_column("head_run_start")
-        table.drop_column("head_seq")
+    # Not batch mode: on SQLite it would copy the table and drop the old one, and dropping
+    # a parent table deletes its children's rows through ON DELETE CASCADE.
+    op.execute("ALTER TABLE conversations DROP COLUMN head_run_parent")
+    op.execute("ALTER TABLE conversations DROP COLUMN head_run_start")
+    op.execute("ALTER TABLE conversations DROP COLUMN head_seq")
     op.drop_index("ix_messages_parent", table_name="messages")
     with op.batch_alter_table("messages") as table:
         table.drop_column("run_start")
