@@ -336,6 +336,8 @@ MESSAGE_COLUMNS = (
     "metadata",
     "token_count",
     "created_at",
+    "parent_seq",
+    "run_start",
 )
 CONVERSATION_COLUMNS = (
     "user_id",
@@ -345,6 +347,8 @@ CONVERSATION_COLUMNS = (
     "next_seq",
     "created_at",
     "updated_at",
+    "head_seq",
+    "head_run_start",
 )
 
 
@@ -380,10 +384,12 @@ def conversation_tables(
                     None,
                     count_message_tokens(m),
                     _stamp(database, start + timedelta(seconds=15 * seq)),
+                    seq - 1 or None,
+                    1,
                 )
             )
     created = _stamp(database, start)
-    conversation = (user_id, conversation_id, "bench", "{}", seq + 1, created, created)
+    conversation = (user_id, conversation_id, "bench", "{}", seq + 1, created, created, seq, 1)
     return [
         Table("conversations", CONVERSATION_COLUMNS, [conversation]),
         Table("messages", MESSAGE_COLUMNS, rows),

@@ -166,7 +166,10 @@ def _sqlite_time(moment: datetime, *, micros: bool = True) -> str:
 
 # -- chatledger's statements, written out for the floors -----------------------------------
 
-CONVERSATION_COLUMNS = ("user_id", "id", "metadata", "next_seq", "created_at", "updated_at")
+CONVERSATION_COLUMNS = (
+    "user_id", "id", "metadata", "next_seq", "created_at", "updated_at", "head_seq",
+    "head_run_start",
+)  # fmt: skip
 MESSAGE_COLUMNS = (
     "user_id",
     "conversation_id",
@@ -180,28 +183,44 @@ MESSAGE_COLUMNS = (
     "metadata",
     "token_count",
     "created_at",
+    "parent_seq",
+    "run_start",
 )
-_READ_COLUMNS = ", ".join(column for column in MESSAGE_COLUMNS if column != "user_id")
+_READ_COLUMNS = ", ".join(c for c in MESSAGE_COLUMNS if c not in ("user_id", "run_start"))
 _LEASE_FREE = "(lease_id IS NULL OR lease_expires_at <= {now})"
+# The head's run, in one statement (chatledger reads the head first, then the run).
+_HEAD_RUN = (
+    "seq >= (SELECT head_run_start FROM conversations WHERE user_id = {user} AND id = {key}) "
+    "AND seq <= (SELECT head_seq FROM conversations WHERE user_id = {user} AND id = {key})"
+)
+# As chatledger's: the head moves to the last appended message, its run goes on or starts.
+_HEAD_MOVES = (
+    "head_seq = next_seq + {count} - 1, "
+    "head_run_start = CASE WHEN head_seq = next_seq - 1 THEN head_run_start ELSE next_seq END, "
+    "head_run_parent = CASE WHEN head_seq = next_seq - 1 THEN head_run_parent ELSE head_seq END"
+)
+_RESERVED = "RETURNING next_seq, head_run_start, head_run_parent"
 SQLITE_HISTORY = (
-    f"SELECT {_READ_COLUMNS} FROM messages WHERE user_id = ? AND conversation_id = ? "
-    "ORDER BY seq DESC LIMIT ?"
+    f"SELECT {_READ_COLUMNS} FROM messages WHERE user_id = ?1 AND conversation_id = ?2 AND "
+    f"{_HEAD_RUN.format(user='?1', key='?2')} ORDER BY seq DESC LIMIT ?3"
 )
 SQLITE_RESERVE = (
-    "UPDATE conversations SET next_seq = next_seq + ?, updated_at = ? "
-    f"WHERE user_id = ? AND id = ? AND {_LEASE_FREE.format(now='?')} RETURNING next_seq"
+    f"UPDATE conversations SET next_seq = next_seq + ?1, {_HEAD_MOVES.format(count='?1')}, "
+    f"updated_at = ?2 WHERE user_id = ?3 AND id = ?4 AND {_LEASE_FREE.format(now='?2')} "
+    f"{_RESERVED}"
 )
 SQLITE_INSERT = (
     f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})"
 )
 POSTGRES_HISTORY = (
-    f"SELECT {_READ_COLUMNS} FROM messages WHERE user_id = $1 AND conversation_id = $2 "
-    "ORDER BY seq DESC LIMIT $3"
+    f"SELECT {_READ_COLUMNS} FROM messages WHERE user_id = $1 AND conversation_id = $2 AND "
+    f"{_HEAD_RUN.format(user='$1', key='$2')} ORDER BY seq DESC LIMIT $3"
 )
 POSTGRES_RESERVE = (
-    "UPDATE conversations SET next_seq = next_seq + $1, updated_at = $2 "
-    f"WHERE user_id = $3 AND id = $4 AND {_LEASE_FREE.format(now='$2')} RETURNING next_seq"
+    f"UPDATE conversations SET next_seq = next_seq + $1, {_HEAD_MOVES.format(count='$1')}, "
+    f"updated_at = $2 WHERE user_id = $3 AND id = $4 AND {_LEASE_FREE.format(now='$2')} "
+    f"{_RESERVED}"
 )
 POSTGRES_INSERT = (
     f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "
@@ -271,12 +290,17 @@ class LedgerSchema(Contender):
         conversations, messages = [], []
         for key, size in zip(keys, sizes, strict=True):
             start = datetime.now(UTC) - size * MESSAGE_INTERVAL
-            conversations.append((USER_ID, key, "{}", size + 1, stamp(start), stamp(start)))
+            conversations.append(
+                (USER_ID, key, "{}", size + 1, stamp(start), stamp(start), size or None, 1)
+            )
             for first in range(0, size, 4):
                 turn = [m for batch in message_values(f"call_{first:024x}") for m in batch]
                 for seq, values in enumerate(turn[: size - first], start=first + 1):
                     moment = stamp(start + seq * MESSAGE_INTERVAL)
-                    messages.append((USER_ID, key, seq, str(uuid.uuid4()), *values, moment))
+                    parent = seq - 1 or None
+                    messages.append(
+                        (USER_ID, key, seq, str(uuid.uuid4()), *values, moment, parent, 1)
+                    )
         await self.target.load(
             [
                 Table("conversations", CONVERSATION_COLUMNS, conversations),
@@ -305,14 +329,18 @@ class ChatLedger(LedgerSchema):
 
 
 def _rows(
-    key: str, next_seq: int, batch: list[MessageValues], now: object
+    key: str, reserved: Sequence[Any], batch: list[MessageValues], now: object
 ) -> list[tuple[Any, ...]]:
-    """The rows of one append, numbered up to the reserved `next_seq`, as chatledger does."""
+    """The rows of one append, numbered up to the reserved `next_seq`, each after the one
+    before (the first after the head), as chatledger does."""
+    next_seq, run_start, run_parent = reserved
     first = next_seq - len(batch)
+    parent = first - 1 if run_start < first else run_parent
     return [
-        (USER_ID, key, first + offset, str(uuid.uuid4()), *values, now)
-        for offset, values in enumerate(batch)
-    ]
+        (USER_ID, key, seq, str(uuid.uuid4()), *values, now, parent if seq == first else seq - 1,
+         run_start)
+        for seq, values in enumerate(batch, start=first)
+    ]  # fmt: skip
 
 
 def _decode(
@@ -321,7 +349,7 @@ def _decode(
     """Rows oldest first with JSON and timestamps as Python values, as chatledger returns them."""
     decoded = []
     for row in reversed(rows):
-        *head, tool_calls, call_id, name, metadata, tokens, created_at = row
+        *head, tool_calls, call_id, name, metadata, tokens, created_at, parent_seq = row
         decoded.append(
             (
                 *head,
@@ -331,6 +359,7 @@ def _decode(
                 metadata and json.loads(metadata),
                 tokens,
                 parse_time(created_at),
+                parent_seq,
             )
         )
     return decoded
@@ -375,10 +404,10 @@ class AsyncpgFloor(Floor):
     async def append(self, key: str, batch: list[MessageValues]) -> None:
         now = datetime.now(UTC)
         async with self.pool.acquire() as connection, connection.transaction():
-            next_seq = await connection.fetchval(POSTGRES_RESERVE, len(batch), now, USER_ID, key)
-            if next_seq is None:
+            reserved = await connection.fetchrow(POSTGRES_RESERVE, len(batch), now, USER_ID, key)
+            if reserved is None:
                 raise _missing(key)
-            await connection.executemany(POSTGRES_INSERT, _rows(key, next_seq, batch, now))
+            await connection.executemany(POSTGRES_INSERT, _rows(key, reserved, batch, now))
 
 
 class AiosqliteFloor(Floor):
@@ -416,12 +445,11 @@ class AiosqliteFloor(Floor):
             await connection.execute("BEGIN IMMEDIATE")
             try:
                 reserved = await connection.execute_fetchall(
-                    SQLITE_RESERVE, (len(batch), now, USER_ID, key, now)
+                    SQLITE_RESERVE, (len(batch), now, USER_ID, key)
                 )
                 if not reserved:
                     raise _missing(key)
-                [(next_seq,)] = reserved
-                await connection.executemany(SQLITE_INSERT, _rows(key, next_seq, batch, now))
+                await connection.executemany(SQLITE_INSERT, _rows(key, reserved[0], batch, now))
             except BaseException:
                 await connection.execute("ROLLBACK")
                 raise
@@ -464,12 +492,10 @@ class Sqlite3Floor(Floor):
             now = _sqlite_time(datetime.now(UTC))
             connection.execute("BEGIN IMMEDIATE")
             try:
-                row = connection.execute(
-                    SQLITE_RESERVE, (len(batch), now, USER_ID, key, now)
-                ).fetchone()
+                row = connection.execute(SQLITE_RESERVE, (len(batch), now, USER_ID, key)).fetchone()
                 if row is None:
                     raise _missing(key)
-                connection.executemany(SQLITE_INSERT, _rows(key, row[0], batch, now))
+                connection.executemany(SQLITE_INSERT, _rows(key, row, batch, now))
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
