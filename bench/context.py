@@ -12,9 +12,11 @@ is timed with `perf_counter`, in slices of many calls, the budgets in interleave
 
 **turn**: `await ChatService(store, agent, context_tokens=8000).turn(...)` on a
 conversation of 100,000 messages against the same turn on one of 100, on SQLite and on
-PostgreSQL. The agent is chatledger's `RulesAgent` (offline, answers at once; its rolling
-summary stays small by design, where `ScriptedAgent.summarize` appends every folded
-message and would make a summary of all 100,000). Every turn is "add <title>:
+PostgreSQL. The long one is branched: its first turn edits the last filled user message,
+so every measured turn on it runs on a branch at depth 100,000 (issue 12). The agent is
+chatledger's `RulesAgent` (offline, answers at once; its rolling summary stays small by
+design, where `ScriptedAgent.summarize` appends every folded message and would make a
+summary of all 100,000). Every turn is "add <title>:
 <description>": one `add_task` call and a reply, four stored messages of fixed size.
 The conversations are filled in bulk (COPY on PostgreSQL) with turns of exactly that
 shape and size, so both windows hold alike, then brought up to date the way the service
@@ -70,7 +72,7 @@ from bench.common import (
 from chatledger import context
 from chatledger.agents import RulesAgent
 from chatledger.agents.base import AgentEvent, Toolbox
-from chatledger.domain import ChatMessage, Message, ToolCall
+from chatledger.domain import Branch, ChatMessage, Message, ToolCall
 from chatledger.service import DEFAULT_SYSTEM_PROMPT, ChatService
 from chatledger.store import SQLAlchemyStore
 from chatledger.tokens import MESSAGE_OVERHEAD_TOKENS, count_message_tokens
@@ -442,12 +444,14 @@ class Contender:
     def conversation(self, round_number: int) -> str:
         return self.conversations[min(round_number, len(self.conversations) - 1)]
 
-    async def turn(self, conversation_id: str) -> tuple[float, float, int]:
+    async def turn(
+        self, conversation_id: str, branch: Branch | None = None
+    ) -> tuple[float, float, int]:
         """One turn, then a drain: (turn seconds, drain seconds, summarize calls)."""
         self.number += 1
         calls = self.agent.summarize_calls
         began = perf_counter()
-        await self.service.turn(self.user_id, conversation_id, request(self.number))
+        await self.service.turn(self.user_id, conversation_id, request(self.number), branch=branch)
         ended = perf_counter()
         await self.service.drain()
         return ended - began, perf_counter() - ended, self.agent.summarize_calls - calls
@@ -510,8 +514,11 @@ async def prepare(
         contender = Contender(
             target.database, size, store, service, agent, user_id, conversations, size // 4
         )
+        # The long conversation goes on from an edit of its last filled turn: every turn
+        # measured on it runs on a branch at depth `size`, read back across two runs.
+        branch = Branch(size - 3, edit=True) if size == large else None
         for index, conversation_id in enumerate(conversations):
-            seconds, drained, calls = await contender.turn(conversation_id)
+            seconds, drained, calls = await contender.turn(conversation_id, branch)
             if index == 0:
                 setup.first_turn_ms[size] = 1000 * seconds
                 setup.first_drain_seconds[size] = drained

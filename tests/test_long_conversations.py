@@ -8,10 +8,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from chatledger import context
 from chatledger.agents.openai import OpenAIAgent
 from chatledger.agents.rules import RulesAgent
-from chatledger.domain import ChatMessage, Message, Role, Summary
+from chatledger.domain import Branch, ChatMessage, Message, Role, Summary
 from chatledger.service import DEFAULT_SYSTEM_PROMPT, ChatService
 from chatledger.store import SQLAlchemyStore
 from chatledger.testing import (
@@ -67,18 +69,21 @@ async def _conversation_of(store: SQLAlchemyStore, length: int) -> str:
     return conversation.id
 
 
+@pytest.mark.parametrize("branched", [False, True], ids=["linear", "branched"])
 async def test_a_turn_costs_the_same_at_100_000_messages_as_at_100(
-    database_url: str, connector
+    database_url: str, connector, branched: bool
 ) -> None:
     store = RecordingStore.from_url(database_url)
     store.rows_read = []
     try:
         short = await _conversation_of(store, 100)
         long = await _conversation_of(store, 100_000)
-        # Bring both up to date the way the service does after each turn.
+        # Bring both up to date the way the service does after each turn; branched, that
+        # turn edits the last user message, so the measured one runs on a branch as deep.
         folding = ChatService(store, CountingAgent(), context_tokens=300)
-        for conversation_id in (short, long):
-            await folding.turn("alice", conversation_id, "warm up")
+        for conversation_id, length in ((short, 100), (long, 100_000)):
+            branch = Branch(length - 1, edit=True) if branched else None
+            await folding.turn("alice", conversation_id, "warm up", branch=branch)
         await folding.drain()
 
         measured = ChatService(store, CountingAgent(), context_tokens=300, summarize=False)
@@ -93,6 +98,9 @@ async def test_a_turn_costs_the_same_at_100_000_messages_as_at_100(
         assert statements[long][1][0] < 100  # the window, not the conversation
         seqs = await message_seqs(connector, "alice", long)
         assert seqs == list(range(1, 100_005))  # two turns of two messages; nothing lost
+        if branched:
+            [edited] = await store.history("alice", long, limit=1, leaf=100_001)
+            assert (edited.content, edited.parent_seq) == ("warm up", 99_998)
     finally:
         await store.close()
 
