@@ -418,3 +418,21 @@ def test_branches_match_the_model(database_url: str, request: pytest.FixtureRequ
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+async def test_an_edit_closes_a_dead_turn_first_and_branches_from_where_asked(
+    store: SQLAlchemyStore,
+) -> None:
+    conversation = await store.create_conversation("alice")
+    await turn(store, conversation.id, "hi", "hello")  # 1, 2
+    dead = Lease.new(-MINUTE)
+    await store.turns.start(
+        "alice", conversation.id, ChatMessage.user("lost"),
+        turn_id=dead.id, lease_expires_at=dead.expires_at,
+    )  # fmt: skip
+    await turn(store, conversation.id, "hi again", "hello again", branch=Branch(1, edit=True))
+    closed = await store.history("alice", conversation.id, leaf=4)
+    assert [(m.content, m.metadata.get("status")) for m in closed] == [
+        ("hi", None), ("hello", None), ("lost", None), ("", "interrupted"),
+    ]  # fmt: skip
+    assert contents(await store.history("alice", conversation.id)) == ["hi again", "hello again"]
