@@ -826,6 +826,16 @@ class SQLAlchemyStore:
         lines = read_lines(data, max_line_bytes=self._transfer.max_line_bytes)
         return await self._transfer.import_records(user_id, lines)
 
+    async def import_chatgpt(self, user_id: str, data: bytes) -> ImportReport:
+        """Import a ChatGPT data export's `conversations.json` (its bytes): each
+        conversation's message tree, branches and current node (as the head), as
+        `import_lines` imports an export; see `chatledger.chatgpt` for what is kept.
+
+        Raises:
+            ValidationError: `data` is not a JSON array of conversations.
+        """
+        return await self._transfer.import_chatgpt(user_id, data)
+
     # -- users --------------------------------------------------------------------------
 
     async def delete_user(self, user_id: str) -> None:

@@ -42,6 +42,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, func, insert, select
 
+from chatledger.chatgpt import ChatGPTError, chatgpt_records
 from chatledger.domain import (
     ChatMessage,
     Role,
@@ -823,6 +824,33 @@ class Transfer:
         if pending_tasks:
             await self._write_tasks(user_id, pending_tasks, report)
         return report
+
+    async def import_chatgpt(self, user_id: str, data: bytes) -> ImportReport:
+        """Import a ChatGPT `conversations.json` (see `chatledger.chatgpt`); a failure's
+        `line` is the conversation's place in the file.
+
+        Raises:
+            ValidationError: `data` is not a JSON array (nothing is written).
+        """
+        try:
+            decoded = json.loads(data)
+        except (ValueError, RecursionError):
+            raise ValidationError(
+                "a ChatGPT conversations.json must be JSON", field="body", code="not_an_export"
+            ) from None
+        try:
+            converted = list(chatgpt_records(decoded))
+        except ChatGPTError as error:
+            raise ValidationError(error.message, field="body", code="not_an_export") from None
+
+        async def records() -> AsyncIterator[Located]:
+            for place, record in converted:
+                yield (
+                    place,
+                    _Unreadable(record.message) if isinstance(record, ChatGPTError) else record,
+                )
+
+        return await self.import_records(user_id, records(), header=False)
 
     async def _write_conversation(
         self, user_id: str, reader: _ConversationReader, report: ImportReport
