@@ -10,7 +10,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -313,6 +313,91 @@ def mcp_command(
     settings = _settings(database_url)
     logging.basicConfig(stream=sys.stderr, level=log_level.upper())
     _run(_serve_mcp(settings, user), database_url=settings.database_url)
+
+
+async def _export(settings: Settings, user_id: str, out: Path | None) -> None:
+    from chatledger.compose import open_store
+
+    store = open_store(settings)
+    target = sys.stdout.buffer if out is None else await asyncio.to_thread(out.open, "wb")
+    try:
+        async for lines in store.export(user_id):
+            await asyncio.to_thread(target.write, lines.encode())
+        await asyncio.to_thread(target.flush)
+    finally:
+        if out is not None:
+            await asyncio.to_thread(target.close)
+        await store.close()
+
+
+@app.command("export")
+def export_command(
+    user: Annotated[str, typer.Argument(help="Whose data.", show_default=False)],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write here instead of to stdout.")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Export USER's conversations (with branches, head and summaries), messages and tasks
+    as JSON Lines, the format POST /api/{user_id}/import and `chatledger import` read.
+    Turns, stream events, idempotency keys and rate limits are not exported."""
+    settings = _settings(database_url)
+    _run(_export(settings, user, out), database_url=settings.database_url)
+
+
+async def _import(settings: Settings, user_id: str, path: Path, format: str) -> None:
+    from chatledger.compose import open_store
+
+    store = open_store(settings)
+    try:
+        await store.migrate()
+        if format == "chatgpt":
+            report = await store.import_chatgpt(user_id, await asyncio.to_thread(path.read_bytes))
+        else:
+            file = await asyncio.to_thread(path.open, "rb")
+            try:
+
+                async def chunks() -> AsyncIterator[bytes]:
+                    while chunk := await asyncio.to_thread(file.read, 1024 * 1024):
+                        yield chunk
+
+                report = await store.import_lines(user_id, chunks())
+            finally:
+                await asyncio.to_thread(file.close)
+    finally:
+        await store.close()
+    summary = report.to_dict()
+    typer.echo(
+        f"imported {summary['conversations_imported']} conversations"
+        f" ({summary['conversations_present']} there already,"
+        f" {summary['conversations_failed']} failed) and {summary['tasks_imported']} tasks"
+        f" ({summary['tasks_present']} there already)"
+    )
+    for failure in report.failures:
+        typer.echo(f"error: line {failure.line}: {failure.message}", err=True)
+    if not report.complete and not report.failures:
+        typer.echo("error: the file ends before its end line: it was cut short", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("import")
+def import_command(
+    user: Annotated[str, typer.Argument(help="Into whose account.", show_default=False)],
+    file: Annotated[
+        Path, typer.Argument(help="The file.", exists=True, dir_okay=False, show_default=False)
+    ],
+    format: Annotated[
+        Literal["chatledger", "chatgpt"],
+        typer.Option("--format", help="chatledger (an export) or chatgpt (conversations.json)."),
+    ] = "chatledger",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Import FILE into USER's account (migrates first): each conversation whole or not at
+    all, with new ids; importing the same file again adds nothing. Exits with 1 and the
+    lines at fault when anything could not be imported; the rest is imported."""
+    settings = _settings(database_url)
+    _run(_import(settings, user, file, format), database_url=settings.database_url)
 
 
 def main() -> None:

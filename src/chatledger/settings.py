@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     request_header_timeout: float = Field(default=10.0, gt=0)
     request_body_timeout: float = Field(default=30.0, gt=0)
+    # The largest body `POST /api/{user_id}/import` takes (every other request: 1 MiB).
+    max_import_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_concurrent_requests: int = Field(default=1000, ge=1)
     max_streams_per_user: int = Field(default=8, ge=1)
     rate_limit_turns: int | None = Field(default=None, ge=1)

@@ -13,6 +13,7 @@ header Alice received.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -163,8 +164,23 @@ def user_routes(app: FastAPI) -> list[tuple[str, str]]:
     )
 
 
-def body_for(method: str, template: str, conversation_id: str) -> dict[str, Any] | None:
-    """A valid body for the route, so only ownership can be the reason for a refusal."""
+# An export with nothing in it: the smallest valid import.
+EMPTY_EXPORT: Final = (
+    '{"format": "chatledger.export", "version": 1, "exported_at": "2026-01-01T00:00:00+00:00"}\n'
+    '{"type": "end", "conversations": 0, "messages": 0, "tasks": 0}\n'
+)
+
+
+def body_for(method: str, template: str, conversation_id: str) -> dict[str, Any]:
+    """A valid body for the route (as request arguments), so only ownership can be the
+    reason for a refusal."""
+    if template.endswith("/import"):
+        return {"content": EMPTY_EXPORT}
+    body = _json_body_for(method, template, conversation_id)
+    return {} if body is None else {"json": body}
+
+
+def _json_body_for(method: str, template: str, conversation_id: str) -> dict[str, Any] | None:
     if template.endswith("/chat"):
         return {"message": "hello", "conversation_id": conversation_id}
     if template.endswith("/edit"):
@@ -202,7 +218,7 @@ async def test_every_route_on_bobs_path_is_403_for_alice(
                 response = await alice.request(
                     method,
                     template.format(user_id=BOB, conversation_id=conversation_id, seq=1),
-                    json=body_for(method, template, conversation_id),
+                    **body_for(method, template, conversation_id),
                     params={"cursor": planted.cursor},
                     headers={"Idempotency-Key": planted.idempotency_key},
                 )
@@ -232,7 +248,7 @@ async def test_bobs_conversation_ids_in_alices_path_are_404_like_missing_ones(
                     await alice.request(
                         method,
                         template.format(user_id=ALICE, conversation_id=target, seq=1),
-                        json=body_for(method, template, target),
+                        **body_for(method, template, target),
                     )
                     for target in (conversation_id, uuid.uuid4().hex)
                 ]
@@ -325,3 +341,23 @@ async def test_alices_usage_counts_none_of_bobs_turns(
         turn.json()["conversation_id"]
     ]
     assert not any(conversation_id in usage.text for conversation_id in planted.conversation_ids)
+
+
+async def test_alices_export_and_import_never_reach_bobs_data(
+    make_server: Callable[..., Any], connector: Connector, planted: Planted
+) -> None:
+    async with alice_attacks(make_server, connector, planted) as alice:
+        await alice.request("POST", f"/api/{ALICE}/chat", json={"message": "mine"})
+        exported = await alice.request("GET", f"/api/{ALICE}/export")
+        assert exported.status_code == 200 and '"type":"conversation"' in exported.text
+        # A file naming Bob's conversation ids imports as conversations of Alice's own,
+        # with ids of her own: Bob's are neither found nor touched.
+        lines = exported.text.splitlines()
+        conversation = json.loads(lines[1])
+        forged = exported.text.replace(conversation["id"], planted.conversation_ids[0])
+        imported = await alice.request("POST", f"/api/{ALICE}/import", content=forged)
+        assert imported.status_code == 200, imported.text
+        [row] = imported.json()["conversations"]
+        assert row["present"] is False and row["id"] not in planted.conversation_ids
+        again = await alice.request("GET", f"/api/{ALICE}/export")
+        assert again.text.count('"type":"conversation"') == 2

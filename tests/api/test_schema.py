@@ -10,6 +10,7 @@ generated conversation ids name a conversation that exists, so they get past the
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any, Final, cast
 
@@ -50,6 +51,12 @@ class CurrentApp:
 
 
 current = CurrentApp()
+
+
+@schemathesis.serializer("application/x-ndjson")
+def _json_lines(context: schemathesis.SerializationContext, value: Any) -> bytes:
+    # An import's body: whatever was generated, sent as the text of JSON Lines.
+    return (value if isinstance(value, str) else json.dumps(value)).encode()
 
 
 # The schema is read once, from an app that never starts (the schema needs no database);

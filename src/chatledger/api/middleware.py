@@ -6,6 +6,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Final
 
 import structlog
@@ -55,11 +56,12 @@ def _route_template(scope: Scope) -> str:
 
 class RequestContextMiddleware:
     """Gives each request an id (an `X-Request-ID` of the client's, when sane), refuses
-    bodies over `max_body_bytes` without reading them and bodies that take longer than
-    `body_timeout` seconds to arrive, answers 503 beyond `max_requests` requests in
-    progress, logs one line per request (user id and route template, never content),
-    counts it in `metrics`, and turns an unexpected exception into a bare 500 whose log
-    line names only its type.
+    bodies over `max_body_bytes` without reading them (on a path one of `body_limits`
+    matches, its own limit: an import is larger than any other request) and bodies that
+    take longer than `body_timeout` seconds to arrive, answers 503 beyond `max_requests`
+    requests in progress, logs one line per request (user id and route template, never
+    content), counts it in `metrics`, and turns an unexpected exception into a bare 500
+    whose log line names only its type.
     """
 
     def __init__(
@@ -70,8 +72,10 @@ class RequestContextMiddleware:
         max_body_bytes: int = MAX_BODY_BYTES,
         body_timeout: float = 30.0,
         max_requests: int = 1000,
+        body_limits: Sequence[tuple[re.Pattern[str], int]] = (),
     ) -> None:
         self.app = app
+        self.body_limits = tuple(body_limits)
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
@@ -120,6 +124,10 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
+        max_body_bytes = next(
+            (limit for pattern, limit in self.body_limits if pattern.fullmatch(scope["path"])),
+            self.max_body_bytes,
+        )
         received = 0
         body_complete = False
         body_deadline = asyncio.get_running_loop().time() + self.body_timeout
@@ -137,8 +145,8 @@ class RequestContextMiddleware:
                 raise _BodyTooSlow(self.body_timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge(self.max_body_bytes)
+                if received > max_body_bytes:
+                    raise _BodyTooLarge(max_body_bytes)
                 body_complete = not message.get("more_body", False)
             return message
 
@@ -147,9 +155,9 @@ class RequestContextMiddleware:
             if (
                 scope["method"] in _BODY_METHODS
                 and declared.isdigit()
-                and int(declared) > self.max_body_bytes
+                and int(declared) > max_body_bytes
             ):
-                raise _BodyTooLarge(self.max_body_bytes)
+                raise _BodyTooLarge(max_body_bytes)
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge as too_large:
             if not response_started:

@@ -348,3 +348,37 @@ class ErrorBody(BaseModel):
     conversation_id: str | None = Field(
         default=None, description="For agent failures: the conversation the turn is in."
     )
+
+
+class ImportedConversationPublic(BaseModel):
+    line: int = Field(description="The line of its `conversation` record in the file.")
+    source_id: str = Field(description="Its id in the file.")
+    id: str = Field(description="Its id here.")
+    present: bool = Field(description="It was there already (imported before): not added.")
+
+
+class ImportFailurePublic(BaseModel):
+    line: int = Field(
+        description="The line at fault (a ChatGPT export: the conversation's place in it)."
+    )
+    conversation_id: str | None = Field(description="The conversation's id in the file.")
+    message: str
+
+
+class ImportReportPublic(BaseModel):
+    conversations_imported: int
+    conversations_present: int
+    conversations_failed: int
+    tasks_imported: int
+    tasks_present: int
+    complete: bool = Field(description="The file's end was read: it was not cut short.")
+    conversations: list[ImportedConversationPublic]
+    failures: list[ImportFailurePublic]
+
+
+class ImportRefusal(ErrorBody):
+    report: ImportReportPublic | None = Field(
+        default=None,
+        description="What went in regardless: every conversation that could be imported"
+        " was, each whole; the failures name the lines of those that were not.",
+    )

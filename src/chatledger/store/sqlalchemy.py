@@ -9,7 +9,7 @@ tool's effect and the messages that record it).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from typing import Any, Final
@@ -81,6 +81,7 @@ from chatledger.store.schema import (
 )
 from chatledger.store.summaries import SELECT_SUMMARY, SummaryStore, summary_of
 from chatledger.store.tasks import TaskStore
+from chatledger.store.transfer import ImportReport, Transfer, read_lines
 from chatledger.store.turns import TurnStore
 from chatledger.store.usage import read_usage
 from chatledger.tokens import TokenCounter, approximate_tokens
@@ -209,6 +210,9 @@ class SQLAlchemyStore:
         self.summaries = SummaryStore(db, self._token_counter)
         self.turns = TurnStore(db, self._writer)
         self.rate_limits = RateLimitStore(db)
+        self._transfer = Transfer(
+            db, max_message_chars=self._max_message_chars, token_counter=self._token_counter
+        )
 
     @classmethod
     def from_url(
@@ -790,6 +794,47 @@ class SQLAlchemyStore:
         return await self._db.read(
             lambda conn: read_usage(conn, dialect, user_id, first_day, last_day)
         )
+
+    # -- export and import --------------------------------------------------------------
+
+    def export(self, user_id: str) -> AsyncIterator[str]:
+        """Everything the user has that is theirs to take along, as JSON Lines (each
+        string one or more whole lines): conversations with their branches, head and
+        summaries, every message, tasks. See `chatledger.store.transfer` for the format.
+
+        Streamed: a page of rows at a time, each page its own read, never the user's
+        whole history in memory.
+        """
+        return self._transfer.export(user_id)
+
+    async def import_lines(
+        self, user_id: str, data: AsyncIterable[bytes] | Iterable[bytes]
+    ) -> ImportReport:
+        """Import an export (`export`'s lines, as bytes in chunks split anywhere) into
+        the user's account, one conversation per transaction.
+
+        A conversation with anything wrong in it is not written at all and the report
+        names its line; the others are. Importing the same file again adds nothing.
+
+        Returns:
+            What was imported, what was there already, what failed and where, and
+            whether the file's end was reached.
+
+        Raises:
+            ValidationError: the data is not a chatledger export (nothing is written).
+        """
+        lines = read_lines(data, max_line_bytes=self._transfer.max_line_bytes)
+        return await self._transfer.import_records(user_id, lines)
+
+    async def import_chatgpt(self, user_id: str, data: bytes) -> ImportReport:
+        """Import a ChatGPT data export's `conversations.json` (its bytes): each
+        conversation's message tree, branches and current node (as the head), as
+        `import_lines` imports an export; see `chatledger.chatgpt` for what is kept.
+
+        Raises:
+            ValidationError: `data` is not a JSON array of conversations.
+        """
+        return await self._transfer.import_chatgpt(user_id, data)
 
     # -- users --------------------------------------------------------------------------
 
