@@ -7,16 +7,20 @@ from typing import Any, Final, TypeAlias
 
 from sqlalchemy import Row
 
-from chatledger.domain import check_text
+from chatledger.domain import check_metadata, check_text, check_written_text
 from chatledger.errors import NotFoundError, ValidationError
 from chatledger.storage import new_id, utcnow
 
 __all__ = [
     "MAX_BIGINT",
+    "MAX_CONVERSATION_METADATA_CHARS",
+    "MAX_CONVERSATION_TITLE_CHARS",
     "UNSET",
     "AnyRow",
     "Unset",
     "check_conversation_id",
+    "check_conversation_metadata",
+    "check_conversation_title",
     "check_limit",
     "check_user_id",
     "new_id",
@@ -24,6 +28,9 @@ __all__ = [
 ]
 
 MAX_BIGINT: Final = 2**63 - 1
+MAX_CONVERSATION_TITLE_CHARS: Final = 200
+# A conversation's metadata is read with every listing: kept small.
+MAX_CONVERSATION_METADATA_CHARS: Final = 16 * 1024
 
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
@@ -57,3 +64,15 @@ def check_conversation_id(value: object) -> str:
         return check_text("conversation_id", value, max_chars=64)
     except ValidationError:
         raise NotFoundError("conversation not found") from None
+
+
+def check_conversation_title(title: object) -> str | None:
+    """A conversation's title as stored: stripped, None when blank."""
+    if title is None:
+        return None
+    text = check_written_text("title", title, max_chars=MAX_CONVERSATION_TITLE_CHARS)
+    return text.strip() or None
+
+
+def check_conversation_metadata(metadata: object) -> dict[str, Any]:
+    return check_metadata("metadata", metadata, max_chars=MAX_CONVERSATION_METADATA_CHARS)

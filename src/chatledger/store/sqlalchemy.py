@@ -34,9 +34,7 @@ from chatledger.domain import (
     Message,
     Page,
     Summary,
-    check_metadata,
     check_text,
-    check_written_text,
 )
 from chatledger.errors import NotFoundError, ValidationError
 from chatledger.storage import Lease
@@ -46,6 +44,8 @@ from chatledger.store.core import (
     AnyRow,
     Unset,
     check_conversation_id,
+    check_conversation_metadata,
+    check_conversation_title,
     check_limit,
     check_user_id,
     new_id,
@@ -90,8 +90,6 @@ from chatledger.usage import UsageReport, check_period
 __all__ = ["Lease", "SQLAlchemyStore"]
 
 MAX_PAGE_SIZE: Final = 100
-# A conversation's metadata is read with every listing: kept small.
-MAX_CONVERSATION_METADATA_CHARS: Final = 16 * 1024
 # How long a temporary conversation lives.
 TEMPORARY_FOR: Final = timedelta(days=1)
 # Conversations deleted per transaction by `purge_conversations`: short transactions,
@@ -167,12 +165,6 @@ def _conversation(row: AnyRow, now: datetime) -> Conversation:
         archived=row.archived,
         head_seq=row.head_seq,
     )
-
-
-def _check_title(title: object) -> str | None:
-    if title is None:
-        return None
-    return check_written_text("title", title, max_chars=200).strip() or None
 
 
 class SQLAlchemyStore:
@@ -280,10 +272,8 @@ class SQLAlchemyStore:
         expires_at = now + TEMPORARY_FOR if temporary else None
         conversation = Conversation(
             id=new_id(),
-            title=_check_title(title),
-            metadata=check_metadata(
-                "metadata", metadata or {}, max_chars=MAX_CONVERSATION_METADATA_CHARS
-            ),
+            title=check_conversation_title(title),
+            metadata=check_conversation_metadata(metadata or {}),
             message_count=0,
             created_at=now,
             updated_at=now,
@@ -376,11 +366,9 @@ class SQLAlchemyStore:
         if not (isinstance(title, Unset) and isinstance(metadata, Unset)):
             values["updated_at"] = utcnow()
         if not isinstance(title, Unset):
-            values["title"] = _check_title(title)
+            values["title"] = check_conversation_title(title)
         if not isinstance(metadata, Unset):
-            values["metadata"] = check_metadata(
-                "metadata", metadata, max_chars=MAX_CONVERSATION_METADATA_CHARS
-            )
+            values["metadata"] = check_conversation_metadata(metadata)
         if not values:
             return await self.get_conversation(user_id, conversation_id)
         statement = (

@@ -21,7 +21,13 @@ from chatledger.store.core import (
 from chatledger.store.engine import Connector
 from chatledger.store.schema import task_counters, tasks
 
-__all__ = ["DESCRIPTION_MAX_CHARS", "TITLE_MAX_CHARS", "TaskStore"]
+__all__ = [
+    "DESCRIPTION_MAX_CHARS",
+    "TITLE_MAX_CHARS",
+    "TaskStore",
+    "check_task_description",
+    "check_task_title",
+]
 
 TITLE_MAX_CHARS: Final = 200
 DESCRIPTION_MAX_CHARS: Final = 1000
@@ -54,14 +60,14 @@ def _check_task_id(task_id: object) -> int:
     return task_id
 
 
-def _check_title(title: object) -> str:
+def check_task_title(title: object) -> str:
     text = check_written_text("title", title).strip()
     if not text:
         raise ValidationError("title must not be empty", field="title")
     return check_text("title", text, max_chars=TITLE_MAX_CHARS)
 
 
-def _check_description(description: object) -> str | None:
+def check_task_description(description: object) -> str | None:
     if description is None:
         return None
     return check_written_text("description", description, max_chars=DESCRIPTION_MAX_CHARS) or None
@@ -81,8 +87,8 @@ class TaskStore:
             ValidationError: title empty or over 200 characters, description over 1000.
         """
         user_id = check_user_id(user_id)
-        title = _check_title(title)
-        description = _check_description(description)
+        title = check_task_title(title)
+        description = check_task_description(description)
         now = utcnow()
         counter = (
             self._db.upsert(task_counters)
@@ -170,9 +176,9 @@ class TaskStore:
         """Change the title and/or the description ("" or None clears the description)."""
         values: dict[str, Any] = {}
         if title is not None:
-            values["title"] = _check_title(title)
+            values["title"] = check_task_title(title)
         if not isinstance(description, Unset):
-            values["description"] = _check_description(description)
+            values["description"] = check_task_description(description)
         if not values:
             raise ValidationError("give a title or a description to change", field="title")
         return await self._change(user_id, task_id, values)

@@ -47,13 +47,17 @@ from chatledger.domain import (
     ChatMessage,
     Role,
     ToolCall,
-    check_metadata,
     check_new_message,
     check_text,
-    check_written_text,
 )
 from chatledger.errors import ChatLedgerError, ValidationError
-from chatledger.store.core import check_user_id, new_id, utcnow
+from chatledger.store.core import (
+    check_conversation_metadata,
+    check_conversation_title,
+    check_user_id,
+    new_id,
+    utcnow,
+)
 from chatledger.store.engine import Connector
 from chatledger.store.ledger import MESSAGE_COLUMNS, message_of, readable_metadata
 from chatledger.store.schema import (
@@ -63,7 +67,7 @@ from chatledger.store.schema import (
     task_counters,
     tasks,
 )
-from chatledger.store.tasks import _check_description, _check_title
+from chatledger.store.tasks import check_task_description, check_task_title
 from chatledger.tokens import TokenCounter, count_message_tokens
 
 __all__ = [
@@ -81,9 +85,6 @@ VERSION: Final = 1
 # Rows read or written per statement: a user's history is streamed, never held whole.
 _PAGE: Final = 500
 _MESSAGE_PAGE: Final = 1_000
-# The longest title and metadata a conversation may have (as `SQLAlchemyStore`'s).
-_TITLE_CHARS: Final = 200
-_CONVERSATION_METADATA_CHARS: Final = 16 * 1024
 # Ids derived from (importing user, id in the file): the same pair always gives the same
 # id, so a second import finds the first; two users never get the same one.
 _NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://chatledger.invalid/import")
@@ -436,12 +437,8 @@ class _ConversationReader:
         _fields(line, record, "conversation")
         source_id = _source_id(line, record["id"])
         try:
-            title = record["title"]
-            if title is not None:
-                title = check_written_text("title", title, max_chars=_TITLE_CHARS).strip() or None
-            metadata = check_metadata(
-                "metadata", record["metadata"], max_chars=_CONVERSATION_METADATA_CHARS
-            )
+            title = check_conversation_title(record["title"])
+            metadata = check_conversation_metadata(record["metadata"])
         except ChatLedgerError as error:
             raise _LineError(line, error.message) from None
         return {
@@ -542,8 +539,8 @@ def _checked_task(line: int, record: Mapping[str, Any]) -> _Task:
     _fields(line, record, "task")
     _integer(line, "id", record["id"], low=1)
     try:
-        title = _check_title(record["title"])
-        description = _check_description(record["description"])
+        title = check_task_title(record["title"])
+        description = check_task_description(record["description"])
     except ChatLedgerError as error:
         raise _LineError(line, error.message) from None
     return _Task(
