@@ -685,6 +685,35 @@ class SQLAlchemyStore:
 
         return await self._db.write(work)
 
+    async def rewind(self, user_id: str, conversation_id: str, *, to_seq: int | None) -> None:
+        """Make message `to_seq` itself the head (None: before the first message), so the
+        next append continues right after it. Nothing is deleted: the messages after it
+        stay, on a branch the head no longer reads.
+
+        Unlike `set_head`, which goes down to the newest leaf, this stops exactly at
+        `to_seq`: what undoing the last messages (an Agents SDK session's `pop_item`,
+        `clear_session`) needs.
+
+        Raises:
+            NotFoundError: no such conversation or message for this user.
+            ValidationError: `to_seq` is not a positive integer.
+            ConflictError: `conversation_busy`, a turn is running in the conversation.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        if to_seq is not None and (
+            isinstance(to_seq, bool) or not isinstance(to_seq, int) or not 1 <= to_seq <= MAX_BIGINT
+        ):
+            raise ValidationError("to_seq must be a positive integer", field="to_seq")
+
+        def work(conn: Connection) -> None:
+            # move_head looks the message up (NotFoundError) and refuses while a live
+            # turn holds the conversation, closing a dead one first.
+            require_conversation(conn, user_id, conversation_id)
+            self._writer.move_head(conn, user_id, conversation_id, to_seq, now=utcnow())
+
+        await self._db.write(work)
+
     async def fork(
         self, user_id: str, conversation_id: str, *, upto_seq: int | None = None
     ) -> Conversation:
