@@ -219,6 +219,26 @@ async def test_rewind_moves_the_head_to_exactly_one_message_or_before_all(
     assert contents(await store.history("alice", conversation.id)) == ["new root", "busy"]
 
 
+async def test_pop_head_steps_back_one_message_at_a_time_without_deleting(
+    store: SQLAlchemyStore,
+) -> None:
+    conversation = await store.create_conversation("alice")
+    assert await store.pop_head("alice", conversation.id) is None
+    await turn(store, conversation.id, "a", "a1")  # 1, 2
+    popped = await store.pop_head("alice", conversation.id)
+    assert popped is not None and (popped.seq, popped.content) == (2, "a1")
+    assert contents(await store.history("alice", conversation.id)) == ["a"]
+    # Concurrent pops each take a different message; the head ends before the first.
+    await store.append("alice", conversation.id, [ChatMessage.assistant("a2")])  # 3
+    both = await asyncio.gather(*(store.pop_head("alice", conversation.id) for _ in range(3)))
+    assert sorted(m.seq for m in both if m is not None) == [1, 3]
+    assert both.count(None) == 1
+    assert await store.history("alice", conversation.id) == []
+    assert (await store.get_conversation("alice", conversation.id)).message_count == 3
+    with pytest.raises(NotFoundError):
+        await store.pop_head("bob", conversation.id)
+
+
 async def test_paging_back_along_a_branch_visits_it_exactly_once(store: SQLAlchemyStore) -> None:
     conversation = await store.create_conversation("alice")
     for n in range(6):

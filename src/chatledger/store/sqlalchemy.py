@@ -145,6 +145,7 @@ _NEWEST_LEAF = text(
     SELECT max(seq) FROM below
     """
 )
+_HEAD_FOR_UPDATE = HEAD.with_for_update()
 _SUMMARIES_NEWEST_FIRST = SELECT_SUMMARY.order_by(_s.upto_seq.desc())
 # A limit no branch reaches (the largest a PostgreSQL LIMIT parameter takes).
 _WHOLE_BRANCH: Final = 2**31 - 1
@@ -713,6 +714,36 @@ class SQLAlchemyStore:
             self._writer.move_head(conn, user_id, conversation_id, to_seq, now=utcnow())
 
         await self._db.write(work)
+
+    async def pop_head(self, user_id: str, conversation_id: str) -> Message | None:
+        """Move the head back one message, to its parent, and return the message that was
+        the head (None, and nothing changed, when the head's branch is empty). Nothing is
+        deleted: the message stays, on a branch the head no longer reads.
+
+        One transaction: of two concurrent pops, each gets a different message.
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+            ConflictError: `conversation_busy`, a turn is running in the conversation.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        key = {"user": user_id, "conversation": conversation_id}
+
+        def work(conn: Connection) -> Message | None:
+            # FOR UPDATE (PostgreSQL; SQLite writes one at a time anyway): a concurrent
+            # pop waits here and then reads the head this one leaves.
+            head = conn.execute(_HEAD_FOR_UPDATE, key).first()
+            if head is None:
+                raise NotFoundError("conversation not found")
+            if head.head_seq is None:
+                return None
+            [row] = run_rows(conn, user_id, conversation_id, head.head_seq, head.head_seq, 1)
+            popped = message_of(row)
+            self._writer.move_head(conn, user_id, conversation_id, popped.parent_seq, now=utcnow())
+            return popped
+
+        return await self._db.write(work)
 
     async def fork(
         self, user_id: str, conversation_id: str, *, upto_seq: int | None = None
