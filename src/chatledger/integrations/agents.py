@@ -24,6 +24,7 @@ from chatledger.integrations.items import item_of, items_of, messages_of
 if TYPE_CHECKING:
     from agents import SessionSettings, TResponseInputItem
 
+    from chatledger.domain import ChatMessage
     from chatledger.store import SQLAlchemyStore
 
 __all__ = ["ChatLedgerSession"]
@@ -85,22 +86,18 @@ class ChatLedgerSession:
         self._checked = False
         self._creating: asyncio.Lock | None = None
 
-    async def _conversation(self, *, create: bool) -> str | None:
-        """The conversation's id, checked to be the user's (once), or created if `create`;
-        None when there is none yet and `create` is false."""
+    async def _conversation(self) -> str | None:
+        """The conversation's id, checked once to be the user's; None while there is none
+        yet (`add_items` creates it)."""
         if self._checked:
             return self.session_id
         if self._creating is None:
             self._creating = asyncio.Lock()
         async with self._creating:
             if not self._checked:
-                if self.session_id:
-                    await self._store.get_conversation(self._user_id, self.session_id)
-                elif create:
-                    created = await self._store.create_conversation(self._user_id)
-                    self.session_id = created.id
-                else:
+                if not self.session_id:
                     return None
+                await self._store.get_conversation(self._user_id, self.session_id)
                 self._checked = True
         return self.session_id
 
@@ -116,7 +113,7 @@ class ChatLedgerSession:
         """
         if limit is None and self.session_settings is not None:
             limit = self.session_settings.limit
-        conversation_id = await self._conversation(create=False)
+        conversation_id = await self._conversation()
         if conversation_id is None or limit == 0:
             return []
         # One read, so the items are one consistent snapshot of the branch.
@@ -137,9 +134,24 @@ class ChatLedgerSession:
         messages = messages_of(items)
         if not messages:
             return
-        conversation_id = await self._conversation(create=True)
-        assert conversation_id is not None
-        await _outlive_cancellation(self._store.append(self._user_id, conversation_id, messages))
+        await _outlive_cancellation(self._append(messages))
+
+    async def _append(self, messages: list[ChatMessage]) -> None:
+        conversation_id = await self._conversation()
+        if conversation_id is not None:
+            await self._store.append(self._user_id, conversation_id, messages)
+            return
+        assert self._creating is not None
+        async with self._creating:
+            if self._checked:  # created meanwhile by another call
+                await self._store.append(self._user_id, self.session_id, messages)
+                return
+            # Created with its first items, all or none: a batch the store refuses leaves
+            # no empty conversation behind.
+            async with self._store.transaction() as store:
+                created = await store.create_conversation(self._user_id)
+                await store.append(self._user_id, created.id, messages)
+            self.session_id, self._checked = created.id, True
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Take back the newest item: the head moves to the message before it, and the item
@@ -149,7 +161,7 @@ class ChatLedgerSession:
         A message chatledger wrote itself that reads as several items (text and tool
         calls) is taken back whole; the last of its items is returned.
         """
-        conversation_id = await self._conversation(create=False)
+        conversation_id = await self._conversation()
         if conversation_id is None:
             return None
         popped = await _outlive_cancellation(self._store.pop_head(self._user_id, conversation_id))
@@ -160,7 +172,7 @@ class ChatLedgerSession:
     async def clear_session(self) -> None:
         """Start the conversation afresh: the head moves before its first message. Every
         message stays, on a branch the head no longer reads."""
-        conversation_id = await self._conversation(create=False)
+        conversation_id = await self._conversation()
         if conversation_id is None:
             return
         await _outlive_cancellation(self._store.rewind(self._user_id, conversation_id, to_seq=None))

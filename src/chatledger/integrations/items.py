@@ -36,13 +36,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from chatledger.domain import ChatMessage, Role, ToolCall, check_metadata
+from chatledger.domain import OPENAI_ITEM, ChatMessage, Role, ToolCall, check_metadata, is_kept_item
 from chatledger.errors import ValidationError
 
 __all__ = ["OPENAI_ITEM", "is_kept_item", "item_of", "items_of", "message_of_item", "messages_of"]
-
-# The metadata key that holds a stored item's original JSON.
-OPENAI_ITEM: Final = "openai_item"
 
 _MESSAGE_ROLES: Final = {
     "user": Role.USER,
@@ -89,13 +86,16 @@ def message_of_item(
 
     Raises:
         ValidationError: not a JSON object of storable text (no NUL, no lone surrogate,
-            nested at most 32 deep), no string `type` nor a message `role`, or a
+            nested at most 32 deep), no string `type` (nor a message's `role` or an
+            item reference's `id`), a message of another role, or a
             function call or output without its `call_id` (or `name`).
     """
     if not isinstance(item, Mapping):
         raise ValidationError(f"{where} must be a JSON object", field=where)
     metadata = {OPENAI_ITEM: check_metadata(where, item)}
-    kind = item.get("type", "message" if "role" in item else None)
+    kind = item.get("type")
+    if kind is None:  # an easy input message, or an item reference (its type is optional)
+        kind = "message" if "role" in item else "item_reference" if "id" in item else None
     if not isinstance(kind, str) or not kind:
         raise ValidationError(f"{where} has no type", field=where)
     if kind == "message":
@@ -149,18 +149,6 @@ def messages_of(items: Sequence[object]) -> list[ChatMessage]:
             names[call.id] = call.name
         messages.append(message)
     return messages
-
-
-def is_kept_item(message: ChatMessage) -> bool:
-    """Whether `message` stores an item with no chatledger equivalent (a reasoning item, a
-    hosted tool call ...): an assistant message with neither text nor tool calls that
-    carries the item."""
-    return (
-        message.role is Role.ASSISTANT
-        and not message.content
-        and not message.tool_calls
-        and isinstance(message.metadata.get(OPENAI_ITEM), Mapping)
-    )
 
 
 def item_of(message: ChatMessage) -> list[dict[str, Any]]:
