@@ -8,6 +8,7 @@ reply. Contenders, all in this process, on the same database server:
 - The OpenAI Agents SDK's `SQLAlchemySession` (aiosqlite, asyncpg) and `SQLiteSession`,
   running the same turn as `get_items(limit=50)` and three `add_items`, with the items the
   SDK's runner saves. One engine per slice, one session object per conversation.
+- chatledger's `ChatLedgerSession` (issue 13), the SDK sessions' turn on chatledger's store.
 - The floor: exactly the statements chatledger sends, hand-written on the raw driver
   against chatledger's schema: asyncpg; aiosqlite (a thread hop per statement); and
   sqlite3 with one thread hop per unit of work, which is how chatledger runs SQLite.
@@ -65,6 +66,7 @@ from bench.common import (
     run_for,
 )
 from chatledger.domain import ChatMessage, ToolCall
+from chatledger.integrations.agents import ChatLedgerSession
 from chatledger.store import SQLAlchemyStore
 from chatledger.tokens import count_message_tokens
 
@@ -505,6 +507,33 @@ class Sqlite3Floor(Floor):
             await asyncio.get_running_loop().run_in_executor(self.executor, write)
 
 
+class LedgerSession(LedgerSchema):
+    """chatledger's own Agents SDK `Session`, on chatledger's store: the SDK sessions' turn."""
+
+    name = "ChatLedgerSession"
+
+    async def open(self) -> None:
+        self.store = SQLAlchemyStore.from_url(self.target.url())
+        self.sessions: dict[str, ChatLedgerSession] = {}
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    def session(self, key: str) -> ChatLedgerSession:
+        if key not in self.sessions:
+            self.sessions[key] = ChatLedgerSession(self.store, USER_ID, key)
+        return self.sessions[key]
+
+    async def history(self, key: str) -> object:
+        return await self.session(key).get_items(limit=HISTORY_LIMIT)
+
+    async def turn(self, key: str) -> None:
+        session = self.session(key)
+        await session.get_items(limit=HISTORY_LIMIT)
+        for batch in agent_items(new_call_id()):
+            await session.add_items(batch)  # type: ignore[arg-type]
+
+
 class AgentsSession(Contender):
     """The OpenAI Agents SDK's sessions: one object per conversation, kept for the slice."""
 
@@ -599,8 +628,15 @@ class AgentsSQLite(AgentsSession):
             session.close()
 
 
-SQLITE_CONTENDERS = (ChatLedger, AgentsSQLAlchemy, AgentsSQLite, AiosqliteFloor, Sqlite3Floor)
-POSTGRES_CONTENDERS = (ChatLedger, AgentsSQLAlchemy, AsyncpgFloor)
+SQLITE_CONTENDERS = (
+    ChatLedger,
+    LedgerSession,
+    AgentsSQLAlchemy,
+    AgentsSQLite,
+    AiosqliteFloor,
+    Sqlite3Floor,
+)
+POSTGRES_CONTENDERS = (ChatLedger, LedgerSession, AgentsSQLAlchemy, AsyncpgFloor)
 FLOORS = (AiosqliteFloor, Sqlite3Floor, AsyncpgFloor)
 
 
@@ -797,7 +833,8 @@ def report(settings: Settings, contenders: list[Contender], results: Results, se
             values = compare(database, ledger, sdk)
             goal = "chatledger at least 3x SQLAlchemySession"
             target(goal, database, both(values), min(values) >= 3)
-        if (sqlite_session := named.get((database, AgentsSQLite.name))) is not None:
+        sqlite_session = named.get((database, AgentsSQLite.name))
+        if sqlite_session is not None:
             values = compare(database, ledger, sqlite_session)
             target("chatledger ahead of SQLiteSession", database, both(values), min(values) > 1)
         for kind in FLOORS:
@@ -806,6 +843,16 @@ def report(settings: Settings, contenders: list[Contender], results: Results, se
                 target(f"within 1.5x of {floor.name}", database, both(values), max(values) <= 1.5)
                 if sdk is not None:
                     compare(database, floor, sdk)
+        if (session := named.get((database, LedgerSession.name))) is not None:
+            # Issue 13: the same Session workload, chatledger's Session against the SDK's.
+            if sdk is not None:
+                values = compare(database, session, sdk)
+                goal = "ChatLedgerSession at least 3x SQLAlchemySession"
+                target(goal, database, both(values), min(values) >= 3)
+            if sqlite_session is not None:
+                values = compare(database, session, sqlite_session)
+                goal = "ChatLedgerSession at least as fast as SQLiteSession"
+                target(goal, database, both(values), min(values) >= 1)
         value = growth(ledger)
         goal = f"history p50 @{sizes[-1]} within 1.3x of @{sizes[0]}"
         target(goal, database, f"{value:.2f}x", value <= 1.3)
@@ -817,7 +864,7 @@ def report(settings: Settings, contenders: list[Contender], results: Results, se
         "statements could reach against it."
     )
     out += ["", markdown_table(["database", "ratio", "sequential", "concurrent"], ratios)]
-    out += ["", "### Targets of issue 2", ""]
+    out += ["", "### Targets of issues 2 and 13", ""]
     out.append(markdown_table(["target", "database", "measured", "met"], targets))
     return "\n".join(out)
 

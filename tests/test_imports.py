@@ -37,7 +37,8 @@ def test_the_core_needs_no_database_driver_web_framework_or_sdk() -> None:
     result = _import_with_blocker(
         "import chatledger, chatledger.domain, chatledger.errors, chatledger.tokens, "
         "chatledger.agents, chatledger.tools, chatledger.context, chatledger.storage, "
-        "chatledger.turns, chatledger.toolbox, chatledger.streams, chatledger.service\n"
+        "chatledger.turns, chatledger.toolbox, chatledger.streams, chatledger.service, "
+        "chatledger.integrations.items, chatledger.integrations.agents\n"
         "print(chatledger.ChatMessage.user('hi').content)"
     )
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,9 @@
 3. the newest history that fits, whole units at a time, oldest first.
 
 A *unit* is what is never split: an assistant message with tool calls together with one
-result per call. Any other message is a unit of its own. A tool result belongs to the
+result per call. Any other message is a unit of its own, but for one that only keeps an
+OpenAI item chatledger has no equivalent for (`domain.is_kept_item`: a reasoning item, a
+hosted tool call), which is left out: it has no text and no tool pair. A tool result belongs to the
 nearest earlier call with its id that has no result yet (some model servers reuse ids such
 as `call_0` every turn), wherever it was stored; the unit sits at its call's place, the
 results right after the call in seq order, because model APIs require a call's results to
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import NamedTuple
 
-from chatledger.domain import ChatMessage, Message, Role, ToolCall
+from chatledger.domain import ChatMessage, Message, Role, ToolCall, is_kept_item
 from chatledger.tokens import TokenCounter, approximate_tokens, count_message_tokens
 
 __all__ = ["ContextWindow", "FoldPlan", "build", "plan_fold"]
@@ -195,6 +197,8 @@ def _units_newest_first(history: Sequence[Message], counter: TokenCounter) -> It
                 waiting.setdefault(message.tool_call_id, []).append(message)
             continue
         if not message.tool_calls:
+            if is_kept_item(message):
+                continue  # a reasoning item, a hosted tool call ...: nothing a model reads
             yield _new_unit(_Unit, (index, (message,), (), message.token_count))
             continue
         results: list[Message] = []

@@ -26,6 +26,7 @@ from chatledger.errors import TooLargeError, ValidationError
 
 __all__ = [
     "INTERRUPTED_TOOL_RESULT",
+    "OPENAI_ITEM",
     "ChatMessage",
     "Conversation",
     "Message",
@@ -42,6 +43,7 @@ __all__ = [
     "check_new_message",
     "check_text",
     "check_written_text",
+    "is_kept_item",
     "json_depth",
     "tool_call_records",
 ]
@@ -68,6 +70,11 @@ INTERRUPTED_TOOL_RESULT: Final = {
     "error": "the turn was interrupted before this tool call returned",
     "code": "interrupted",
 }
+
+
+# The metadata key under which a message keeps the OpenAI Responses item it stores
+# (`chatledger.integrations.items`).
+OPENAI_ITEM: Final = "openai_item"
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,4 +533,16 @@ def check_new_message(message: ChatMessage, *, max_chars: int) -> ChatMessage:
         tool_call_id=message.tool_call_id,
         name=message.name,
         metadata=metadata,
+    )
+
+
+def is_kept_item(message: ChatMessage) -> bool:
+    """Whether `message` stores an OpenAI item chatledger has no equivalent for (a
+    reasoning item, a hosted tool call ...): an assistant message with neither text nor
+    tool calls that carries the item under `OPENAI_ITEM`. No chat model reads it."""
+    return (
+        message.role is Role.ASSISTANT
+        and not message.content
+        and not message.tool_calls
+        and isinstance(message.metadata.get(OPENAI_ITEM), Mapping)
     )

@@ -181,6 +181,64 @@ async def test_the_head_moves_to_the_newest_leaf_below_and_stays(
         await store.set_head("bob", conversation.id, 1)
 
 
+async def test_rewind_moves_the_head_to_exactly_one_message_or_before_all(
+    store: SQLAlchemyStore,
+) -> None:
+    conversation = await store.create_conversation("alice")
+    await turn(store, conversation.id, "a", "a1")  # 1, 2
+    await turn(store, conversation.id, "b", "b1")  # 3, 4
+    await store.rewind("alice", conversation.id, to_seq=3)  # not down to the leaf 4
+    assert contents(await store.history("alice", conversation.id)) == ["a", "a1", "b"]
+    await store.append("alice", conversation.id, [ChatMessage.assistant("b2")])  # 5, under 3
+    assert contents(await store.history("alice", conversation.id)) == ["a", "a1", "b", "b2"]
+    await store.rewind("alice", conversation.id, to_seq=None)
+    assert await store.history("alice", conversation.id) == []
+    assert (await store.get_conversation("alice", conversation.id)).head_seq is None
+    appended = await store.append("alice", conversation.id, [ChatMessage.user("new root")])
+    assert (appended[0].seq, appended[0].parent_seq) == (6, None)
+    # Nothing was deleted: every branch is still there.
+    assert contents(await store.history("alice", conversation.id, leaf=4)) == [
+        "a", "a1", "b", "b1",
+    ]  # fmt: skip
+    assert (await store.get_conversation("alice", conversation.id)).message_count == 6
+    for bad in (0, -1, True, "3"):
+        with pytest.raises(ValidationError):
+            await store.rewind("alice", conversation.id, to_seq=bad)  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError):
+        await store.rewind("alice", conversation.id, to_seq=7)
+    with pytest.raises(NotFoundError):
+        await store.rewind("bob", conversation.id, to_seq=None)
+    lease = Lease.new(MINUTE)
+    await store.turns.start(
+        "alice", conversation.id, ChatMessage.user("busy"),
+        turn_id=lease.id, lease_expires_at=lease.expires_at,
+    )  # fmt: skip
+    with pytest.raises(ConflictError) as busy:
+        await store.rewind("alice", conversation.id, to_seq=1)
+    assert busy.value.code == "conversation_busy"
+    assert contents(await store.history("alice", conversation.id)) == ["new root", "busy"]
+
+
+async def test_pop_head_steps_back_one_message_at_a_time_without_deleting(
+    store: SQLAlchemyStore,
+) -> None:
+    conversation = await store.create_conversation("alice")
+    assert await store.pop_head("alice", conversation.id) is None
+    await turn(store, conversation.id, "a", "a1")  # 1, 2
+    popped = await store.pop_head("alice", conversation.id)
+    assert popped is not None and (popped.seq, popped.content) == (2, "a1")
+    assert contents(await store.history("alice", conversation.id)) == ["a"]
+    # Concurrent pops each take a different message; the head ends before the first.
+    await store.append("alice", conversation.id, [ChatMessage.assistant("a2")])  # 3
+    both = await asyncio.gather(*(store.pop_head("alice", conversation.id) for _ in range(3)))
+    assert sorted(m.seq for m in both if m is not None) == [1, 3]
+    assert both.count(None) == 1
+    assert await store.history("alice", conversation.id) == []
+    assert (await store.get_conversation("alice", conversation.id)).message_count == 3
+    with pytest.raises(NotFoundError):
+        await store.pop_head("bob", conversation.id)
+
+
 async def test_paging_back_along_a_branch_visits_it_exactly_once(store: SQLAlchemyStore) -> None:
     conversation = await store.create_conversation("alice")
     for n in range(6):

@@ -143,6 +143,7 @@ _NEWEST_LEAF = text(
     SELECT max(seq) FROM below
     """
 )
+_HEAD_FOR_UPDATE = HEAD.with_for_update()
 _SUMMARIES_NEWEST_FIRST = SELECT_SUMMARY.order_by(_s.upto_seq.desc())
 # A limit no branch reaches (the largest a PostgreSQL LIMIT parameter takes).
 _WHOLE_BRANCH: Final = 2**31 - 1
@@ -670,6 +671,65 @@ class SQLAlchemyStore:
             leaf: int = conn.execute(_NEWEST_LEAF, {**key, "seq": seq}).scalar_one()
             self._writer.move_head(conn, user_id, conversation_id, leaf, now=utcnow())
             return leaf
+
+        return await self._db.write(work)
+
+    async def rewind(self, user_id: str, conversation_id: str, *, to_seq: int | None) -> None:
+        """Make message `to_seq` itself the head (None: before the first message), so the
+        next append continues right after it. Nothing is deleted: the messages after it
+        stay, on a branch the head no longer reads.
+
+        Unlike `set_head`, which goes down to the newest leaf, this stops exactly at
+        `to_seq`: what undoing the last messages (an Agents SDK session's `pop_item`,
+        `clear_session`) needs.
+
+        Raises:
+            NotFoundError: no such conversation or message for this user.
+            ValidationError: `to_seq` is not a positive integer.
+            ConflictError: `conversation_busy`, a turn is running in the conversation.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        if to_seq is not None and (
+            isinstance(to_seq, bool) or not isinstance(to_seq, int) or not 1 <= to_seq <= MAX_BIGINT
+        ):
+            raise ValidationError("to_seq must be a positive integer", field="to_seq")
+
+        def work(conn: Connection) -> None:
+            # move_head looks the message up (NotFoundError) and refuses while a live
+            # turn holds the conversation, closing a dead one first.
+            require_conversation(conn, user_id, conversation_id)
+            self._writer.move_head(conn, user_id, conversation_id, to_seq, now=utcnow())
+
+        await self._db.write(work)
+
+    async def pop_head(self, user_id: str, conversation_id: str) -> Message | None:
+        """Move the head back one message, to its parent, and return the message that was
+        the head (None, and nothing changed, when the head's branch is empty). Nothing is
+        deleted: the message stays, on a branch the head no longer reads.
+
+        One transaction: of two concurrent pops, each gets a different message.
+
+        Raises:
+            NotFoundError: no such conversation for this user.
+            ConflictError: `conversation_busy`, a turn is running in the conversation.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        key = {"user": user_id, "conversation": conversation_id}
+
+        def work(conn: Connection) -> Message | None:
+            # FOR UPDATE (PostgreSQL; SQLite writes one at a time anyway): a concurrent
+            # pop waits here and then reads the head this one leaves.
+            head = conn.execute(_HEAD_FOR_UPDATE, key).first()
+            if head is None:
+                raise NotFoundError("conversation not found")
+            if head.head_seq is None:
+                return None
+            [row] = run_rows(conn, user_id, conversation_id, head.head_seq, head.head_seq, 1)
+            popped = message_of(row)
+            self._writer.move_head(conn, user_id, conversation_id, popped.parent_seq, now=utcnow())
+            return popped
 
         return await self._db.write(work)
 
