@@ -21,6 +21,8 @@ from chatledger.domain import (
     ChatMessage,
     Conversation,
     Message,
+    Page,
+    SearchHit,
     StreamEvent,
     Summary,
     TurnResult,
@@ -258,3 +260,13 @@ class Store(Protocol):
     async def load_context(
         self, user_id: str, conversation_id: str, *, limit: int
     ) -> tuple[Summary | None, list[Message]]: ...
+
+    async def search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        include_tools: bool = False,
+    ) -> Page[SearchHit]: ...

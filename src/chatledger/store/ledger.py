@@ -48,6 +48,7 @@ from chatledger.store.schema import (
     turn_events,
     turns,
 )
+from chatledger.store.search import index_messages
 from chatledger.tokens import TokenCounter, count_message_tokens
 
 __all__ = [
@@ -272,7 +273,8 @@ class Writer:
         lease_id: str | None = None,
         lease_expires_at: datetime | None = None,
     ) -> list[Message]:
-        """Reserve a contiguous range of seq and insert `prepared` there, all or none.
+        """Reserve a contiguous range of seq and insert `prepared` there, all or none,
+        with their entries in the search index.
 
         Concurrent appends serialize on the conversation row, so seq stays gap-free. An
         append that needs a free conversation and finds a dead turn's lease closes that
@@ -325,6 +327,7 @@ class Writer:
             for offset, (m, message_id, tokens) in enumerate(prepared)
         ]
         conn.execute(_INSERT_MESSAGES, [_row(user_id, m) for m in stored])
+        index_messages(conn, user_id, stored)
         return stored
 
     def take_over(

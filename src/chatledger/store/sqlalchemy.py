@@ -33,6 +33,7 @@ from chatledger.domain import (
     Conversation,
     Message,
     Page,
+    SearchHit,
     Summary,
     check_metadata,
     check_text,
@@ -75,6 +76,7 @@ from chatledger.store.schema import (
     turn_events,
     turns,
 )
+from chatledger.store.search import search_messages, unindex_conversations, unindex_user
 from chatledger.store.summaries import SELECT_SUMMARY, SummaryStore, summary_of
 from chatledger.store.tasks import TaskStore
 from chatledger.store.turns import TurnStore
@@ -371,10 +373,16 @@ class SQLAlchemyStore:
         """Delete a conversation and, in the same transaction, all of its messages."""
         user_id = check_user_id(user_id)
         conversation_id = check_conversation_id(conversation_id)
-        # Messages go by ON DELETE CASCADE: one statement, enforced by the database.
+        # Messages go by ON DELETE CASCADE, enforced by the database.
         statement = delete(conversations).where(_c.user_id == user_id, _c.id == conversation_id)
-        deleted = await self._db.write(lambda conn: conn.execute(statement).rowcount)
-        if deleted == 0:
+
+        def work(conn: Connection) -> int:
+            deleted = int(conn.execute(statement).rowcount)
+            if deleted:
+                unindex_conversations(conn, [(user_id, conversation_id)])
+            return deleted
+
+        if await self._db.write(work) == 0:
             raise NotFoundError("conversation not found")
         await self._db.scrub()
 
@@ -400,10 +408,20 @@ class SQLAlchemyStore:
             .limit(_PURGE_BATCH)
             .with_for_update(skip_locked=True)
         )
-        statement = delete(conversations).where(tuple_(_c.user_id, _c.id).in_(batch))
+        statement = (
+            delete(conversations)
+            .where(tuple_(_c.user_id, _c.id).in_(batch))
+            .returning(_c.user_id, _c.id)
+        )
+
+        def work(conn: Connection) -> int:
+            keys = [(row.user_id, row.id) for row in conn.execute(statement)]
+            unindex_conversations(conn, keys)
+            return len(keys)
+
         deleted = 0
         while True:
-            count = await self._db.write(lambda conn: int(conn.execute(statement).rowcount))
+            count = await self._db.write(work)
             deleted += count
             if count < _PURGE_BATCH:
                 break
@@ -424,9 +442,10 @@ class SQLAlchemyStore:
     ) -> list[Message]:
         """Append messages at the end of a conversation, all or none.
 
-        One transaction of two statements whatever the batch size: the counter update
-        reserves a contiguous range of `seq` and returns it, then one insert stores every
-        row. Concurrent appends serialize on the conversation row, so `seq` stays gap-free.
+        One transaction of three statements whatever the batch size: the counter update
+        reserves a contiguous range of `seq` and returns it, one insert stores every row,
+        and one adds them to the search index (none when nothing in them is searchable).
+        Concurrent appends serialize on the conversation row, so `seq` stays gap-free.
 
         A conversation runs one turn at a time (`store.turns.start` begins one). While a
         turn runs, appends without its `lease` are refused; with it, the append renews
@@ -568,6 +587,41 @@ class SQLAlchemyStore:
 
         return await self._db.read(work)
 
+    # -- search -------------------------------------------------------------------------
+
+    async def search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        include_tools: bool = False,
+    ) -> Page[SearchHit]:
+        """The user's messages that hold every word of `query`, most relevant first.
+
+        Words are matched whole, case- and accent-insensitively; a `*` right after the
+        last word matches the words it begins (see `chatledger.store.fulltext` for what
+        a word is). User and assistant messages are searched, and tool results too with
+        `include_tools`. Each hit has a plain-text snippet and the offsets of the
+        matched words in it. `limit` is clamped to 50; pages reach the first 1,000 hits
+        (see `chatledger.store.search` for how they are ranked and paged).
+
+        Raises:
+            ValidationError: `query_without_words`, `query_too_long` or `query_invalid`
+                (see `parse_query`), or a cursor that is malformed, tampered with,
+                another user's or another search's.
+        """
+        return await search_messages(
+            self._db,
+            self._cursor_key,
+            check_user_id(user_id),
+            query,
+            limit=limit,
+            cursor=cursor,
+            include_tools=include_tools,
+        )
+
     # -- users --------------------------------------------------------------------------
 
     async def delete_user(self, user_id: str) -> None:
@@ -588,6 +642,7 @@ class SQLAlchemyStore:
                 idempotency_keys,
             ):
                 conn.execute(delete(table).where(table.c.user_id == user_id))
+            unindex_user(conn, user_id)
 
         await self._db.write(work)
         await self._db.scrub()
