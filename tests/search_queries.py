@@ -47,6 +47,8 @@ HOSTILE_QUERIES: Final[list[tuple[str, str | None]]] = [
     ("😀", NO_WORDS),
     ("🍕🍕🍕", NO_WORDS),
     ("\u0301", NO_WORDS),  # a combining accent with nothing to sit on
+    ("\u0903", NO_WORDS),  # a spacing mark (Devanagari visarga) alone
+    ("\u0903\u0903 \u0e49", NO_WORDS),
     ("\u200d", NO_WORDS),  # zero-width joiner
     ("\u202e", NO_WORDS),  # right-to-left override
     # Operators of either query language are plain words to us.

@@ -164,6 +164,7 @@ async def test_a_prefix_is_the_last_word_with_a_star(store: SQLAlchemyStore) -> 
         ("東京都に住んでいます", "東京*", ["東京都に住んでいます"]),
         ("snake_case_name here", "case", ["case"]),
         ("pizza🍕time", "time", ["time"]),
+        ("hello \u0903 world", "hello \u0903", ["hello"]),  # a lone mark is no word
     ],
 )
 async def test_words_match_across_case_accents_and_scripts(

@@ -90,11 +90,11 @@ def _spaced(text: str) -> str:
 
 
 def words(text: str) -> Iterator[tuple[int, int, str]]:
-    """Each word of `text`: its span and its folded form (words that fold to nothing,
-    a lone combining mark, are skipped)."""
+    """Each word of `text`: its span and its folded form. Runs of marks alone are not
+    words: FTS5 drops some of them and PostgreSQL keeps them, and the two must agree."""
     for match in _WORD.finditer(_spaced(text)):
         folded = fold(match.group())
-        if folded:
+        if folded and (folded.isascii() or any(char.isalnum() for char in folded)):
             yield match.start(), match.end(), folded
 
 
