@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from chatledger.errors import ValidationError
-from chatledger.store.unicode_marks import MARKS
+from chatledger.store.unicode_marks import MARKS, spacing_marks
 
 __all__ = [
     "MAX_QUERY_CHARS",
@@ -38,9 +38,11 @@ __all__ = [
     "MAX_WORD_CHARS",
     "SearchQuery",
     "fold",
+    "index_terms",
     "index_text",
     "parse_query",
     "snippet",
+    "terms",
     "words",
 ]
 
@@ -61,27 +63,47 @@ SNIPPET_CHARS: Final = 160
 SNIPPET_LEAD: Final = 40
 
 _JOINERS: Final = "\u200c\u200d"
-# `\w` without the underscore (punctuation to both databases), with marks and joiners.
-# Underscores are replaced by spaces before matching (`_spaced`), which keeps offsets.
-_WORD: Final = re.compile(f"[\\w{MARKS}{_JOINERS}]+")
+# A word starts with a letter or digit (PostgreSQL's parser drops a mark it finds first),
+# then letters, digits, marks and joiners. Underscores are punctuation to both databases:
+# they are replaced by spaces before matching (`_spaced`), which keeps offsets.
+_WORD: Final = re.compile(f"\\w[\\w{MARKS}{_JOINERS}]*")
+# What a folded word is indexed as: letters and digits, and the spacing marks folding
+# keeps (Devanagari vowel signs...), starting with a letter or digit. Compatibility
+# decomposition can put punctuation in a folded word ("½" is 1, a fraction slash, 2):
+# it separates terms.
+_TERM: Final = re.compile(f"[^\\W_](?:[^\\W_]|[{spacing_marks()}])*")
 # NUL, controls (tab, newline and carriage return are whitespace), lone surrogates.
 _INVALID: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _SPACES: Final = re.compile(r"\s+")
 # Punctuation right after a word ("rent." "rent?!"): a snippet keeps it.
 _TRAILING: Final = re.compile(f"[^\\s\\w{MARKS}{_JOINERS}]*")
+_DROPPED: Final = frozenset({"Mn", "Me"})
+_IN_WORD: Final = re.compile(f"[\\w{MARKS}{_JOINERS}]")
 
 
 def fold(word: str) -> str:
     """A word as it is indexed and searched: case-folded, compatibility-decomposed,
-    without nonspacing marks or joiners, recomposed. "" if nothing is left."""
+    without nonspacing or enclosing marks or joiners, recomposed."""
     folded = word.casefold()
     if folded.isascii():
         return folded
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", word).casefold())
     kept = "".join(
-        char for char in decomposed if char not in _JOINERS and unicodedata.category(char) != "Mn"
+        char
+        for char in decomposed
+        if char not in _JOINERS and unicodedata.category(char) not in _DROPPED
     )
     return unicodedata.normalize("NFC", kept)
+
+
+def terms(word: str) -> list[str]:
+    """The terms a word is indexed and searched as: its folded form, or the parts of it
+    that are letters, digits and spacing marks (none, for a word that folds to
+    nothing)."""
+    folded = fold(word)
+    if folded.isascii():
+        return [folded]
+    return _TERM.findall(folded)
 
 
 def _spaced(text: str) -> str:
@@ -90,27 +112,32 @@ def _spaced(text: str) -> str:
 
 
 def words(text: str) -> Iterator[tuple[int, int, str]]:
-    """Each word of `text`: its span and its folded form. Runs of marks alone are not
-    words: FTS5 drops some of them and PostgreSQL keeps them, and the two must agree."""
+    """Each term of each word of `text`, with the word's span. Both databases are handed
+    exactly these terms, so what one finds the other finds."""
     for match in _WORD.finditer(_spaced(text)):
-        folded = fold(match.group())
-        if folded and (folded.isascii() or any(char.isalnum() for char in folded)):
-            yield match.start(), match.end(), folded
+        for term in terms(match.group()):
+            yield match.start(), match.end(), term
+
+
+def index_terms(content: str) -> list[str]:
+    """What the databases index for a message: its terms in order, up to
+    `MAX_INDEXED_CHARS` of them (a space counted after each), none over
+    `MAX_WORD_CHARS`."""
+    kept: list[str] = []
+    size = 0
+    for _, _, term in words(content):
+        if len(term) > MAX_WORD_CHARS:
+            continue
+        size += len(term) + 1
+        if size > MAX_INDEXED_CHARS:
+            break
+        kept.append(term)
+    return kept
 
 
 def index_text(content: str) -> str:
-    """What the databases index for a message: its folded words, separated by spaces,
-    up to `MAX_INDEXED_CHARS`."""
-    kept: list[str] = []
-    size = 0
-    for _, _, word in words(content):
-        if len(word) > MAX_WORD_CHARS:
-            continue
-        size += len(word) + 1
-        if size > MAX_INDEXED_CHARS:
-            break
-        kept.append(word)
-    return " ".join(kept)
+    """`index_terms` separated by spaces: what FTS5 is given for a message."""
+    return " ".join(index_terms(content))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +148,11 @@ class SearchQuery:
     terms: tuple[str, ...]
     prefix: bool = False
 
-    def matches(self, word: str) -> bool:
-        """Whether a folded word of a message is one the query looks for."""
-        if self.prefix and word.startswith(self.terms[-1]):
+    def matches(self, term: str) -> bool:
+        """Whether a term of a message is one the query looks for."""
+        if self.prefix and term.startswith(self.terms[-1]):
             return True
-        return word in self.terms
+        return term in self.terms
 
     def fts5(self) -> str:
         """An FTS5 expression: each term a quoted string (`"` doubled), all required."""
@@ -135,7 +162,8 @@ class SearchQuery:
         return " AND ".join(quoted)
 
     def tsquery(self) -> str:
-        """A `to_tsquery` input: each term a quoted lexeme (`'` and `\\` escaped)."""
+        """A `tsquery` in its input syntax: each term a quoted lexeme (`'` and `\\`
+        escaped), all required."""
         quoted = ["'" + term.replace("\\", "\\\\").replace("'", "''") + "'" for term in self.terms]
         if self.prefix:
             quoted[-1] += ":*"
@@ -207,7 +235,7 @@ def snippet(content: str, query: SearchQuery) -> tuple[str, tuple[tuple[int, int
     spaced = _spaced(content)
     start = 0
     for match in _WORD.finditer(spaced):
-        if query.matches(fold(match.group())):
+        if any(query.matches(term) for term in terms(match.group())):
             start = match.start()
             break
     # Begin a little before the match, on a whole word.
@@ -216,7 +244,7 @@ def snippet(content: str, query: SearchQuery) -> tuple[str, tuple[tuple[int, int
         begin = start
         lead = start - SNIPPET_LEAD
         for match in _WORD.finditer(spaced, lead):
-            if match.start() == lead and _WORD.match(spaced, lead - 1):
+            if match.start() == lead and _IN_WORD.match(spaced, lead - 1):
                 continue  # the tail of a word that begins before `lead`
             begin = match.start()
             break
@@ -233,5 +261,6 @@ def snippet(content: str, query: SearchQuery) -> tuple[str, tuple[tuple[int, int
         text = "…" + text
     if _WORD.search(spaced, end):
         text += "…"
-    marks = tuple((s, e) for s, e, word in words(text) if query.matches(word))
+    # A word of several terms ("½") is marked once.
+    marks = tuple(dict.fromkeys((s, e) for s, e, term in words(text) if query.matches(term)))
     return text, marks

@@ -1,13 +1,17 @@
 """Full-text search over a user's messages: the index, and the query that reads it.
 
-The index holds each user, assistant and tool message as its folded words
+The index holds each user, assistant and tool message as its terms
 (`chatledger.store.fulltext`). `index_messages` writes it in the append's own
 transaction, so a message is findable exactly when it is stored. On PostgreSQL it is the
-`message_search` table, a `tsvector` (configuration `simple`: language-neutral, no
-extension) under a GIN index, deleted with its message by a foreign-key cascade. On SQLite
-it is an FTS5 table of the same name (tokenizer `unicode61 remove_diacritics 2`). An FTS5
-table has no foreign keys, so what deletes conversations and users deletes their rows
-from it in the same transaction (`unindex_conversations`, `unindex_user`).
+`message_search` table, a `tsvector` under a GIN index, deleted with its message by a
+foreign-key cascade. The tsvector is written in its input syntax, terms and positions as
+they are, and queries likewise: PostgreSQL's text-search parser, whose idea of a letter
+comes from the server's C library and locale, never sees the text, and no configuration
+or extension is involved. On SQLite it is an FTS5 table of the same name (tokenizer
+`unicode61 remove_diacritics 2`, with the spacing marks as token characters, so that it
+splits the terms it is given nowhere but at the spaces between them). An FTS5 table has no
+foreign keys, so what deletes conversations and users deletes their rows from it in the
+same transaction (`unindex_conversations`, `unindex_user`).
 
 Each FTS5 row also holds two key words: one for its user and one for its conversation,
 hashes no text contains. A search asks for its user's key word as well as for the query's
@@ -43,7 +47,7 @@ from chatledger.errors import ValidationError
 from chatledger.store.core import check_limit
 from chatledger.store.cursor import sign, verify
 from chatledger.store.engine import Connector
-from chatledger.store.fulltext import SearchQuery, index_text, parse_query, snippet
+from chatledger.store.fulltext import SearchQuery, index_terms, parse_query, snippet
 
 __all__ = [
     "INDEXED_ROLES",
@@ -54,6 +58,7 @@ __all__ = [
     "index_messages",
     "row_keys",
     "search_messages",
+    "tsvector",
     "unindex_conversations",
     "unindex_user",
 ]
@@ -85,9 +90,27 @@ def row_keys(user_id: str, conversation_id: str) -> str:
     return f"{_user_key(user_id)} {_conversation_key(user_id, conversation_id)}"
 
 
+# Positions past this are stored as this; a lexeme keeps at most 256 of them.
+_MAX_POSITION: Final = 16_383
+_MAX_POSITIONS: Final = 256
+
+
+def tsvector(terms: Sequence[str]) -> str:
+    """A tsvector in its input syntax: each term with the positions it has in `terms`."""
+    positions: dict[str, list[int]] = {}
+    for position, term in enumerate(terms, 1):
+        at = positions.setdefault(term, [])
+        if len(at) < _MAX_POSITIONS and (not at or at[-1] < _MAX_POSITION):
+            at.append(min(position, _MAX_POSITION))
+    return " ".join(
+        "'" + term.replace("\\", "\\\\").replace("'", "''") + "':" + ",".join(map(str, at))
+        for term, at in positions.items()
+    )
+
+
 _PG_INSERT: Final = text(
     "INSERT INTO message_search (user_id, conversation_id, seq, role, document)"
-    " VALUES (:user_id, :conversation_id, :seq, :role, to_tsvector('simple', :body))"
+    " VALUES (:user_id, :conversation_id, :seq, :role, CAST(:document AS tsvector))"
 )
 _FTS_INSERT: Final = text(
     "INSERT INTO message_search (body, keys, user_id, conversation_id, seq, role)"
@@ -104,24 +127,21 @@ _FTS_DELETE_USER: Final = text(
 
 def index_messages(conn: Connection, user_id: str, messages: Sequence[Message]) -> None:
     """Add `messages` to the search index, in the transaction that stores them."""
-    rows = [
-        {
-            "user_id": user_id,
-            "conversation_id": m.conversation_id,
-            "seq": m.seq,
-            "role": m.role.value,
-            "body": body,
-        }
-        for m in messages
-        if m.role in INDEXED_ROLES and (body := index_text(m.content))
-    ]
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        conn.execute(_PG_INSERT, rows)
-        return
-    keys = row_keys(user_id, messages[0].conversation_id)
-    conn.execute(_FTS_INSERT, [{**row, "keys": keys} for row in rows])
+    postgresql = conn.dialect.name == "postgresql"
+    rows = []
+    for m in messages:
+        if m.role not in INDEXED_ROLES or not (terms := index_terms(m.content)):
+            continue
+        row = {"user_id": user_id, "conversation_id": m.conversation_id, "seq": m.seq}
+        row["role"] = m.role.value
+        if postgresql:
+            row["document"] = tsvector(terms)
+        else:
+            row["body"] = " ".join(terms)
+            row["keys"] = row_keys(user_id, m.conversation_id)
+        rows.append(row)
+    if rows:
+        conn.execute(_PG_INSERT if postgresql else _FTS_INSERT, rows)
 
 
 def unindex_conversations(conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
@@ -156,7 +176,7 @@ def _search_statement(dialect: str, include_tools: bool) -> TextClause:
     if dialect == "postgresql":
         hits = (
             "SELECT conversation_id, seq, ts_rank(document, query, 1) AS score"
-            " FROM message_search, to_tsquery('simple', :query) AS query"
+            " FROM message_search, CAST(:query AS tsquery) AS query"
             f" WHERE user_id = :user_id AND document @@ query AND role IN {shown}"
             " ORDER BY score DESC, conversation_id, seq"
         )

@@ -14,7 +14,7 @@ import sys
 import unicodedata
 from typing import Final
 
-__all__ = ["MARKS", "marks_class"]
+__all__ = ["MARKS", "marks_class", "spacing_marks"]
 
 MARKS: Final = (
     "\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u05bf\u05c1-\u05c2\u05c4-\u05c5\u05c7"
@@ -78,6 +78,21 @@ MARKS: Final = (
     "\U0001e026-\U0001e02a\U0001e130-\U0001e136\U0001e2ae\U0001e2ec-\U0001e2ef"
     "\U0001e8d0-\U0001e8d6\U0001e944-\U0001e94a\U000e0100-\U000e01ef"
 )
+
+
+def spacing_marks() -> str:
+    """The spacing marks (Mc) in `MARKS`: the only marks a folded word still holds."""
+    chars = []
+    index = 0
+    while index < len(MARKS):
+        first = last = MARKS[index]
+        if index + 2 < len(MARKS) and MARKS[index + 1] == "-":
+            last = MARKS[index + 2]
+            index += 3
+        else:
+            index += 1
+        chars += [chr(code) for code in range(ord(first), ord(last) + 1)]
+    return "".join(char for char in chars if unicodedata.category(char) == "Mc")
 
 
 def marks_class() -> str:

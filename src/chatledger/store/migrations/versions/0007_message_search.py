@@ -1,8 +1,8 @@
 """Full-text search over messages, with every stored message indexed.
 
 PostgreSQL: the `message_search` table, a tsvector per message under a GIN index.
-SQLite: an FTS5 table of the same name. Both hold what `chatledger.store.fulltext` makes
-of a message's text; the backfill runs that code over every user, assistant and tool
+SQLite: an FTS5 table of the same name. Both hold the terms `chatledger.store.fulltext`
+makes of a message's text; the backfill runs that code over every user, assistant and tool
 message, a thousand at a time, so it takes as long as reading them all.
 
 Revision ID: 0007
@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from chatledger.store.fulltext import index_text
-from chatledger.store.search import row_keys
+from chatledger.store.fulltext import index_terms
+from chatledger.store.search import row_keys, tsvector
+from chatledger.store.unicode_marks import spacing_marks
 
 revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0006"
@@ -34,7 +35,7 @@ _SCAN = sa.text(
 )
 _PG_INSERT = sa.text(
     "INSERT INTO message_search (user_id, conversation_id, seq, role, document)"
-    " VALUES (:user_id, :conversation_id, :seq, :role, to_tsvector('simple', :body))"
+    " VALUES (:user_id, :conversation_id, :seq, :role, CAST(:document AS tsvector))"
 )
 _FTS_INSERT = sa.text(
     "INSERT INTO message_search (body, keys, user_id, conversation_id, seq, role)"
@@ -70,10 +71,13 @@ def upgrade() -> None:
         )
         insert = _PG_INSERT
     else:
+        # unicode61 takes spacing marks (Devanagari vowel signs...) for separators, which
+        # PostgreSQL does not: made token characters, a word is one token in both.
         op.execute(
             "CREATE VIRTUAL TABLE message_search USING fts5("
             "body, keys, user_id UNINDEXED, conversation_id UNINDEXED, seq UNINDEXED,"
-            " role UNINDEXED, tokenize = 'unicode61 remove_diacritics 2')"
+            ' role UNINDEXED, tokenize = "unicode61 remove_diacritics 2'
+            f" tokenchars '{spacing_marks()}'\")"
         )
         version = bind.execute(sa.text("SELECT sqlite_version()")).scalar_one()
         if tuple(int(part) for part in version.split(".")[:2]) >= (3, 42):
@@ -87,15 +91,16 @@ def upgrade() -> None:
     while rows := bind.execute(_SCAN, {**after, "limit": _BATCH}).all():
         batch = []
         for user_id, conversation_id, seq, role, content in rows:
-            body = index_text(content)
-            if body:
+            terms = index_terms(content)
+            if terms:
                 batch.append(
                     {
                         "user_id": user_id,
                         "conversation_id": conversation_id,
                         "seq": seq,
                         "role": role,
-                        "body": body,
+                        "document": tsvector(terms),
+                        "body": " ".join(terms),
                         "keys": row_keys(user_id, conversation_id),
                     }
                 )
