@@ -20,8 +20,9 @@ rounds of each slice's percentile. The corpus is loaded with bulk SQL, not `appe
 million appends take most of an hour): messages and conversations by COPY (executemany
 on SQLite), and index rows as chatledger writes them — on PostgreSQL by
 `to_tsvector('simple', content)` in SQL, on SQLite FTS5 rows with the same key words. The
-made-up words are lowercase ASCII, which chatledger's tokenizer leaves as they are (checked
-before loading), so the index holds what `index_messages` would have written.
+made-up words are lowercase ASCII separated by spaces, which chatledger makes into the
+same terms, and that tsvector into the one `index_messages` writes (both checked before
+loading), so the index holds what `index_messages` would have written.
 
     python -m bench search [--sizes 10000,100000,1000000] [--rounds N] [--quick]
 """
@@ -64,8 +65,8 @@ from bench.common import (
 )
 from chatledger.domain import ChatMessage
 from chatledger.store import SQLAlchemyStore, ledger
-from chatledger.store.fulltext import index_text
-from chatledger.store.search import row_keys
+from chatledger.store.fulltext import index_terms, index_text
+from chatledger.store.search import row_keys, tsvector
 
 VOCABULARY = 20_000
 PER_CONVERSATION = 100
@@ -311,6 +312,7 @@ async def measure(settings: Settings) -> str:
     corpus = Corpus()
     sample = corpus.text()
     assert index_text(sample) == sample, "the made-up words must be indexed as they are"
+    written = tsvector(index_terms(sample))
     outcome = Outcome()
     versions = []
     with tempfile.TemporaryDirectory(prefix="chatledger-search-") as directory:
@@ -325,6 +327,12 @@ async def measure(settings: Settings) -> str:
                 )
                 versions.append(f"PostgreSQL {version}")
                 targets.append(Target(POSTGRES, dsn))
+                check = await asyncpg.connect(dsn)
+                same = await check.fetchval(
+                    "SELECT to_tsvector('simple', $1) = CAST($2 AS tsvector)", sample, written
+                )
+                await check.close()
+                assert same, "to_tsvector must make what index_messages writes"
             databases = []
             for target in targets:
                 store = SQLAlchemyStore.from_url(target.url())

@@ -128,17 +128,24 @@ _FTS_DELETE_USER: Final = text(
 def index_messages(conn: Connection, user_id: str, messages: Sequence[Message]) -> None:
     """Add `messages` to the search index, in the transaction that stores them."""
     postgresql = conn.dialect.name == "postgresql"
+    keys: dict[str, str] = {}  # an append's messages are all of one conversation
     rows = []
     for m in messages:
         if m.role not in INDEXED_ROLES or not (terms := index_terms(m.content)):
             continue
-        row = {"user_id": user_id, "conversation_id": m.conversation_id, "seq": m.seq}
-        row["role"] = m.role.value
+        row: dict[str, Any] = {
+            "user_id": user_id,
+            "conversation_id": m.conversation_id,
+            "seq": m.seq,
+            "role": m.role.value,
+        }
         if postgresql:
             row["document"] = tsvector(terms)
         else:
             row["body"] = " ".join(terms)
-            row["keys"] = row_keys(user_id, m.conversation_id)
+            if m.conversation_id not in keys:
+                keys[m.conversation_id] = row_keys(user_id, m.conversation_id)
+            row["keys"] = keys[m.conversation_id]
         rows.append(row)
     if rows:
         conn.execute(_PG_INSERT if postgresql else _FTS_INSERT, rows)
