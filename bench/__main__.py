@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("store", "server", "context", "scrub")
+BENCHMARKS = ("store", "server", "context", "scrub", "search")
 
 
 def main(argv: list[str]) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "Message",
     "Page",
     "Role",
+    "SearchHit",
     "StreamEvent",
     "Summary",
     "Task",
@@ -212,6 +213,23 @@ class Summary:
     content: str
     token_count: int
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchHit:
+    """A message that a search found, with a plain-text snippet of it.
+
+    `marks` are `[start, end)` offsets into `snippet`, in characters (code points), of the
+    words the search matched: a client highlights them by slicing the text, never by
+    rendering any of it as markup.
+    """
+
+    conversation_id: str
+    title: str | None
+    seq: int
+    role: Role
+    snippet: str
+    marks: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

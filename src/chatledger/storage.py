@@ -22,6 +22,8 @@ from chatledger.domain import (
     ChatMessage,
     Conversation,
     Message,
+    Page,
+    SearchHit,
     StreamEvent,
     Summary,
     TurnResult,
@@ -267,3 +269,13 @@ class Store(Protocol):
     async def token_usage(
         self, user_id: str, *, first_day: date, last_day: date
     ) -> UsageReport: ...
+
+    async def search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        include_tools: bool = False,
+    ) -> Page[SearchHit]: ...

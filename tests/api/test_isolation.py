@@ -361,3 +361,22 @@ async def test_alices_export_and_import_never_reach_bobs_data(
         assert row["present"] is False and row["id"] not in planted.conversation_ids
         again = await alice.request("GET", f"/api/{ALICE}/export")
         assert again.text.count('"type":"conversation"') == 2
+
+
+async def test_alices_search_finds_none_of_bobs_canaries(
+    make_server: Callable[..., Any], connector: Connector, planted: Planted
+) -> None:
+    async with alice_attacks(make_server, connector, planted) as alice:
+        # Alice's own message shares the word "canary" with every one of Bob's: her
+        # search finds something, and only that.
+        turn = await alice.request("POST", f"/api/{ALICE}/chat", json={"message": "a canary"})
+        own = turn.json()["conversation_id"]
+        url = f"/api/{ALICE}/search"
+        for tools in ("false", "true"):
+            found = await alice.request("GET", url, params={"q": "canary", "tools": tools})
+            assert [hit["conversation_id"] for hit in found.json()["items"]] == [own]
+            for canary in sorted(planted.canaries):
+                word = canary.removeprefix("canary-")
+                for query in (word, f"{word[:4]}*", f"canary {word}"):
+                    response = await alice.request("GET", url, params={"q": query, "tools": tools})
+                    assert response.json() == {"items": [], "next_cursor": None}, query

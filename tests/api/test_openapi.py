@@ -97,7 +97,7 @@ def test_event_streams_describe_each_event() -> None:
 async def test_a_client_built_from_the_schema_sends_the_token(server: Server) -> None:
     # What a generated client does: for each operation, the credentials its security
     # requirement names, in the form its scheme says. Every GET that takes no other
-    # input then gets past authentication.
+    # input (but a required word, given one) then gets past authentication.
     token = auth("alice")["Authorization"].removeprefix("Bearer ")
     schemes = SPEC["components"]["securitySchemes"]
     answered = []
@@ -109,7 +109,19 @@ async def test_a_client_built_from_the_schema_sends_the_token(server: Server) ->
             for name in requirement:
                 assert (schemes[name]["type"], schemes[name]["scheme"]) == ("http", "bearer")
                 headers["Authorization"] = f"Bearer {token}"
-        response = await server.client.get(path.format(user_id="alice"), headers=headers)
+        required = {
+            parameter["name"]: "word"
+            for parameter in operation.get("parameters", [])
+            if parameter["in"] == "query" and parameter.get("required")
+        }
+        assert all(
+            parameter["schema"]["type"] == "string"
+            for parameter in operation.get("parameters", [])
+            if parameter["name"] in required
+        )
+        response = await server.client.get(
+            path.format(user_id="alice"), params=required, headers=headers
+        )
         answered.append((path, response.status_code))
     assert answered and all(status == 200 for _, status in answered), answered
 

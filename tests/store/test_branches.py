@@ -494,3 +494,13 @@ async def test_an_edit_closes_a_dead_turn_first_and_branches_from_where_asked(
         ("hi", None), ("hello", None), ("lost", None), ("", "interrupted"),
     ]  # fmt: skip
     assert contents(await store.history("alice", conversation.id)) == ["hi again", "hello again"]
+
+
+async def test_a_forks_messages_are_found_by_search(store: SQLAlchemyStore) -> None:
+    conversation = await store.create_conversation("alice")
+    await turn(store, conversation.id, "the landlord called", "about the rent")
+    copy = await store.fork("alice", conversation.id)
+    found = {
+        (hit.conversation_id, hit.seq) for hit in (await store.search("alice", "landlord")).items
+    }
+    assert found == {(conversation.id, 1), (copy.id, 1)}

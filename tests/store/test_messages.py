@@ -158,16 +158,25 @@ async def test_append_to_a_missing_conversation_is_not_found(store: SQLAlchemySt
 
 
 @pytest.mark.parametrize("size", [1, 4, 100])
-async def test_append_is_two_statements_whatever_the_batch_size(
+async def test_append_is_three_statements_whatever_the_batch_size(
     store: SQLAlchemyStore, size: int
 ) -> None:
     conversation = await store.create_conversation("alice")
     batch = [ChatMessage.user(f"m{i}") for i in range(size)]
     with count_statements(store.sync_engine) as statements:
         await store.append("alice", conversation.id, batch)
-    assert len(statements) == 2, statements
+    assert len(statements) == 3, statements
     assert statements[0].lstrip().upper().startswith("UPDATE CONVERSATIONS")
     assert statements[1].lstrip().upper().startswith("INSERT INTO MESSAGES")
+    assert statements[2].lstrip().upper().startswith("INSERT INTO MESSAGE_SEARCH")
+
+
+async def test_messages_with_nothing_to_search_add_no_statement(store: SQLAlchemyStore) -> None:
+    conversation = await store.create_conversation("alice")
+    batch = [ChatMessage.system("be brief"), ChatMessage.user("?!"), ChatMessage.assistant("🙂")]
+    with count_statements(store.sync_engine) as statements:
+        await store.append("alice", conversation.id, batch)
+    assert len(statements) == 2, statements
 
 
 async def test_history_is_the_latest_messages_in_order(store: SQLAlchemyStore, connector) -> None:

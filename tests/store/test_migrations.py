@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from chatledger.domain import ChatMessage
 from chatledger.store import SQLAlchemyStore, connect
 from chatledger.store.migrate import alembic_config
-from chatledger.store.schema import metadata, turns
+from chatledger.store.schema import autogenerate_filters, messages, metadata, turns
 from chatledger.usage import UsageTotals
 from tests.conftest import POSTGRES_URL, _create_database, _drop_database
 
@@ -38,7 +38,8 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def _schema_diff(conn: Any) -> list[Any]:
-    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    opts = {"compare_type": True, **autogenerate_filters(conn.dialect.name)}
+    context = MigrationContext.configure(conn, opts=opts)
     return compare_metadata(context, metadata)
 
 
@@ -172,6 +173,64 @@ async def test_conversations_from_before_branches_become_one_branch_each(empty_u
         with pytest.raises(RuntimeError, match="branches"):
             await db.write(lambda conn: command.downgrade(alembic_config(conn), "0006"))
         assert len(await store.history("alice", conversation.id)) == 6
+    finally:
+        await store.close()
+        await db.close()
+
+
+async def test_the_search_index_takes_in_what_was_stored_before_it(empty_url: str) -> None:
+    store = SQLAlchemyStore.from_url(empty_url)
+    db = connect(empty_url)
+    try:
+        await store.migrate("0006")
+        conversation = await store.create_conversation("alice", title="before search")
+        rows = [
+            {"role": "system", "content": "okapi instructions"},
+            {"role": "user", "content": "Where does the okapi live?"},
+            {"role": "tool", "content": '{"okapi": "Congo"}'},
+            {"role": "assistant", "content": "The okapi lives in the Congo."},
+        ]
+        now = datetime.now(UTC)
+        values = [
+            {
+                **row,
+                "user_id": "alice",
+                "conversation_id": conversation.id,
+                "seq": seq,
+                "id": f"m{seq}",
+                "token_count": 1,
+                "created_at": now,
+            }
+            for seq, row in enumerate(rows, 1)
+        ]
+        # More than one backfill batch, of someone else's.
+        bobs = await store.create_conversation("bob")
+        values += [
+            {
+                "role": "user",
+                "content": f"okapi number {seq}",
+                "user_id": "bob",
+                "conversation_id": bobs.id,
+                "seq": seq,
+                "id": f"b{seq}",
+                "token_count": 1,
+                "created_at": now,
+            }
+            for seq in range(1, 2_502)
+        ]
+        await db.write(lambda conn: conn.execute(insert(messages), values))
+
+        await store.migrate()
+        hits = (await store.search("alice", "okapi", include_tools=True)).items
+        assert sorted(hit.seq for hit in hits) == [2, 3, 4]
+        assert (await store.search("bob", "okapi 2501")).items[0].seq == 2501
+
+        await db.write(lambda conn: command.downgrade(alembic_config(conn), "0006"))
+        tables = await db.read(lambda conn: set(inspect(conn).get_table_names()))
+        assert not {name for name in tables if name.startswith("message_search")}
+        await store.migrate()
+        assert len((await store.search("alice", "okapi")).items) == 2
+        assert await db.read(_schema_diff) == []
     finally:
         await store.close()
         await db.close()

@@ -344,3 +344,14 @@ async def _round_trip(url: str, script: list[list[tuple[str, int, bool]]]) -> No
         await store.delete_user(source)
         await store.delete_user(target)
         await store.close()
+
+
+async def test_imported_messages_are_found_by_search(store: SQLAlchemyStore) -> None:
+    await populate(store, "alice")
+    report = await import_text(store, "bob", await export_of(store, "alice"))
+    hits = (await store.search("bob", "bread")).items
+    imported = {c.id for c in report.conversations}
+    assert hits and {hit.conversation_id for hit in hits} <= imported
+    assert [hit.seq for hit in hits] == [
+        hit.seq for hit in (await store.search("alice", "bread")).items
+    ]

@@ -22,7 +22,17 @@ from chatledger.api.mcp import MCPEndpoint, metadata_router, serve_mcp
 from chatledger.api.metrics import Metrics
 from chatledger.api.middleware import RequestContextMiddleware
 from chatledger.api.openapi import install_schema
-from chatledger.api.routes import chat, conversations, dev, health, tasks, transfer, usage, users
+from chatledger.api.routes import (
+    chat,
+    conversations,
+    dev,
+    health,
+    search,
+    tasks,
+    transfer,
+    usage,
+    users,
+)
 from chatledger.api.routes.transfer import IMPORT_PATH
 from chatledger.compose import AgentSetup, compose, purge
 from chatledger.errors import UnavailableError
@@ -132,7 +142,7 @@ def create_app(
     install_error_handlers(app)
     install_schema(app)
     app.include_router(chat.router)
-    for module in (conversations, tasks, transfer, usage, users, health):
+    for module in (conversations, search, tasks, transfer, usage, users, health):
         app.include_router(module.router)
     if dev_login:
         app.include_router(dev.router)

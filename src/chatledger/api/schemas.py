@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from chatledger.domain import Conversation, Message, Task, TurnResult
+from chatledger.domain import Conversation, Message, SearchHit, Task, TurnResult
 from chatledger.usage import UsageReport, UsageTotals
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "ErrorBody",
     "MessagePage",
     "MessagePublic",
+    "SearchHitPublic",
+    "SearchPage",
     "StopResponse",
     "TaskPage",
     "TaskPublic",
@@ -229,6 +231,37 @@ class ForkRequest(_Request):
         le=MAX_SEQ,
         description="The last message to copy, with its branch (default: the head).",
     )
+
+
+class SearchHitPublic(BaseModel):
+    conversation_id: str
+    title: str | None = Field(description="The conversation's title.")
+    seq: int = Field(description="The message's position in its conversation.")
+    role: str = Field(description="user or assistant (tool with `tools=true`).")
+    snippet: str = Field(
+        description="Plain text around the first match, whitespace collapsed, with … where "
+        "text is left out. Show it as text, never as HTML."
+    )
+    marks: list[tuple[int, int]] = Field(
+        description="[start, end) offsets into `snippet`, in Unicode code points, of the "
+        "words that matched: highlight by slicing the text."
+    )
+
+    @classmethod
+    def of(cls, hit: SearchHit) -> SearchHitPublic:
+        return cls(
+            conversation_id=hit.conversation_id,
+            title=hit.title,
+            seq=hit.seq,
+            role=hit.role.value,
+            snippet=hit.snippet,
+            marks=list(hit.marks),
+        )
+
+
+class SearchPage(BaseModel):
+    items: list[SearchHitPublic] = Field(description="Most relevant first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 class TaskPublic(BaseModel):

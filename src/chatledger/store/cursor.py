@@ -1,9 +1,10 @@
-"""Opaque keyset cursors for listing conversations.
+"""Opaque cursors: where the next page starts, signed with HMAC over the user id.
 
-A cursor holds the sort key of the last row of a page, signed with HMAC over the user id.
-Paging never uses OFFSET (cost grows with depth, rows shift under concurrent writes), and
-a cursor edited by hand, or issued to another user, fails verification instead of
-steering the query.
+Listing conversations pages by keyset: its cursor holds the sort key of the last row of a
+page, and never an OFFSET (cost grows with depth, rows shift under concurrent writes).
+Search pages by a bounded offset (`chatledger.store.search` says why). Either way a cursor
+edited by hand, or issued to another user, fails verification instead of steering the
+query.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from chatledger.errors import ValidationError
 
-__all__ = ["decode_cursor", "encode_cursor"]
+__all__ = ["decode_cursor", "encode_cursor", "sign", "verify"]
 
 _MAC_BYTES = 16
 
@@ -27,12 +30,42 @@ def _mac(key: bytes, user_id: str, payload: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
+def _invalid() -> ValidationError:
+    return ValidationError("cursor is not valid", field="cursor")
+
+
+def sign(key: bytes, user_id: str, fields: Sequence[Any]) -> str:
+    """A cursor holding `fields` (JSON values), for `user_id` only."""
+    raw = json.dumps(list(fields), separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw + _mac(key, user_id, raw)).decode("ascii").rstrip("=")
+
+
+def verify(key: bytes, user_id: str, cursor: str) -> list[Any]:
+    """The fields a cursor holds, if `key` signed it for `user_id`.
+
+    Raises:
+        ValidationError: the cursor is malformed, tampered with, or another user's.
+    """
+    try:
+        blob = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raise _invalid() from None
+    raw, mac = blob[:-_MAC_BYTES], blob[-_MAC_BYTES:]
+    if len(blob) <= _MAC_BYTES or not hmac.compare_digest(mac, _mac(key, user_id, raw)):
+        raise _invalid()
+    try:
+        fields = json.loads(raw)
+    except ValueError:
+        raise _invalid() from None
+    if not isinstance(fields, list):
+        raise _invalid()
+    return fields
+
+
 def encode_cursor(
     key: bytes, user_id: str, pinned: bool, updated_at: datetime, conversation_id: str
 ) -> str:
-    payload = json.dumps([pinned, updated_at.isoformat(), conversation_id], separators=(",", ":"))
-    raw = payload.encode("utf-8")
-    return base64.urlsafe_b64encode(raw + _mac(key, user_id, raw)).decode("ascii").rstrip("=")
+    return sign(key, user_id, [pinned, updated_at.isoformat(), conversation_id])
 
 
 def decode_cursor(key: bytes, user_id: str, cursor: str) -> tuple[bool, datetime, str]:
@@ -41,16 +74,9 @@ def decode_cursor(key: bytes, user_id: str, cursor: str) -> tuple[bool, datetime
     Raises:
         ValidationError: the cursor is malformed, tampered with, or another user's.
     """
-    invalid = ValidationError("cursor is not valid", field="cursor")
+    invalid = _invalid()
+    fields = verify(key, user_id, cursor)
     try:
-        blob = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except (binascii.Error, ValueError):
-        raise invalid from None
-    raw, mac = blob[:-_MAC_BYTES], blob[-_MAC_BYTES:]
-    if len(blob) <= _MAC_BYTES or not hmac.compare_digest(mac, _mac(key, user_id, raw)):
-        raise invalid
-    try:
-        fields = json.loads(raw)
         # A cursor from before pinning (two fields) points among the unpinned ones.
         pinned, stamp, conversation_id = fields if len(fields) == 3 else [False, *fields]
         updated_at = datetime.fromisoformat(stamp)

@@ -49,6 +49,7 @@ from chatledger.store.schema import (
     turn_events,
     turns,
 )
+from chatledger.store.search import index_messages
 from chatledger.tokens import TokenCounter, count_message_tokens
 
 __all__ = [
@@ -56,9 +57,10 @@ __all__ = [
     "MESSAGE_COLUMNS",
     "LeaseUse",
     "Writer",
-    "copied_row",
+    "copied",
     "event_id",
     "message_of",
+    "message_row",
     "read_path",
     "readable_metadata",
     "require_conversation",
@@ -297,7 +299,8 @@ def require_conversation(conn: Connection, user_id: str, conversation_id: str) -
         raise NotFoundError("conversation not found")
 
 
-def _row(user_id: str, message: Message, run_start: int) -> dict[str, Any]:
+def message_row(user_id: str, message: Message, run_start: int) -> dict[str, Any]:
+    """The row that stores `message`, as the last of a run starting at seq `run_start`."""
     return {
         "user_id": user_id,
         "conversation_id": message.conversation_id,
@@ -320,17 +323,16 @@ def _row(user_id: str, message: Message, run_start: int) -> dict[str, Any]:
     }
 
 
-def copied_row(user_id: str, message: Message, *, conversation_id: str, seq: int) -> dict[str, Any]:
-    """The row of a copy of `message` as message `seq` of a linear conversation (a fork),
-    with an id of its own."""
-    copy = replace(
+def copied(message: Message, *, conversation_id: str, seq: int) -> Message:
+    """A copy of `message` as message `seq` of a linear conversation (a fork), with an id of
+    its own."""
+    return replace(
         message,
         conversation_id=conversation_id,
         seq=seq,
         id=new_id(),
         parent_seq=seq - 1 if seq > 1 else None,
     )
-    return _row(user_id, copy, run_start=1)
 
 
 def run_of(
@@ -422,7 +424,8 @@ class Writer:
         lease_id: str | None = None,
         lease_expires_at: datetime | None = None,
     ) -> list[Message]:
-        """Reserve a contiguous range of seq and insert `prepared` there, all or none.
+        """Reserve a contiguous range of seq and insert `prepared` there, all or none,
+        with their entries in the search index.
 
         Concurrent appends serialize on the conversation row, so seq stays gap-free. An
         append that needs a free conversation and finds a dead turn's lease closes that
@@ -479,7 +482,8 @@ class Writer:
             )
             for offset, (m, message_id, tokens) in enumerate(prepared)
         ]
-        conn.execute(_INSERT_MESSAGES, [_row(user_id, m, run_start) for m in stored])
+        conn.execute(_INSERT_MESSAGES, [message_row(user_id, m, run_start) for m in stored])
+        index_messages(conn, user_id, stored)
         return stored
 
     def move_head(

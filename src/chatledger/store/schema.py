@@ -31,12 +31,14 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "autogenerate_filters",
     "conversations",
     "idempotency_keys",
+    "message_search",
     "messages",
     "metadata",
     "rate_limits",
@@ -218,6 +220,29 @@ messages = Table(
     CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="ck_messages_role"),
 )
 
+# Full-text search (`chatledger.store.search`). On PostgreSQL this table: a row per
+# searchable message, its folded words as a tsvector under a GIN index, deleted with its
+# message. On SQLite the same name is an FTS5 virtual table, which SQLAlchemy cannot
+# describe: migration 0009 creates it, and `autogenerate_filters` leaves it out of the
+# comparison with the migrations there.
+message_search = Table(
+    "message_search",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("conversation_id", String(ID), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("document", TSVECTOR, nullable=False),
+    PrimaryKeyConstraint("user_id", "conversation_id", "seq"),
+    ForeignKeyConstraint(
+        ["user_id", "conversation_id", "seq"],
+        ["messages.user_id", "messages.conversation_id", "messages.seq"],
+        ondelete="CASCADE",
+        name="fk_message_search_message",
+    ),
+    Index("ix_message_search_document", "document", postgresql_using="gin"),
+)
+
 # Rolling summaries of a conversation's older messages: each stands in, in the agent's
 # input, for the branch up to message `upto_seq`; a turn uses the newest on its branch.
 # The messages themselves are never changed.
@@ -352,3 +377,27 @@ idempotency_keys = Table(
     PrimaryKeyConstraint("user_id", "key"),
     Index("ix_idempotency_keys_created", "created_at"),
 )
+
+
+def _sqlite_only(name: str | None) -> bool:
+    # The FTS5 table and the shadow tables it keeps its index in.
+    return name is not None and (name == "message_search" or name.startswith("message_search_"))
+
+
+def autogenerate_filters(dialect: str) -> dict[str, Any]:
+    """Alembic's `include_name` and `include_object` hooks for comparing this metadata
+    with a database of `dialect`: on SQLite they leave out the search index, which is an
+    FTS5 table there rather than the table declared here."""
+    if dialect != "sqlite":
+        return {}
+
+    def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+        return not (type_ == "table" and _sqlite_only(name))
+
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+        return not _sqlite_only(table)
+
+    return {"include_name": include_name, "include_object": include_object}

@@ -33,6 +33,7 @@ from chatledger.domain import (
     Conversation,
     Message,
     Page,
+    SearchHit,
     Summary,
     check_text,
 )
@@ -58,8 +59,9 @@ from chatledger.store.ledger import (
     HEAD,
     LeaseUse,
     Writer,
-    copied_row,
+    copied,
     message_of,
+    message_row,
     read_path,
     readable_metadata,
     require_conversation,
@@ -78,6 +80,12 @@ from chatledger.store.schema import (
     tasks,
     turn_events,
     turns,
+)
+from chatledger.store.search import (
+    index_messages,
+    search_messages,
+    unindex_conversations,
+    unindex_user,
 )
 from chatledger.store.summaries import SELECT_SUMMARY, SummaryStore, summary_of
 from chatledger.store.tasks import TaskStore
@@ -387,10 +395,16 @@ class SQLAlchemyStore:
         """Delete a conversation and, in the same transaction, all of its messages."""
         user_id = check_user_id(user_id)
         conversation_id = check_conversation_id(conversation_id)
-        # Messages go by ON DELETE CASCADE: one statement, enforced by the database.
+        # Messages go by ON DELETE CASCADE, enforced by the database.
         statement = delete(conversations).where(_c.user_id == user_id, _c.id == conversation_id)
-        deleted = await self._db.write(lambda conn: conn.execute(statement).rowcount)
-        if deleted == 0:
+
+        def work(conn: Connection) -> int:
+            deleted = int(conn.execute(statement).rowcount)
+            if deleted:
+                unindex_conversations(conn, [(user_id, conversation_id)])
+            return deleted
+
+        if await self._db.write(work) == 0:
             raise NotFoundError("conversation not found")
         await self._db.scrub()
 
@@ -416,10 +430,20 @@ class SQLAlchemyStore:
             .limit(_PURGE_BATCH)
             .with_for_update(skip_locked=True)
         )
-        statement = delete(conversations).where(tuple_(_c.user_id, _c.id).in_(batch))
+        statement = (
+            delete(conversations)
+            .where(tuple_(_c.user_id, _c.id).in_(batch))
+            .returning(_c.user_id, _c.id)
+        )
+
+        def work(conn: Connection) -> int:
+            keys = [(row.user_id, row.id) for row in conn.execute(statement)]
+            unindex_conversations(conn, keys)
+            return len(keys)
+
         deleted = 0
         while True:
-            count = await self._db.write(lambda conn: int(conn.execute(statement).rowcount))
+            count = await self._db.write(work)
             deleted += count
             if count < _PURGE_BATCH:
                 break
@@ -440,9 +464,10 @@ class SQLAlchemyStore:
     ) -> list[Message]:
         """Append messages at the end of a conversation, all or none.
 
-        One transaction of two statements whatever the batch size: the counter update
-        reserves a contiguous range of `seq` and returns it, then one insert stores every
-        row. Concurrent appends serialize on the conversation row, so `seq` stays gap-free.
+        One transaction of three statements whatever the batch size: the counter update
+        reserves a contiguous range of `seq` and returns it, one insert stores every row,
+        and one adds them to the search index (none when nothing in them is searchable).
+        Concurrent appends serialize on the conversation row, so `seq` stays gap-free.
 
         A conversation runs one turn at a time (`store.turns.start` begins one). While a
         turn runs, appends without its `lease` are refused; with it, the append renews
@@ -794,14 +819,11 @@ class SQLAlchemyStore:
                 },
             )
             renumbered = {m.seq: place for place, m in enumerate(branch, 1)}
-            for first in range(0, len(branch), _FORK_BATCH):
-                conn.execute(
-                    insert(message_table),
-                    [
-                        copied_row(user_id, m, conversation_id=copy.id, seq=renumbered[m.seq])
-                        for m in branch[first : first + _FORK_BATCH]
-                    ],
-                )
+            copies = [copied(m, conversation_id=copy.id, seq=renumbered[m.seq]) for m in branch]
+            for first in range(0, len(copies), _FORK_BATCH):
+                batch = copies[first : first + _FORK_BATCH]
+                conn.execute(insert(message_table), [message_row(user_id, m, 1) for m in batch])
+                index_messages(conn, user_id, batch)
             # The newest summary of the branch comes along, renumbered; the others in the
             # table summarise other branches. A conversation has a few, not one per
             # message: one per fold.
@@ -884,6 +906,41 @@ class SQLAlchemyStore:
         """
         return await self._transfer.import_chatgpt(user_id, data)
 
+    # -- search -------------------------------------------------------------------------
+
+    async def search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        include_tools: bool = False,
+    ) -> Page[SearchHit]:
+        """The user's messages that hold every word of `query`, most relevant first.
+
+        Words are matched whole, case- and accent-insensitively; a `*` right after the
+        last word matches the words it begins (see `chatledger.store.fulltext` for what
+        a word is). User and assistant messages are searched, and tool results too with
+        `include_tools`. Each hit has a plain-text snippet and the offsets of the
+        matched words in it. `limit` is clamped to 50; pages reach the first 1,000 hits
+        (see `chatledger.store.search` for how they are ranked and paged).
+
+        Raises:
+            ValidationError: `query_without_words`, `query_too_long` or `query_invalid`
+                (see `parse_query`), or a cursor that is malformed, tampered with,
+                another user's or another search's.
+        """
+        return await search_messages(
+            self._db,
+            self._cursor_key,
+            check_user_id(user_id),
+            query,
+            limit=limit,
+            cursor=cursor,
+            include_tools=include_tools,
+        )
+
     # -- users --------------------------------------------------------------------------
 
     async def delete_user(self, user_id: str) -> None:
@@ -904,6 +961,7 @@ class SQLAlchemyStore:
                 idempotency_keys,
             ):
                 conn.execute(delete(table).where(table.c.user_id == user_id))
+            unindex_user(conn, user_id)
 
         await self._db.write(work)
         await self._db.scrub()

@@ -6,7 +6,7 @@ no alembic.ini and no URL here, so the only way to migrate is the one the app us
 
 from alembic import context
 
-from chatledger.store.schema import metadata
+from chatledger.store.schema import autogenerate_filters, metadata
 
 connection = context.config.attributes["connection"]
 context.configure(
@@ -15,6 +15,7 @@ context.configure(
     # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    **autogenerate_filters(connection.dialect.name),
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -11,10 +11,11 @@ from typing import Any, Final
 from sqlalchemy import Connection, func, insert, select
 
 from chatledger.chatgpt import ChatGPTError, chatgpt_records
-from chatledger.domain import ToolCall
+from chatledger.domain import Message
 from chatledger.errors import ValidationError
 from chatledger.store.core import check_user_id, new_id
 from chatledger.store.engine import Connector
+from chatledger.store.ledger import message_row
 from chatledger.store.schema import (
     conversations,
     messages as message_table,
@@ -22,6 +23,7 @@ from chatledger.store.schema import (
     task_counters,
     tasks,
 )
+from chatledger.store.search import index_messages
 from chatledger.store.transfer.checking import (
     CheckedConversation,
     CheckedMessage,
@@ -281,38 +283,32 @@ def _insert_conversation(
     )
     if not conn.execute(statement).rowcount:
         return True  # another import of the same file got there first
-    for first in range(0, len(prepared), MESSAGE_PAGE):
+    stored = [_stored(target, m, tokens) for m, tokens in prepared]
+    for first in range(0, len(stored), MESSAGE_PAGE):
+        batch = stored[first : first + MESSAGE_PAGE]
         conn.execute(
-            insert(message_table),
-            [
-                _message_row(user_id, target, m, tokens, run_start[m.seq])
-                for m, tokens in prepared[first : first + MESSAGE_PAGE]
-            ],
+            insert(message_table), [message_row(user_id, m, run_start[m.seq]) for m in batch]
         )
+        index_messages(conn, user_id, batch)
     if summary_rows:
         conn.execute(insert(summaries), summary_rows)
     return False
 
 
-def _message_row(
-    user_id: str, conversation_id: str, m: CheckedMessage, tokens: int, run_start: int
-) -> dict[str, Any]:
+def _stored(conversation_id: str, m: CheckedMessage, tokens: int) -> Message:
+    """The message as stored, with an id of the importer's own."""
     message = m.message
-    calls: Sequence[ToolCall] = message.tool_calls
-    return {
-        "user_id": user_id,
-        "conversation_id": conversation_id,
-        "seq": m.seq,
-        "id": new_id(),
-        "role": message.role.value,
-        "content": message.content,
-        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]
-        or None,
-        "tool_call_id": message.tool_call_id,
-        "name": message.name,
-        "metadata": dict(message.metadata) or None,
-        "token_count": tokens,
-        "created_at": m.created_at,
-        "parent_seq": m.parent_seq,
-        "run_start": run_start,
-    }
+    return Message(
+        conversation_id=conversation_id,
+        seq=m.seq,
+        id=new_id(),
+        role=message.role,
+        content=message.content,
+        tool_calls=tuple(message.tool_calls),
+        tool_call_id=message.tool_call_id,
+        name=message.name,
+        metadata=message.metadata,
+        token_count=tokens,
+        created_at=m.created_at,
+        parent_seq=m.parent_seq,
+    )
