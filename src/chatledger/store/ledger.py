@@ -23,7 +23,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, Final
 
-from sqlalchemy import Connection, Integer, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, Integer, bindparam, case, func, insert, select, update
 
 from chatledger.domain import (
     INTERRUPTED_TOOL_RESULT,
@@ -152,24 +152,18 @@ _RELEASE_ONLY = (
     .where(_c.user_id == bindparam("user"), _c.id == bindparam("conversation"), _HELD)
     .values(lease_id=None, lease_expires_at=None, stop_requested=False)
 )
-_run_first = message_table.alias("run_first")
-# The run a message ends (its first seq), and the parent of that run's first message:
-# where reading back along the branch jumps to once the run is read.
-_RUN_OF: Final = (
-    select(_m.run_start, _run_first.c.parent_seq)
-    .join(
-        _run_first,
-        and_(
-            _run_first.c.user_id == _m.user_id,
-            _run_first.c.conversation_id == _m.conversation_id,
-            _run_first.c.seq == _m.run_start,
-        ),
-    )
-    .where(
-        _m.user_id == bindparam("user"),
-        _m.conversation_id == bindparam("conversation"),
-        _m.seq == bindparam("seq"),
-    )
+# Where a message's run starts, and that first message's parent: where reading back along
+# the branch jumps to once the run is read. Two lookups by primary key rather than a
+# self-join, which PostgreSQL without statistics planned as a scan of the conversation.
+_RUN_START: Final = select(_m.run_start).where(
+    _m.user_id == bindparam("user"),
+    _m.conversation_id == bindparam("conversation"),
+    _m.seq == bindparam("seq"),
+)
+_PARENT: Final = select(_m.parent_seq).where(
+    _m.user_id == bindparam("user"),
+    _m.conversation_id == bindparam("conversation"),
+    _m.seq == bindparam("seq"),
 )
 _RUN_RANGE: Final = (
     select(*MESSAGE_COLUMNS)
@@ -343,11 +337,12 @@ def run_of(
     Raises:
         NotFoundError: no message `seq` in the conversation.
     """
-    key = {"user": user_id, "conversation": conversation_id, "seq": seq}
-    found = conn.execute(_RUN_OF, key).first()
-    if found is None:
+    key = {"user": user_id, "conversation": conversation_id}
+    run_start = conn.execute(_RUN_START, {**key, "seq": seq}).scalar()
+    if run_start is None:
         raise NotFoundError("message not found")
-    return found[0], found[1]
+    parent: int | None = conn.execute(_PARENT, {**key, "seq": run_start}).scalar()
+    return run_start, parent
 
 
 def run_rows(

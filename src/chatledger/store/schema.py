@@ -215,8 +215,19 @@ messages = Table(
         ondelete="CASCADE",
         name="fk_messages_conversation",
     ),
-    # Siblings and children: versions of a message, and the leaves below one.
-    Index("ix_messages_parent", "user_id", "conversation_id", "parent_seq"),
+    # The messages that start a run (whose parent is not the message before them: an
+    # edit, a regeneration, a first message), by parent: with the run that goes on from a
+    # message (its next seq), they are its children. Partial, so it holds one row per
+    # branch, costs an ordinary append nothing, and is never a planner's pick for a query
+    # by seq (a full index on the parent was, on PostgreSQL without statistics).
+    Index(
+        "ix_messages_run_starts",
+        "user_id",
+        "conversation_id",
+        "parent_seq",
+        postgresql_where=text("run_start = seq"),
+        sqlite_where=text("run_start = seq"),
+    ),
     CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="ck_messages_role"),
 )
 

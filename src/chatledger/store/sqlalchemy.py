@@ -17,8 +17,10 @@ from typing import Any, Final
 from sqlalchemy import (
     Connection,
     Engine,
+    and_,
     bindparam,
     delete,
+    false,
     insert,
     or_,
     select,
@@ -145,7 +147,8 @@ _NEWEST_LEAF = text(
     WITH RECURSIVE below(seq) AS (
         SELECT CAST(:seq AS BIGINT)
         UNION ALL
-        SELECT m.seq FROM messages m JOIN below b ON m.parent_seq = b.seq
+        SELECT m.seq FROM messages m JOIN below b
+            ON m.parent_seq = b.seq AND (m.seq = b.seq + 1 OR m.run_start = m.seq)
         WHERE m.user_id = :user AND m.conversation_id = :conversation
     )
     SELECT max(seq) FROM below
@@ -656,10 +659,15 @@ class SQLAlchemyStore:
         if not parents:
             return {}
         found = [p for p in parents if p is not None]
+        # A message's children: the run that goes on from it (its next seq), and the
+        # messages starting runs of their own under it (the index's rows).
+        starts = _m.run_start == _m.seq
         query = _CHILDREN.where(
-            or_(_m.parent_seq.in_(found), _m.parent_seq.is_(None))
-            if None in parents
-            else _m.parent_seq.in_(found)
+            or_(
+                and_(starts, _m.parent_seq.in_(found)),
+                and_(starts, _m.parent_seq.is_(None)) if None in parents else false(),
+                and_(_m.seq.in_([p + 1 for p in found]), _m.parent_seq == _m.seq - 1),
+            )
         ).order_by(_m.seq)
         key = {"user": user_id, "conversation": conversation_id}
 

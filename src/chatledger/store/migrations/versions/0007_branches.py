@@ -32,7 +32,13 @@ def upgrade() -> None:
     op.execute("UPDATE messages SET parent_seq = seq - 1 WHERE seq > 1")
     with op.batch_alter_table("messages") as table:
         table.alter_column("run_start", server_default=None)
-    op.create_index("ix_messages_parent", "messages", ["user_id", "conversation_id", "parent_seq"])
+    op.create_index(
+        "ix_messages_run_starts",
+        "messages",
+        ["user_id", "conversation_id", "parent_seq"],
+        postgresql_where=sa.text("run_start = seq"),
+        sqlite_where=sa.text("run_start = seq"),
+    )
     with op.batch_alter_table("conversations") as table:
         table.add_column(sa.Column("head_seq", sa.BigInteger()))
         table.add_column(sa.Column("head_run_start", sa.BigInteger()))
@@ -77,7 +83,7 @@ def downgrade() -> None:
     op.execute("ALTER TABLE conversations DROP COLUMN head_run_parent")
     op.execute("ALTER TABLE conversations DROP COLUMN head_run_start")
     op.execute("ALTER TABLE conversations DROP COLUMN head_seq")
-    op.drop_index("ix_messages_parent", table_name="messages")
+    op.drop_index("ix_messages_run_starts", table_name="messages")
     with op.batch_alter_table("messages") as table:
         table.drop_column("run_start")
         table.drop_column("parent_seq")
