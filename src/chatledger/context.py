@@ -197,8 +197,10 @@ def _units_newest_first(history: Sequence[Message], counter: TokenCounter) -> It
                 waiting.setdefault(message.tool_call_id, []).append(message)
             continue
         if not message.tool_calls:
-            if is_kept_item(message):
-                continue  # a reasoning item, a hosted tool call ...: nothing a model reads
+            # A reasoning item, a hosted tool call ...: nothing a model reads. (The
+            # content test first: it spares almost every message the call.)
+            if not message.content and is_kept_item(message):
+                continue
             yield _new_unit(_Unit, (index, (message,), (), message.token_count))
             continue
         results: list[Message] = []
