@@ -162,7 +162,9 @@ async def test_streams_per_user_are_capped_and_given_back(
             async def freed() -> bool:
                 return await stream_status(alice, "GET", follow) == 200
 
-            await eventually(freed, within=10, what="closed streams free their places")
+            # The server learns of the closes behind the 1,000 refusals it is still
+            # answering and logging, which takes tens of seconds on a busy 2-core machine.
+            await eventually(freed, within=40, what="closed streams free their places")
             model.release()
             await turn
     assert {r.status_code for r in refused} == {429}
