@@ -37,7 +37,7 @@ SERVER = {
     "database_url", "jwt_secret", "jwt_algorithms", "jwt_audience", "jwt_issuer",
     "jwks_url", "cors_origins", "log_level", "metrics_token", "request_header_timeout",
     "request_body_timeout", "max_concurrent_requests", "max_streams_per_user",
-    "retention_days", "retention_interval",
+    "retention_days", "retention_interval", "max_import_bytes",
 }  # fmt: skip
 
 
