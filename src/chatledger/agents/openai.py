@@ -76,6 +76,7 @@ from chatledger.agents.base import (
 )
 from chatledger.domain import ChatMessage, Role, ToolCall
 from chatledger.errors import ChatLedgerError, ConfigurationError, ModelError
+from chatledger.integrations.items import native_items
 from chatledger.tokens import TokenCounter, approximate_tokens
 from chatledger.tools import ToolSpec
 from chatledger.usage import MAX_REPORTED_TOKENS, estimate_usage
@@ -94,13 +95,6 @@ def _stop_message(reason: str) -> str:
     return f"I stopped here: {reason}. Tell me if you want me to go on."
 
 
-_ROLES: dict[Role, Literal["system", "user", "assistant"]] = {
-    Role.SYSTEM: "system",
-    Role.USER: "user",
-    Role.ASSISTANT: "assistant",
-}
-
-
 def to_input_items(messages: Sequence[ChatMessage]) -> list[TResponseInputItem]:
     """Convert chatledger messages to Agents SDK input items, one to one and in order.
 
@@ -108,30 +102,7 @@ def to_input_items(messages: Sequence[ChatMessage]) -> list[TResponseInputItem]:
     tool message a `function_call_output`, so each call keeps its result and the model API
     sees the history exactly as it happened. Metadata stays behind: it is not for the model.
     """
-    items: list[TResponseInputItem] = []
-    for message in messages:
-        if message.role is Role.TOOL:
-            items.append(
-                {
-                    "type": "function_call_output",
-                    "call_id": message.tool_call_id or "",
-                    "output": message.content,
-                }
-            )
-            continue
-        # An assistant message that only calls tools has no text to replay.
-        if message.content or not message.tool_calls:
-            items.append({"role": _ROLES[message.role], "content": message.content})
-        items.extend(
-            {
-                "type": "function_call",
-                "call_id": call.id,
-                "name": call.name,
-                "arguments": call.arguments,
-            }
-            for call in message.tool_calls
-        )
-    return items
+    return [cast("TResponseInputItem", item) for m in messages for item in native_items(m)]
 
 
 @dataclass

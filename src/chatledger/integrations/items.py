@@ -158,11 +158,18 @@ def item_of(message: ChatMessage) -> list[dict[str, Any]]:
     stored = message.metadata.get(OPENAI_ITEM)
     if isinstance(stored, Mapping):
         return [dict(stored)]
+    return native_items(message)
+
+
+def native_items(message: ChatMessage) -> list[dict[str, Any]]:
+    """The items the Agents SDK keeps for a message of this shape, from its fields alone:
+    a tool message is a `function_call_output`; any other is its text (if it has any, or
+    no tool calls), then one `function_call` per call, so each call keeps its result."""
     if message.role is Role.TOOL:
         return [
             {
                 "type": "function_call_output",
-                "call_id": message.tool_call_id,
+                "call_id": message.tool_call_id or "",
                 "output": message.content,
             }
         ]
