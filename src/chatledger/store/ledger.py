@@ -59,8 +59,8 @@ __all__ = [
     "Writer",
     "copied",
     "event_id",
+    "insert_messages",
     "message_of",
-    "message_row",
     "read_path",
     "readable_metadata",
     "require_conversation",
@@ -147,6 +147,8 @@ _RESERVE: Final = {
     LeaseUse.RELEASE: _reserve(_HELD, lease_id=None, lease_expires_at=None, stop_requested=False),
 }
 _INSERT_MESSAGES = insert(message_table)
+# Rows per INSERT when a fork or an import stores a long branch.
+_INSERT_BATCH: Final = 1_000
 _RELEASE_ONLY = (
     update(conversations)
     .where(_c.user_id == bindparam("user"), _c.id == bindparam("conversation"), _HELD)
@@ -293,8 +295,18 @@ def require_conversation(conn: Connection, user_id: str, conversation_id: str) -
         raise NotFoundError("conversation not found")
 
 
-def message_row(user_id: str, message: Message, run_start: int) -> dict[str, Any]:
-    """The row that stores `message`, as the last of a run starting at seq `run_start`."""
+def insert_messages(conn: Connection, user_id: str, runs: Sequence[tuple[Message, int]]) -> None:
+    """Store numbered messages, each with the first seq of its run, and add them to the
+    search index in the same transaction. Every way a message enters the database (an
+    append, a fork, an import) goes through here, so none is left out of the index.
+    """
+    for first in range(0, len(runs), _INSERT_BATCH):
+        batch = runs[first : first + _INSERT_BATCH]
+        conn.execute(_INSERT_MESSAGES, [_row(user_id, m, run_start) for m, run_start in batch])
+        index_messages(conn, user_id, [m for m, _ in batch])
+
+
+def _row(user_id: str, message: Message, run_start: int) -> dict[str, Any]:
     return {
         "user_id": user_id,
         "conversation_id": message.conversation_id,
@@ -477,8 +489,7 @@ class Writer:
             )
             for offset, (m, message_id, tokens) in enumerate(prepared)
         ]
-        conn.execute(_INSERT_MESSAGES, [message_row(user_id, m, run_start) for m in stored])
-        index_messages(conn, user_id, stored)
+        insert_messages(conn, user_id, [(m, run_start) for m in stored])
         return stored
 
     def move_head(

@@ -62,8 +62,8 @@ from chatledger.store.ledger import (
     LeaseUse,
     Writer,
     copied,
+    insert_messages,
     message_of,
-    message_row,
     read_path,
     readable_metadata,
     require_conversation,
@@ -84,7 +84,6 @@ from chatledger.store.schema import (
     turns,
 )
 from chatledger.store.search import (
-    index_messages,
     search_messages,
     unindex_conversations,
     unindex_user,
@@ -158,8 +157,6 @@ _HEAD_FOR_UPDATE = HEAD.with_for_update()
 _SUMMARIES_NEWEST_FIRST = SELECT_SUMMARY.order_by(_s.upto_seq.desc())
 # A limit no branch reaches (the largest a PostgreSQL LIMIT parameter takes).
 _WHOLE_BRANCH: Final = 2**31 - 1
-# Rows copied per statement by `fork`.
-_FORK_BATCH: Final = 1_000
 
 
 def _conversation(row: AnyRow, now: datetime) -> Conversation:
@@ -827,11 +824,12 @@ class SQLAlchemyStore:
                 },
             )
             renumbered = {m.seq: place for place, m in enumerate(branch, 1)}
-            copies = [copied(m, conversation_id=copy.id, seq=renumbered[m.seq]) for m in branch]
-            for first in range(0, len(copies), _FORK_BATCH):
-                batch = copies[first : first + _FORK_BATCH]
-                conn.execute(insert(message_table), [message_row(user_id, m, 1) for m in batch])
-                index_messages(conn, user_id, batch)
+            # One run: the copy is linear.
+            insert_messages(
+                conn,
+                user_id,
+                [(copied(m, conversation_id=copy.id, seq=renumbered[m.seq]), 1) for m in branch],
+            )
             # The newest summary of the branch comes along, renumbered; the others in the
             # table summarise other branches. A conversation has a few, not one per
             # message: one per fold.

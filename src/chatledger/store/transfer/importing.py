@@ -15,15 +15,13 @@ from chatledger.domain import Message
 from chatledger.errors import ValidationError
 from chatledger.store.core import check_user_id, new_id
 from chatledger.store.engine import Connector
-from chatledger.store.ledger import message_row
+from chatledger.store.ledger import insert_messages
 from chatledger.store.schema import (
     conversations,
-    messages as message_table,
     summaries,
     task_counters,
     tasks,
 )
-from chatledger.store.search import index_messages
 from chatledger.store.transfer.checking import (
     CheckedConversation,
     CheckedMessage,
@@ -34,7 +32,7 @@ from chatledger.store.transfer.checking import (
     check_header,
     checked_task,
 )
-from chatledger.store.transfer.lines import MESSAGE_PAGE, PAGE, Located, Unreadable
+from chatledger.store.transfer.lines import PAGE, Located, Unreadable
 from chatledger.store.transfer.report import ImportedConversation, ImportFailure, ImportReport
 from chatledger.tokens import TokenCounter, count_message_tokens
 
@@ -283,13 +281,9 @@ def _insert_conversation(
     )
     if not conn.execute(statement).rowcount:
         return True  # another import of the same file got there first
-    stored = [_stored(target, m, tokens) for m, tokens in prepared]
-    for first in range(0, len(stored), MESSAGE_PAGE):
-        batch = stored[first : first + MESSAGE_PAGE]
-        conn.execute(
-            insert(message_table), [message_row(user_id, m, run_start[m.seq]) for m in batch]
-        )
-        index_messages(conn, user_id, batch)
+    insert_messages(
+        conn, user_id, [(_stored(target, m, tokens), run_start[m.seq]) for m, tokens in prepared]
+    )
     if summary_rows:
         conn.execute(insert(summaries), summary_rows)
     return False
