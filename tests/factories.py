@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event, text
 
-from chatledger.domain import ChatMessage, Message, Role, ToolCall
-from chatledger.store import Connector
+from chatledger.domain import Branch, ChatMessage, Message, Role, ToolCall, TurnStatus
+from chatledger.storage import Ending, Lease
+from chatledger.store import Connector, SQLAlchemyStore
 from chatledger.store.schema import metadata
+
+# A ChatGPT data export's conversations.json, small, with branches.
+CHATGPT_EXPORT = Path(__file__).parent / "fixtures" / "chatgpt_conversations.json"
 
 # Every table, each leading with user_id: what a user owns is found in all of them alike.
 TABLES = tuple(table.name for table in metadata.sorted_tables)
@@ -129,3 +136,50 @@ def assert_invariants(history: Sequence[Message], *, branch: bool = False) -> No
             last_role = message.role.value
     assert not waiting, "the last tool call has no result"
     assert last_role in (None, "reply"), "the last turn is not closed"
+
+
+async def whole_turn(
+    store: SQLAlchemyStore,
+    user_id: str,
+    conversation_id: str,
+    message: str | None,
+    closing: Callable[[Message], Sequence[ChatMessage]],
+    *,
+    branch: Branch | None = None,
+) -> list[Message]:
+    """A whole turn as the service writes it: started (on `branch`), then ended with the
+    messages `closing` gives for the user message it answers; its messages, that first."""
+    lease = Lease.new(timedelta(minutes=1))
+    asked, _ = await store.turns.start(
+        user_id,
+        conversation_id,
+        None if message is None else ChatMessage.user(message),
+        turn_id=lease.id,
+        lease_expires_at=lease.expires_at,
+        branch=branch,
+    )
+    _, stored, _ = await store.turns.finish(
+        user_id,
+        conversation_id,
+        lease.id,
+        closing(asked),
+        earlier=[asked],
+        ending=Ending(TurnStatus.COMPLETED),
+        idempotency_key=None,
+        events=[],
+        first_event_seq=2,
+    )
+    return [asked, *stored]
+
+
+def without_ids(export: str) -> list[dict[str, Any]]:
+    """An export's records without what an import gives anew: ids (tasks keep theirs) and
+    the export's time."""
+    records = []
+    for line in export.splitlines():
+        record = json.loads(line)
+        for key in ("id", "conversation_id", "exported_at"):
+            if record.get("type") != "task":
+                record.pop(key, None)
+        records.append(record)
+    return records

@@ -4,28 +4,13 @@ the import's own body limit, and a ChatGPT export's tree and head."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from chatledger.store import Connector
 from chatledger.testing import CallTool, Say, ScriptedAgent
 from tests.api.conftest import Server, auth
-from tests.factories import snapshot
-
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "chatgpt_conversations.json"
-
-
-def without_ids(text: str) -> list[dict[str, Any]]:
-    records = []
-    for line in text.splitlines():
-        record = json.loads(line)
-        for key in ("id", "conversation_id", "exported_at"):
-            if record.get("type") != "task":
-                record.pop(key, None)
-        records.append(record)
-    return records
+from tests.factories import CHATGPT_EXPORT, snapshot, without_ids
 
 
 async def test_an_export_streams_and_imports_into_another_user_unchanged(
@@ -121,7 +106,7 @@ async def test_an_import_has_a_body_limit_of_its_own(make_server: Callable[..., 
 
 
 async def test_a_chatgpt_export_imports_with_its_tree_and_current_node(server: Server) -> None:
-    data = FIXTURE.read_bytes()
+    data = CHATGPT_EXPORT.read_bytes()
     response = await server.client.post(
         "/api/alice/import?format=chatgpt", content=data, headers=auth("alice")
     )

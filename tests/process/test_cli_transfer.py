@@ -5,20 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.factories import CHATGPT_EXPORT, without_ids
 from tests.process.test_cli import child_env, run
-
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "chatgpt_conversations.json"
-
-
-def without_ids(text: str) -> list[dict[str, object]]:
-    records = []
-    for line in text.splitlines():
-        record = json.loads(line)
-        for key in ("id", "conversation_id", "exported_at"):
-            if record.get("type") != "task":
-                record.pop(key, None)
-        records.append(record)
-    return records
 
 
 async def test_export_then_import_into_another_database_and_user(tmp_path: Path) -> None:
@@ -51,7 +39,7 @@ async def test_export_then_import_into_another_database_and_user(tmp_path: Path)
 async def test_import_a_chatgpt_export(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     imported = await run(
-        "import", "alice", str(FIXTURE), "--format", "chatgpt", "--database-url", url,
+        "import", "alice", str(CHATGPT_EXPORT), "--format", "chatgpt", "--database-url", url,
         cwd=tmp_path, env=child_env(),
     )  # fmt: skip
     assert imported.status == 0, imported

@@ -24,12 +24,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from chatledger.domain import Branch, ChatMessage, Message, Role, TurnStatus
+from chatledger.domain import Branch, ChatMessage, Message, Role
 from chatledger.errors import ConflictError, NotFoundError, ValidationError
-from chatledger.storage import Ending, Lease
+from chatledger.storage import Lease
 from chatledger.store import SQLAlchemyStore
 from tests.conftest import _truncate
-from tests.factories import assert_invariants, count_statements, tool_exchange
+from tests.factories import assert_invariants, count_statements, tool_exchange, whole_turn
 
 MINUTE = timedelta(minutes=1)
 
@@ -43,28 +43,10 @@ async def turn(
     branch: Branch | None = None,
     user: str = "alice",
 ) -> list[Message]:
-    """A whole turn as the service writes it: start (on `branch`), reply, finish."""
-    lease = Lease.new(MINUTE)
-    asked, _ = await store.turns.start(
-        user,
-        conversation_id,
-        None if message is None else ChatMessage.user(message),
-        turn_id=lease.id,
-        lease_expires_at=lease.expires_at,
+    return await whole_turn(
+        store, user, conversation_id, message, lambda _: [ChatMessage.assistant(reply)],
         branch=branch,
-    )
-    _, stored, _ = await store.turns.finish(
-        user,
-        conversation_id,
-        lease.id,
-        [ChatMessage.assistant(reply)],
-        earlier=[asked],
-        ending=Ending(TurnStatus.COMPLETED),
-        idempotency_key=None,
-        events=[],
-        first_event_seq=2,
-    )
-    return [asked, *stored]
+    )  # fmt: skip
 
 
 def contents(messages: list[Message]) -> list[str]:

@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from chatledger.domain import Branch, ChatMessage, Message, ToolCall, TurnStatus
+from chatledger.domain import Branch, ChatMessage, Message, ToolCall
 from chatledger.errors import ValidationError
-from chatledger.storage import Ending, Lease
 from chatledger.store import Connector, SQLAlchemyStore
 from chatledger.store.transfer import ImportReport, imported_conversation_id
-from tests.factories import snapshot
+from tests.factories import snapshot, whole_turn
 
 MINUTE = timedelta(minutes=1)
 
@@ -33,39 +32,17 @@ async def turn(
     tool: bool = False,
 ) -> list[Message]:
     """A whole turn as the service writes it; with `tool`, a tool call and its result."""
-    lease = Lease.new(MINUTE)
-    asked, _ = await store.turns.start(
-        user,
-        conversation_id,
-        None if message is None else ChatMessage.user(message),
-        turn_id=lease.id,
-        lease_expires_at=lease.expires_at,
-        branch=branch,
-    )
-    call = ToolCall(f"call-{asked.seq}", "add_task", '{"title": "milk"}')
-    closing = [
-        *(
-            [
-                ChatMessage.assistant("adding", tool_calls=[call]),
-                ChatMessage.tool(tool_call_id=call.id, name=call.name, content='{"id": 1}'),
-            ]
-            if tool
-            else []
-        ),
-        ChatMessage.assistant(f"reply to {asked.seq}", metadata={"model": "m", "n": [1, 2]}),
-    ]
-    _, stored, _ = await store.turns.finish(
-        user,
-        conversation_id,
-        lease.id,
-        closing,
-        earlier=[asked],
-        ending=Ending(TurnStatus.COMPLETED),
-        idempotency_key=None,
-        events=[],
-        first_event_seq=2,
-    )
-    return [asked, *stored]
+
+    def closing(asked: Message) -> list[ChatMessage]:
+        call = ToolCall(f"call-{asked.seq}", "add_task", '{"title": "milk"}')
+        steps = [
+            ChatMessage.assistant("adding", tool_calls=[call]),
+            ChatMessage.tool(tool_call_id=call.id, name=call.name, content='{"id": 1}'),
+        ]
+        reply = ChatMessage.assistant(f"reply to {asked.seq}", metadata={"model": "m", "n": [1, 2]})
+        return [*(steps if tool else []), reply]
+
+    return await whole_turn(store, user, conversation_id, message, closing, branch=branch)
 
 
 async def export_of(store: SQLAlchemyStore, user: str) -> str:
