@@ -507,45 +507,11 @@ class Sqlite3Floor(Floor):
             await asyncio.get_running_loop().run_in_executor(self.executor, write)
 
 
-class LedgerSession(LedgerSchema):
-    """chatledger's own Agents SDK `Session`, on chatledger's store: the SDK sessions' turn."""
+class SessionTurns(Contender):
+    """The Agents SDK sessions' turn, on one `Session` object per conversation kept for
+    the slice: read the latest 50 items, then add the turn's items in three calls."""
 
-    name = "ChatLedgerSession"
-
-    async def open(self) -> None:
-        self.store = SQLAlchemyStore.from_url(self.target.url())
-        self.sessions: dict[str, ChatLedgerSession] = {}
-
-    async def close(self) -> None:
-        await self.store.close()
-
-    def session(self, key: str) -> ChatLedgerSession:
-        if key not in self.sessions:
-            self.sessions[key] = ChatLedgerSession(self.store, USER_ID, key)
-        return self.sessions[key]
-
-    async def history(self, key: str) -> object:
-        return await self.session(key).get_items(limit=HISTORY_LIMIT)
-
-    async def turn(self, key: str) -> None:
-        session = self.session(key)
-        await session.get_items(limit=HISTORY_LIMIT)
-        for batch in agent_items(new_call_id()):
-            await session.add_items(batch)  # type: ignore[arg-type]
-
-
-class AgentsSession(Contender):
-    """The OpenAI Agents SDK's sessions: one object per conversation, kept for the slice."""
-
-    item_separators: ClassVar[tuple[str, str]]
-
-    def timestamp(self, moment: datetime) -> object:
-        if self.database == SQLITE:
-            return _sqlite_time(moment, micros=False)
-        # TIMESTAMP WITHOUT TIME ZONE, which CURRENT_TIMESTAMP fills in UTC on this server.
-        return moment.replace(tzinfo=None)
-
-    async def open(self) -> None:
+    def open_sessions(self) -> None:
         self.sessions: dict[str, Any] = {}
 
     def session(self, key: str) -> Any:
@@ -564,6 +530,37 @@ class AgentsSession(Contender):
         await session.get_items(limit=HISTORY_LIMIT)
         for batch in agent_items(new_call_id()):
             await session.add_items(batch)
+
+
+class LedgerSession(SessionTurns, LedgerSchema):
+    """chatledger's own Agents SDK `Session`, on chatledger's store: the SDK sessions' turn."""
+
+    name = "ChatLedgerSession"
+
+    async def open(self) -> None:
+        self.store = SQLAlchemyStore.from_url(self.target.url())
+        self.open_sessions()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    def new_session(self, key: str) -> Any:
+        return ChatLedgerSession(self.store, USER_ID, key)
+
+
+class AgentsSession(SessionTurns):
+    """The OpenAI Agents SDK's sessions: one object per conversation, kept for the slice."""
+
+    item_separators: ClassVar[tuple[str, str]]
+
+    def timestamp(self, moment: datetime) -> object:
+        if self.database == SQLITE:
+            return _sqlite_time(moment, micros=False)
+        # TIMESTAMP WITHOUT TIME ZONE, which CURRENT_TIMESTAMP fills in UTC on this server.
+        return moment.replace(tzinfo=None)
+
+    async def open(self) -> None:
+        self.open_sessions()
 
     async def fill(self, sizes: Sequence[int]) -> list[str]:
         keys = [str(uuid.uuid4()) for _ in sizes]
