@@ -26,6 +26,8 @@ KEEP_ALIVE_SECONDS = 15
 
 router = APIRouter(tags=["chat"], responses=AUTHENTICATED)
 
+MessageSeq = Annotated[int, Path(ge=1, le=MAX_SEQ, description="The user message's seq.")]
+
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -77,7 +79,7 @@ async def chat(
 )
 async def edit(
     conversation_id: str,
-    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+    seq: MessageSeq,
     body: EditRequest,
     user_id: CurrentUser,
     service: Service,
@@ -102,7 +104,7 @@ async def edit(
 )
 async def regenerate(
     conversation_id: str,
-    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+    seq: MessageSeq,
     user_id: CurrentUser,
     service: Service,
     request: Request,
