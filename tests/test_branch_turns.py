@@ -11,11 +11,11 @@ import pytest
 
 from chatledger.domain import Branch, ChatMessage, Message, Role, TurnResult
 from chatledger.errors import ConflictError
-from chatledger.service import ChatService
+from chatledger.service import ChatService, _request_hash
 from chatledger.storage import Lease
-from chatledger.store import SQLAlchemyStore
+from chatledger.store import Connector, SQLAlchemyStore
 from chatledger.testing import Block, CallTool, Say, ScriptedAgent, Signal
-from tests.factories import assert_invariants, tool_exchange
+from tests.factories import assert_invariants, row_counts, tool_exchange
 
 
 def seen_by_agent(messages: Sequence[ChatMessage]) -> list[Say | CallTool]:
@@ -118,3 +118,39 @@ async def test_a_regeneration_whose_replica_died_is_closed_on_its_own_branch(
     assert_invariants(history, branch=True)
     old = await store.history("alice", cid, leaf=4)
     assert [m.id for m in old] == first.message_ids  # the first answer, untouched
+
+
+@pytest.mark.parametrize("edit", [True, False], ids=["edit", "regenerate"])
+async def test_a_branch_turn_whose_server_died_is_answered_from_its_key_and_never_run_again(
+    store: SQLAlchemyStore, connector: Connector, edit: bool
+) -> None:
+    # What a kill -9 after the branch's first tool call leaves: the key claimed for this
+    # edit (or regeneration), the head moved, the turn's tool pair, a lease nobody renews.
+    first = await ChatService(store, ScriptedAgent([Say("hi")])).turn("alice", None, "q")
+    cid = first.conversation_id
+    branch = Branch(1, edit=edit)
+    message = "q, again" if edit else None
+    dead = Lease.new(timedelta(seconds=-1))
+    async with store.transaction() as tx:
+        hashed = _request_hash(cid, message, branch)
+        assert await tx.idempotency.claim("alice", "k", request_hash=hashed) is None
+        await tx.turns.start(
+            "alice", cid, None if message is None else ChatMessage.user(message),
+            turn_id=dead.id, lease_expires_at=dead.expires_at, idempotency_key="k",
+            branch=branch,
+        )  # fmt: skip
+    await store.append("alice", cid, tool_exchange("c9"), lease=dead)
+    agent = ScriptedAgent([Say("must not run")])
+    retry = ChatService(store, agent)
+    replayed = await retry.turn("alice", cid, message, idempotency_key="k", branch=branch)
+    assert (replayed.replayed, replayed.status.value) == (True, "interrupted")
+    rows = await row_counts(connector, "alice")
+    again = await retry.turn("alice", cid, message, idempotency_key="k", branch=branch)
+    assert again.to_record() == replayed.to_record()
+    assert agent.runs == 0 and await row_counts(connector, "alice") == rows
+    history = await store.history("alice", cid)
+    assert [m.id for m in history] == replayed.message_ids
+    assert_invariants(history, branch=True)
+    # The first version, and its answer, are still there.
+    assert [m.id for m in await store.history("alice", cid, leaf=2)] == first.message_ids
+    await retry.drain()
