@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -260,3 +261,51 @@ async def test_the_openapi_schema_documents_the_error_body(server: Server) -> No
 async def test_a_client_never_sees_a_request_without_an_id(server: Server) -> None:
     response = await server.client.get("/healthz")
     assert len(response.headers["x-request-id"]) == 32
+
+
+# An export that holds one task: its import has to write.
+ONE_TASK_EXPORT = "".join(
+    json.dumps(record) + "\n"
+    for record in (
+        {"format": "chatledger.export", "version": 1, "exported_at": "2026-12-01T00:00:00+00:00"},
+        {"type": "task", "id": 1, "title": "milk", "description": None, "completed": False,
+         "created_at": "2026-12-01T00:00:00+00:00", "updated_at": "2026-12-01T00:00:00+00:00"},
+        {"type": "end", "conversations": 0, "messages": 0, "tasks": 1},
+    )
+).encode()  # fmt: skip
+
+
+async def test_every_users_route_is_503_when_the_database_is_unreachable(
+    make_server: Callable[..., Any], default_agent: ScriptedAgent
+) -> None:
+    """Every route under a user's path (those added later too): a clean 503, never a 500
+    or a stream that breaks off."""
+    async with make_server(
+        default_agent, database_url="postgresql://postgres@127.0.0.1:1/nowhere"
+    ) as server:
+        paths = server.app.openapi()["paths"]
+        routes = sorted((m.upper(), p) for p, ops in paths.items() if "{user_id}" in p for m in ops)
+        assert len(routes) >= 20
+        answered = {}
+        for method, template in routes:
+            url = template.format(user_id="alice", conversation_id="c1", seq=1)
+            body: Any = {"message": "hi", "seq": 1} if method in ("POST", "PUT", "PATCH") else None
+            if template.endswith(("/chat", "/chat/stream")):
+                body = {"message": "hi"}
+            elif template.endswith("/head"):
+                body = {"seq": 1}
+            elif template.endswith(("/fork", "/regenerate")):
+                body = {}
+            elif template.endswith("/edit"):
+                body = {"message": "hi"}
+            elif method in ("POST", "PATCH") and template.endswith(("/conversations", "}")):
+                body = {"title": "t"}
+            params = {"q": "word"} if template.endswith("/search") else None
+            kwargs: dict[str, Any] = {"params": params, "headers": auth("alice")}
+            if template.endswith("/import"):
+                kwargs["content"] = ONE_TASK_EXPORT
+            elif body is not None:
+                kwargs["json"] = body
+            response = await server.client.request(method, url, **kwargs)
+            answered[method, template] = (response.status_code, response.headers.get("retry-after"))
+    assert {route: status for route, status in answered.items() if status != (503, "1")} == {}

@@ -36,10 +36,15 @@ class ImportFormat(StrEnum):
 )
 async def export_data(user_id: CurrentUser, store: Store) -> StreamingResponse:
     """The user's conversations (branches, head, summaries), messages and tasks as JSON Lines."""
+    lines = aiter(store.export(user_id))
+    # The first line comes once the database has answered: an outage is still a plain
+    # 503 here, before the response starts, not a stream that breaks off.
+    first = await anext(lines)
 
     async def body() -> AsyncIterator[bytes]:
-        async for lines in store.export(user_id):
-            yield lines.encode()
+        yield first.encode()
+        async for more in lines:
+            yield more.encode()
 
     return StreamingResponse(
         body(),

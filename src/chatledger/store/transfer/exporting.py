@@ -34,13 +34,17 @@ def _time(value: datetime | None) -> str | None:
 
 
 async def export_lines(db: Connector, user_id: str) -> AsyncIterator[str]:
-    """The user's data as the file's lines, each string one or more whole lines."""
+    """The user's data as the file's lines, each string one or more whole lines.
+
+    The first is yielded only once the first page is read: a database that is away
+    fails the export before it starts (a 503), not as a file cut short.
+    """
     user_id = check_user_id(user_id)
-    yield _line({"format": FORMAT, "version": VERSION, "exported_at": utcnow().isoformat()})
+    header = _line({"format": FORMAT, "version": VERSION, "exported_at": utcnow().isoformat()})
     counts = {"conversations": 0, "messages": 0, "tasks": 0}
-    after = ""
+    page = await db.read(partial(_conversations, user_id=user_id, after=""))
+    yield header
     while True:
-        page = await db.read(partial(_conversations, user_id=user_id, after=after))
         for row in page:
             counts["conversations"] += 1
             count = row.next_seq - 1
@@ -84,7 +88,7 @@ async def export_lines(db: Connector, user_id: str) -> AsyncIterator[str]:
                 yield "".join(notes)
         if len(page) < PAGE:
             break
-        after = page[-1].id
+        page = await db.read(partial(_conversations, user_id=user_id, after=page[-1].id))
     last_task = 0
     while True:
         rows = await db.read(partial(_tasks, user_id=user_id, after=last_task))
