@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from chatledger.domain import (
@@ -22,15 +22,13 @@ from chatledger.domain import (
     ChatMessage,
     Conversation,
     Message,
-    Page,
-    SearchHit,
     StreamEvent,
     Summary,
     TurnResult,
     TurnStatus,
 )
 from chatledger.tools.tasks import TaskRepository
-from chatledger.usage import TokenUsage, UsageReport
+from chatledger.usage import TokenUsage
 
 __all__ = [
     "Ending",
@@ -251,31 +249,6 @@ class Store(Protocol):
 
     async def stop_requested(self, user_id: str, conversation_id: str, lease: Lease) -> bool: ...
 
-    async def history(
-        self,
-        user_id: str,
-        conversation_id: str,
-        *,
-        limit: int = 50,
-        before_seq: int | None = None,
-        after_seq: int | None = None,
-        leaf: int | None = None,
-    ) -> list[Message]: ...
-
     async def load_context(
         self, user_id: str, conversation_id: str, *, limit: int
     ) -> tuple[Summary | None, list[Message]]: ...
-
-    async def token_usage(
-        self, user_id: str, *, first_day: date, last_day: date
-    ) -> UsageReport: ...
-
-    async def search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        limit: int = 20,
-        cursor: str | None = None,
-        include_tools: bool = False,
-    ) -> Page[SearchHit]: ...
