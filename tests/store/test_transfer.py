@@ -17,7 +17,7 @@ from chatledger.domain import Branch, ChatMessage, Message, ToolCall
 from chatledger.errors import ValidationError
 from chatledger.store import Connector, SQLAlchemyStore
 from chatledger.store.transfer import ImportReport, imported_conversation_id
-from tests.factories import snapshot, whole_turn
+from tests.factories import row_counts, snapshot, whole_turn
 
 MINUTE = timedelta(minutes=1)
 
@@ -332,3 +332,23 @@ async def test_imported_messages_are_found_by_search(store: SQLAlchemyStore) -> 
     assert [hit.seq for hit in hits] == [
         hit.seq for hit in (await store.search("alice", "bread")).items
     ]
+
+
+async def test_two_replicas_importing_one_file_at_once_import_it_once(
+    store: SQLAlchemyStore, connector: Connector, database_url: str
+) -> None:
+    await populate(store, "alice")
+    export = await export_of(store, "alice")
+    once = SQLAlchemyStore.from_url(database_url)
+    try:
+        await import_text(once, "carol", export)
+    finally:
+        await once.close()
+    replicas = [SQLAlchemyStore.from_url(database_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(import_text(replica, "bob", export) for replica in replicas))
+    finally:
+        for replica in replicas:
+            await replica.close()
+    counts = {user: await row_counts(connector, user) for user in ("bob", "carol")}
+    assert counts["bob"] == counts["carol"]

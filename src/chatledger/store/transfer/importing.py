@@ -203,7 +203,20 @@ class Importer:
     async def _write_tasks(
         self, user_id: str, batch: list[CheckedTask], report: ImportReport
     ) -> None:
+        lock_counter = (
+            self._db.upsert(task_counters)
+            .values(user_id=user_id, next_id=1)
+            .on_conflict_do_update(
+                index_elements=[task_counters.c.user_id],
+                set_={"next_id": task_counters.c.next_id},
+            )
+        )
+
         def work(conn: Connection) -> tuple[int, int]:
+            # The user's task counter is locked before the tasks are looked at, so that
+            # of two imports of one file at once (two replicas), the second sees the
+            # first's tasks and adds none of them again.
+            conn.execute(lock_counter)
             times = {task.row["created_at"] for task in batch}
             have = {
                 (row.title, row.created_at)
