@@ -460,6 +460,9 @@ def check_metadata(
     `MAX_JSON_DEPTH` deep, else raise."""
     if not isinstance(value, Mapping):
         raise ValidationError(f"{field_name} must be a JSON object", field=field_name)
+    # Any mapping will do (a stored message's metadata, read back, is a read-only one):
+    # what is checked, and returned, is the dict of it.
+    value = dict(value)
     if json_depth(value) > MAX_JSON_DEPTH:
         raise ValidationError(
             f"{field_name} is nested deeper than {MAX_JSON_DEPTH} levels", field=field_name
@@ -474,7 +477,7 @@ def check_metadata(
     # strings themselves are checked, keys included.
     _check_strings(field_name, value)
     check_text(field_name, encoded, max_chars=max_chars)
-    return dict(value)
+    return value
 
 
 def _check_strings(field_name: str, value: object) -> None:

@@ -130,6 +130,7 @@ async def test_a_running_turn_keeps_edits_and_head_moves_out(store: SQLAlchemySt
         turn(store, conversation.id, "x", "y", branch=Branch(1, edit=True)),
         turn(store, conversation.id, None, "y", branch=Branch(1, edit=False)),
         store.set_head("alice", conversation.id, 2),
+        store.remove_from_branch("alice", conversation.id, 2),
     ):
         with pytest.raises(ConflictError) as busy:
             await attempt
@@ -238,6 +239,42 @@ async def test_paging_back_along_a_branch_visits_it_exactly_once(store: SQLAlche
     assert [m.seq for m in whole] == sorted(m.seq for m in whole)
     for m, parent in zip(whole[1:], whole, strict=False):
         assert m.parent_seq == parent.seq
+
+
+async def test_removing_a_message_makes_a_new_version_of_the_rest_of_the_branch(
+    store: SQLAlchemyStore,
+) -> None:
+    conversation = await store.create_conversation("alice")
+    await store.append(
+        "alice",
+        conversation.id,
+        [
+            ChatMessage.user("a"),
+            *tool_exchange("c1", "add_task", "done"),  # seqs 2 and 3
+            ChatMessage.assistant("b"),
+        ],
+    )
+    with pytest.raises(ValidationError) as split:
+        await store.remove_from_branch("alice", conversation.id, 2)
+    assert split.value.code == "would_split_tool_call"
+    # Replaced by a version that keeps its call: the result still answers it.
+    kept_call = (await store.history("alice", conversation.id))[1]
+    replacement = ChatMessage.assistant("thinking", tool_calls=kept_call.tool_calls)
+    await store.remove_from_branch("alice", conversation.id, 2, replacement=replacement)
+    history = await store.history("alice", conversation.id)
+    assert [m.seq for m in history] == [1, 5, 6, 7]
+    assert contents(history) == ["a", "thinking", "done", "b"]
+    assert_invariants(history, branch=True)
+    # The newest message comes off by itself: nothing is copied.
+    await store.remove_from_branch("alice", conversation.id, 7)
+    assert [m.seq for m in await store.history("alice", conversation.id)] == [1, 5, 6]
+    for gone in (7, 2, 99, 0, -1):  # off the branch, or never there
+        with pytest.raises(NotFoundError):
+            await store.remove_from_branch("alice", conversation.id, gone)
+    with pytest.raises(NotFoundError):
+        await store.remove_from_branch("bob", conversation.id, 1)
+    # Every version is kept.
+    assert (await store.get_conversation("alice", conversation.id)).message_count == 7
 
 
 async def test_a_summary_stands_in_only_for_its_own_branch(store: SQLAlchemyStore) -> None:
@@ -425,6 +462,16 @@ class BranchMachine(RuleBasedStateMachine):
         forked = self.run(self.store.history("alice", copy.id, limit=1000))
         assert contents(forked) == [self.tree.text[s] for s in self.tree.path(seq)]
 
+    @precondition(lambda self: self.tree.head is not None)
+    @rule(data=st.data())
+    def remove(self, data: st.DataObject) -> None:
+        path = self.tree.path(self.tree.head)
+        seq = data.draw(st.sampled_from(path))
+        self.run(self.store.remove_from_branch("alice", self.id, seq))
+        self.tree.head = self.tree.parent[seq]
+        for later in path[path.index(seq) + 1 :]:
+            self.tree.add(self.tree.role[later], self.tree.text[later], self.tree.head)
+
     @invariant()
     def every_branch_reads_as_the_model(self) -> None:
         path = self.tree.path(self.tree.head)
@@ -437,6 +484,11 @@ class BranchMachine(RuleBasedStateMachine):
         for m in history:
             expected = [s for s, p in self.tree.parent.items() if p == m.parent_seq]
             assert versions[m.seq] == expected
+        for after in (0, *path[len(path) // 2 : len(path) // 2 + 1]):
+            oldest = self.run(
+                self.store.history("alice", self.id, limit=3, after_seq=after, oldest_first=True)
+            )
+            assert [m.seq for m in oldest] == [s for s in path if s > after][:3]
         for leaf in list(self.tree.parent)[-3:]:
             old = self.run(self.store.history("alice", self.id, leaf=leaf, limit=3))
             assert [m.seq for m in old] == self.tree.path(leaf)[-3:]

@@ -178,6 +178,7 @@ _RUN_RANGE: Final = (
     .order_by(_m.seq.desc())
     .limit(bindparam("limit", type_=Integer))
 )
+_RUN_RANGE_OLDEST_FIRST: Final = _RUN_RANGE.order_by(None).order_by(_m.seq)
 HEAD: Final = select(_c.head_seq, _c.head_run_start, _c.head_run_parent).where(
     _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
 )
@@ -358,12 +359,20 @@ def run_of(
 
 
 def run_rows(
-    conn: Connection, user_id: str, conversation_id: str, low: int, high: int, limit: int
+    conn: Connection,
+    user_id: str,
+    conversation_id: str,
+    low: int,
+    high: int,
+    limit: int,
+    *,
+    oldest_first: bool = False,
 ) -> list[Any]:
     """The newest `limit` rows of seqs `low` to `high` (one run, or part of one), newest
-    first: one range scan of the primary key."""
+    first (or the oldest, oldest first): one range scan of the primary key."""
     window = {"user": user_id, "conversation": conversation_id, "low": low, "high": high}
-    return list(conn.execute(_RUN_RANGE, {**window, "limit": limit}))
+    statement = _RUN_RANGE_OLDEST_FIRST if oldest_first else _RUN_RANGE
+    return list(conn.execute(statement, {**window, "limit": limit}))
 
 
 def read_path(
@@ -398,6 +407,46 @@ def read_path(
         if run_start <= after:
             break  # nothing after `after` is left on the branch
         seq, run = run_parent, None
+    return rows
+
+
+def read_path_oldest_first(
+    conn: Connection,
+    user_id: str,
+    conversation_id: str,
+    seq: int | None,
+    *,
+    limit: int,
+    run: tuple[int, int | None] | None = None,
+    after: int = 0,
+    before: int | None = None,
+) -> list[Any]:
+    """The oldest `limit` rows of the branch ending at message `seq`, of those after seq
+    `after` and before `before`, oldest first: `read_path`'s other end.
+
+    The runs are found first, newest to oldest (one lookup per jump, no rows read), then
+    read oldest first, one range scan each, until `limit` rows are in: the cost follows
+    `limit` and the branches met, never the conversation's length.
+
+    Raises:
+        NotFoundError: no message `seq` in the conversation.
+    """
+    runs: list[tuple[int, int]] = []
+    while seq is not None and seq > after:
+        run_start, run_parent = run or run_of(conn, user_id, conversation_id, seq)
+        runs.append((max(run_start, after + 1), seq if before is None else min(seq, before - 1)))
+        if run_start <= after:
+            break
+        seq, run = run_parent, None
+    rows: list[Any] = []
+    for low, high in reversed(runs):
+        if len(rows) >= limit:
+            break
+        if low > high:
+            continue
+        rows += run_rows(
+            conn, user_id, conversation_id, low, high, limit - len(rows), oldest_first=True
+        )
     return rows
 
 

@@ -65,6 +65,7 @@ from chatledger.store.ledger import (
     insert_messages,
     message_of,
     read_path,
+    read_path_oldest_first,
     readable_metadata,
     require_conversation,
     run_of,
@@ -581,9 +582,11 @@ class SQLAlchemyStore:
         before_seq: int | None = None,
         after_seq: int | None = None,
         leaf: int | None = None,
+        oldest_first: bool = False,
     ) -> list[Message]:
         """The latest `limit` messages of a branch (of those between `after_seq` and
-        `before_seq`, both excluded), oldest first.
+        `before_seq`, both excluded), oldest first; with `oldest_first`, the earliest
+        `limit` of them instead.
 
         The branch is the head's, or the one ending at message `leaf`: that message and
         its parents, back to the first. Read backwards, one range scan per run of
@@ -615,7 +618,8 @@ class SQLAlchemyStore:
             else:
                 require_conversation(conn, user_id, conversation_id)
                 start, run = bounds["leaf"], None
-            path = read_path(
+            read = read_path_oldest_first if oldest_first else read_path
+            path = read(
                 conn,
                 user_id,
                 conversation_id,
@@ -625,7 +629,7 @@ class SQLAlchemyStore:
                 after=max(bounds.get("after_seq", 0), 0),
                 before=bounds.get("before_seq"),
             )
-            return [message_of(row) for row in reversed(path)]
+            return [message_of(row) for row in (path if oldest_first else reversed(path))]
 
         return await self._db.read(work)
 
@@ -793,6 +797,75 @@ class SQLAlchemyStore:
             return popped
 
         return await self._db.write(work)
+
+    async def remove_from_branch(
+        self,
+        user_id: str,
+        conversation_id: str,
+        seq: int,
+        *,
+        replacement: ChatMessage | None = None,
+    ) -> None:
+        """Take message `seq` off the head's branch, or put `replacement` in its place.
+
+        The head moves to the message's parent, and `replacement` (if any) and a copy of
+        each message after it on the branch are appended there, all in one transaction:
+        a new version of the branch, as an edit makes. Nothing is deleted: the old
+        version stays, on a branch the head no longer reads. Taking off the head itself
+        copies nothing.
+
+        Raises:
+            NotFoundError: no such conversation for this user, or message `seq` is not on
+                the head's branch.
+            ValidationError: `would_split_tool_call`, the message calls a tool (one that
+                `replacement` does not) whose result is on the branch after it; or
+                `replacement` is invalid.
+            ConflictError: `conversation_busy`, a turn is running in the conversation.
+        """
+        user_id = check_user_id(user_id)
+        conversation_id = check_conversation_id(conversation_id)
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_BIGINT:
+            raise NotFoundError("message not found")
+        key = {"user": user_id, "conversation": conversation_id}
+
+        def work(conn: Connection) -> None:
+            head = conn.execute(_HEAD_FOR_UPDATE, key).first()
+            if head is None:
+                raise NotFoundError("conversation not found")
+            rows = [] if head.head_seq is None else read_path(
+                conn, user_id, conversation_id, head.head_seq, limit=_WHOLE_BRANCH, after=seq - 1
+            )  # fmt: skip
+            if not rows or rows[-1].seq != seq:
+                raise NotFoundError("message not found")
+            removed, *after = [message_of(row) for row in reversed(rows)]
+            kept = {call.id for call in replacement.tool_calls} if replacement else set()
+            dropped = {call.id for call in removed.tool_calls} - kept
+            if any(message.tool_call_id in dropped for message in after):
+                raise ValidationError(
+                    f"message {seq} calls a tool whose result comes after it: remove the"
+                    " result first",
+                    field="seq",
+                    code="would_split_tool_call",
+                )
+            now = utcnow()
+            self._writer.move_head(conn, user_id, conversation_id, removed.parent_seq, now=now)
+            again = [replacement] if replacement else []
+            again += [
+                ChatMessage(
+                    role=m.role,
+                    content=m.content,
+                    tool_calls=m.tool_calls,
+                    tool_call_id=m.tool_call_id,
+                    name=m.name,
+                    metadata=m.metadata,
+                )
+                for m in after
+            ]
+            if again:
+                prepared = self._writer.prepare(again)
+                self._writer.append(conn, user_id, conversation_id, prepared, now=now)
+
+        await self._db.write(work)
 
     async def fork(
         self, user_id: str, conversation_id: str, *, upto_seq: int | None = None
