@@ -3,7 +3,10 @@ union, each with a field unknown to us (`x_extra`), which must come back too."""
 
 from __future__ import annotations
 
+import typing
 from typing import Any
+
+from openai.types.responses import response_input_item_param
 
 EXTRA = {"x_extra": {"nested": [1, 2.5, None, True, "é😀"]}}
 
@@ -205,3 +208,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "program_output": {"type": "program_output", "id": "po_1", "output": "1", **EXTRA},
     "unknown_future_type": {"type": "hologram_call", "id": "h_1", "beam": [1, 2], **EXTRA},
 }
+
+
+def sdk_item_types() -> set[str]:
+    """The `type` of each member of the installed SDK's input item union."""
+    types = set()
+    for member in typing.get_args(response_input_item_param.ResponseInputItemParam):
+        hint = typing.get_type_hints(member).get("type")
+        types.update(arg for arg in typing.get_args(hint) if isinstance(arg, str))
+        for inner in typing.get_args(hint):
+            types.update(arg for arg in typing.get_args(inner) if isinstance(arg, str))
+    return types

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import typing
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -21,7 +20,6 @@ from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, SessionSettin
 from agents.memory import SQLiteSession
 from hypothesis import HealthCheck, given, settings, strategies as st
 from openai import AsyncOpenAI
-from openai.types.responses import response_input_item_param
 
 from chatledger.context import build
 from chatledger.domain import ChatMessage, Role
@@ -41,7 +39,7 @@ from chatledger.testing import (
     ToolCalls,
 )
 from tests.factories import assert_invariants, snapshot
-from tests.integrations.items_examples import EXAMPLES
+from tests.integrations.items_examples import EXAMPLES, sdk_item_types
 
 USER = "alice"
 
@@ -50,13 +48,7 @@ USER = "alice"
 
 
 def test_the_examples_cover_every_item_type_of_the_sdk() -> None:
-    union = typing.get_args(response_input_item_param.ResponseInputItemParam)
-    types = set()
-    for member in union:
-        hint = typing.get_type_hints(member).get("type")
-        types.update(arg for arg in typing.get_args(hint) if isinstance(arg, str))
-        for inner in typing.get_args(hint):
-            types.update(arg for arg in typing.get_args(inner) if isinstance(arg, str))
+    types = sdk_item_types()
     covered = {item.get("type", "message" if "role" in item else "item_reference")
                for item in EXAMPLES.values()}  # fmt: skip
     assert types <= covered, types - covered

@@ -55,12 +55,12 @@ async def slow_headers(port: int) -> bytes:
         writer.close()
 
 
-async def slow_body(port: int, headers: dict[str, str]) -> bytes:
+async def slow_body(port: int, headers: dict[str, str], path: str = "/api/alice/chat") -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         writer.write(
-            f"POST /api/alice/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: 1000\r\n{head}\r\n".encode()
             + b'{"message": "'
         )
@@ -112,6 +112,13 @@ async def test_an_unauthenticated_body_is_refused_before_it_is_sent(
         assert time.monotonic() - started < 3
         status = 403 if headers == auth("mallory") else 401
         assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:80]
+    # Under /v1 the user is whoever the token says: a bad token is refused alike.
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        started = time.monotonic()
+        answer = await slow_body(server.port, headers, "/v1/conversations")
+        assert time.monotonic() - started < 3
+        assert answer.startswith(b"HTTP/1.1 401 "), answer[:80]
+        assert b'"type":"invalid_request_error"' in answer
 
 
 async def stream_status(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> int:

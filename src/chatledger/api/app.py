@@ -27,6 +27,7 @@ from chatledger.api.routes import (
     conversations,
     dev,
     health,
+    openai_conversations,
     search,
     tasks,
     transfer,
@@ -142,7 +143,8 @@ def create_app(
     install_error_handlers(app)
     install_schema(app)
     app.include_router(chat.router)
-    for module in (conversations, search, tasks, transfer, usage, users, health):
+    routes = (conversations, openai_conversations, search, tasks, transfer, usage, users, health)
+    for module in routes:
         app.include_router(module.router)
     if dev_login:
         app.include_router(dev.router)

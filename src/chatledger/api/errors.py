@@ -1,4 +1,6 @@
-"""Every error becomes a JSON body `{error, message, code}` with the right status, here.
+"""Every error becomes a JSON body `{error, message, code}` with the right status, here;
+under `/v1` (the OpenAI Conversations API), OpenAI's `{"error": {message, type, param,
+code}}`, with the statuses the official `openai` client maps to its exceptions.
 
 Bodies never carry a traceback, SQL, a URL, a secret or another user's data: domain
 errors carry messages written to be shown. Anything unexpected becomes a bare 500 in
@@ -21,12 +23,17 @@ from starlette.exceptions import HTTPException
 from chatledger.errors import AuthenticationError, ChatLedgerError, kind_of
 
 __all__ = [
+    "OPENAI_PREFIX",
     "domain_error_response",
     "error_body",
     "error_response",
     "install_error_handlers",
+    "speaks_openai",
     "status_of",
 ]
+
+# Where the OpenAI-compatible API is served, and its errors are OpenAI's.
+OPENAI_PREFIX: Final = "/v1/"
 
 log = structlog.get_logger("chatledger.api")
 
@@ -52,10 +59,24 @@ _HTTP_KINDS: Final = {
 }
 
 
+def speaks_openai(path: str) -> bool:
+    """Whether a request's errors take OpenAI's shape: it is under `/v1`."""
+    return path.startswith(OPENAI_PREFIX)
+
+
 def status_of(error: ChatLedgerError) -> tuple[int, str]:
     """The HTTP status and error kind for a domain error."""
     kind = kind_of(error)
     return _STATUS.get(kind, 500), kind
+
+
+def _openai_status(status: int, code: str) -> int:
+    # OpenAI answers any request it cannot take as it is with 400 (`BadRequestError`),
+    # one too large too; 422 (`UnprocessableEntityError`) is kept for a well-formed
+    # request that would break a conversation: half a tool call taken away.
+    if code == "would_split_tool_call":
+        return 422
+    return 400 if status in (413, 422) else status
 
 
 def error_response(
@@ -65,8 +86,16 @@ def error_response(
     code: str,
     *,
     headers: Mapping[str, str] | None = None,
+    openai: bool = False,
     **extra: Any,
 ) -> JSONResponse:
+    """An error's response: `{error, message, code, ...extra}`, or, when `openai`,
+    OpenAI's `{"error": {message, type, param, code}}` (`param` is `extra["field"]`)."""
+    if openai:
+        status = _openai_status(status, code)
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        detail = {"message": message, "type": kind, "param": extra.get("field"), "code": code}
+        return JSONResponse({"error": detail}, status_code=status, headers=headers)
     body = {"error": error, "message": message, "code": code}
     body.update({key: value for key, value in extra.items() if value is not None})
     return JSONResponse(body, status_code=status, headers=headers)
@@ -81,8 +110,9 @@ def error_body(error: ChatLedgerError) -> dict[str, Any]:
     return body
 
 
-def domain_error_response(error: ChatLedgerError) -> JSONResponse:
-    """The response for a domain error: its status, its body, and the headers it calls for."""
+def domain_error_response(error: ChatLedgerError, *, openai: bool = False) -> JSONResponse:
+    """The response for a domain error: its status, its body (OpenAI's, when `openai`),
+    and the headers it calls for."""
     headers = {}
     if isinstance(error, AuthenticationError):
         headers["WWW-Authenticate"] = (
@@ -90,12 +120,18 @@ def domain_error_response(error: ChatLedgerError) -> JSONResponse:
         )
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    if openai:
+        status, kind = status_of(error)
+        field = getattr(error, "field", None)
+        return error_response(
+            status, kind, error.message, error.code, headers=headers, openai=True, field=field
+        )
     return JSONResponse(error_body(error), status_code=status_of(error)[0], headers=headers)
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ChatLedgerError)
-    response = domain_error_response(exc)
+    response = domain_error_response(exc, openai=speaks_openai(request.url.path))
     log.info("request refused", status=response.status_code, code=exc.code)
     return response
 
@@ -113,7 +149,8 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     message = f"{field}: {first.get('msg', 'invalid value')}"
     if first.get("type") == "json_invalid":
         field, message = "body", "the request body is not valid JSON"
-    return error_response(422, "invalid", message, "invalid", field=field)
+    openai = speaks_openai(request.url.path)
+    return error_response(422, "invalid", message, "invalid", field=field, openai=openai)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -123,7 +160,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         # not UTF-8, nesting too deep for the parser). That is the same client mistake as
         # malformed JSON, which the API answers, and documents in its schema, as 422.
         return error_response(
-            422, "invalid", "the request body is not valid JSON", "invalid", field="body"
+            422,
+            "invalid",
+            "the request body is not valid JSON",
+            "invalid",
+            field="body",
+            openai=speaks_openai(request.url.path),
         )
     kind = _HTTP_KINDS.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else kind.replace("_", " ")
@@ -133,7 +175,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code in (408, 413):
         # A body left unread (too large, or too slow to come) spoils the connection.
         headers["Connection"] = "close"
-    return error_response(exc.status_code, kind, message, kind, headers=headers)
+    openai = speaks_openai(request.url.path)
+    return error_response(exc.status_code, kind, message, kind, headers=headers, openai=openai)
 
 
 def install_error_handlers(app: FastAPI) -> None:

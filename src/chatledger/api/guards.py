@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatledger.api.auth import Authenticator, bearer_token
-from chatledger.api.errors import domain_error_response
+from chatledger.api.errors import domain_error_response, speaks_openai
 from chatledger.errors import ChatLedgerError, PermissionDeniedError, RateLimitedError
 
 __all__ = ["StreamLimiter", "StreamPlace", "VerifyFirstMiddleware"]
@@ -24,7 +24,8 @@ _STREAMS_RETRY_AFTER: Final = 5.0
 
 
 class VerifyFirstMiddleware:
-    """Checks the bearer token of every `/api/{user_id}/…` request before the route runs.
+    """Checks the bearer token of every `/api/{user_id}/…` and `/v1/…` request before the
+    route runs (under `/v1` the user is the token's subject, and errors are OpenAI's).
 
     FastAPI reads a request's body before it resolves the route's dependencies, the token
     check among them: an unauthenticated client could hold a connection for as long as
@@ -39,20 +40,24 @@ class VerifyFirstMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         # A CORS preflight carries no token by design; the CORS middleware answers it.
-        if scope["type"] != "http" or scope["method"] == "OPTIONS" or not path.startswith("/api/"):
+        openai = speaks_openai(path)
+        if (
+            scope["type"] != "http"
+            or scope["method"] == "OPTIONS"
+            or not (openai or path.startswith("/api/"))
+        ):
             await self.app(scope, receive, send)
             return
-        user_id = path.split("/")[2]
         headers = dict(scope["headers"])
         authorization = headers.get(b"authorization")
         try:
             subject = await self.authenticator.verify(
                 bearer_token(None if authorization is None else authorization.decode("latin-1"))
             )
-            if subject != user_id:
+            if not openai and subject != path.split("/")[2]:
                 raise PermissionDeniedError("this token is for another user")
         except ChatLedgerError as error:
-            refusal = domain_error_response(error)
+            refusal = domain_error_response(error, openai=openai)
             if b"content-length" in headers or b"transfer-encoding" in headers:
                 # The body is left unread: the connection cannot carry another request.
                 refusal.headers["Connection"] = "close"

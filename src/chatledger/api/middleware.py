@@ -13,7 +13,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatledger.api.errors import error_response
+from chatledger.api.errors import error_response, speaks_openai
 from chatledger.api.metrics import Metrics, method_label
 
 __all__ = ["MAX_BODY_BYTES", "RequestContextMiddleware"]
@@ -95,6 +95,7 @@ class RequestContextMiddleware:
                 "the server is too busy; try again",
                 "too_busy",
                 headers={"Retry-After": "1"},
+                openai=speaks_openai(scope["path"]),
             )
             await busy(scope, receive, send)
             return
@@ -150,6 +151,7 @@ class RequestContextMiddleware:
                 body_complete = not message.get("more_body", False)
             return message
 
+        openai = speaks_openai(scope["path"])
         try:
             declared = headers.get(b"content-length", b"")
             if (
@@ -161,7 +163,9 @@ class RequestContextMiddleware:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge as too_large:
             if not response_started:
-                response = error_response(413, "too_large", too_large.detail, "too_large")
+                response = error_response(
+                    413, "too_large", too_large.detail, "too_large", openai=openai
+                )
                 await response(scope, receive, send_with_id)
         except _BodyTooSlow as too_slow:
             if not response_started:
@@ -173,12 +177,15 @@ class RequestContextMiddleware:
                     too_slow.detail,
                     "request_timeout",
                     headers={"Connection": "close"},
+                    openai=openai,
                 )
                 await response(scope, receive, send_with_id)
         except Exception as error:
             log.error("unexpected error", error_type=type(error).__name__)
             if not response_started:
-                response = error_response(500, "internal", "internal server error", "internal")
+                response = error_response(
+                    500, "internal", "internal server error", "internal", openai=openai
+                )
                 await response(scope, receive, send_with_id)
         finally:
             template = _route_template(scope)
