@@ -441,16 +441,26 @@ def json_depth(value: object, *, limit: int = MAX_JSON_DEPTH) -> int:
     so no input can exhaust the stack."""
     depth, level = 0, [value]
     while depth <= limit:
-        containers = [node for node in level if isinstance(node, Mapping | list | tuple)]
-        if not containers:
+        children: list[object] = []
+        nested = False
+        for node in level:
+            kind = type(node)
+            if kind in _SCALARS:  # by far the most nodes: no isinstance (ABC checks are slow)
+                continue
+            if kind is dict or isinstance(node, Mapping):
+                children.extend(node.values())  # type: ignore[attr-defined]
+                nested = True
+            elif kind is list or kind is tuple:
+                children.extend(node)  # type: ignore[arg-type]
+                nested = True
+        if not nested:
             return depth
         depth += 1
-        level = [
-            item
-            for node in containers
-            for item in (node.values() if isinstance(node, Mapping) else node)
-        ]
+        level = children
     return depth
+
+
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 
 
 def check_metadata(
@@ -463,19 +473,27 @@ def check_metadata(
     # Any mapping will do (a stored message's metadata, read back, is a read-only one):
     # what is checked, and returned, is the dict of it.
     value = dict(value)
-    if json_depth(value) > MAX_JSON_DEPTH:
-        raise ValidationError(
-            f"{field_name} is nested deeper than {MAX_JSON_DEPTH} levels", field=field_name
-        )
+    too_deep = ValidationError(
+        f"{field_name} is nested deeper than {MAX_JSON_DEPTH} levels", field=field_name
+    )
     try:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except RecursionError:  # the encoder stops at the interpreter's limit, and says so
+        raise too_deep from None
     except (TypeError, ValueError):
         raise ValidationError(
             f"{field_name} must contain only JSON values", field=field_name
         ) from None
-    # The encoding escapes NUL as \u0000 (which PostgreSQL's JSONB refuses), so the
-    # strings themselves are checked, keys included.
-    _check_strings(field_name, value)
+    # Every list and object opens with a bracket (one inside a string only adds to the
+    # count): with few of them in the text, the value cannot nest deeper.
+    brackets = encoded.count("{") + encoded.count("[")
+    if brackets > MAX_JSON_DEPTH and json_depth(value) > MAX_JSON_DEPTH:
+        raise too_deep
+    # The encoding keeps lone surrogates as they are (the text check below finds them)
+    # but escapes NUL as \u0000, which PostgreSQL's JSONB refuses: where that escape
+    # appears, the strings themselves are checked, keys included.
+    if "\\u0000" in encoded:
+        _check_strings(field_name, value)
     check_text(field_name, encoded, max_chars=max_chars)
     return value
 
