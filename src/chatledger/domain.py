@@ -25,6 +25,7 @@ from typing import Any, Final, Generic, TypeVar
 from chatledger.errors import TooLargeError, ValidationError
 
 __all__ = [
+    "CHATKIT_ITEM",
     "INTERRUPTED_TOOL_RESULT",
     "OPENAI_ITEM",
     "ChatMessage",
@@ -76,6 +77,8 @@ INTERRUPTED_TOOL_RESULT: Final = {
 # The metadata key under which a message keeps the OpenAI Responses item it stores
 # (`chatledger.integrations.items`).
 OPENAI_ITEM: Final = "openai_item"
+# ... and the ChatKit thread item (`chatledger.integrations.chatkit`).
+CHATKIT_ITEM: Final = "chatkit_item"
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,12 +579,16 @@ def check_new_message(message: ChatMessage, *, max_chars: int) -> ChatMessage:
 
 
 def is_kept_item(message: ChatMessage) -> bool:
-    """Whether `message` stores an OpenAI item chatledger has no equivalent for (a
-    reasoning item, a hosted tool call ...): an assistant message with neither text nor
-    tool calls that carries the item under `OPENAI_ITEM`. No chat model reads it."""
+    """Whether `message` stores an item chatledger has no equivalent for (an OpenAI
+    reasoning item or hosted tool call, a ChatKit widget ...): an assistant message with
+    neither text nor tool calls that carries the item under `OPENAI_ITEM` or
+    `CHATKIT_ITEM`. No chat model reads it."""
     return (
         message.role is Role.ASSISTANT
         and not message.content
         and not message.tool_calls
-        and isinstance(message.metadata.get(OPENAI_ITEM), Mapping)
+        and (
+            isinstance(message.metadata.get(OPENAI_ITEM), Mapping)
+            or isinstance(message.metadata.get(CHATKIT_ITEM), Mapping)
+        )
     )

@@ -75,6 +75,7 @@ __all__ = [
     "ChatService",
     "ToolCallRecord",
     "TurnResult",
+    "title_of",
 ]
 
 DEFAULT_SYSTEM_PROMPT: Final = (
@@ -102,7 +103,8 @@ def _request_hash(conversation_id: str | None, message: str | None, branch: Bran
     return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _title(message: str) -> str:
+def title_of(message: str) -> str:
+    """A conversation's title from its first message: its first line, shortened."""
     line = message.strip().splitlines()[0] if message.strip() else ""
     return line if len(line) <= _TITLE_CHARS else line[: _TITLE_CHARS - 1].rstrip() + "…"
 
@@ -414,7 +416,9 @@ class ChatService:
                 await tx.rate_limits.take(user_id, limit=turns, window=window)
             if conversation_id is None:
                 assert message is not None  # checked in `stream`
-                conversation_id = (await tx.create_conversation(user_id, title=_title(message))).id
+                conversation_id = (
+                    await tx.create_conversation(user_id, title=title_of(message))
+                ).id
             user_message, first_event = await tx.turns.start(
                 user_id,
                 conversation_id,

@@ -24,6 +24,7 @@ from chatledger.api.middleware import RequestContextMiddleware
 from chatledger.api.openapi import install_schema
 from chatledger.api.routes import (
     chat,
+    chatkit,
     conversations,
     dev,
     health,
@@ -37,6 +38,7 @@ from chatledger.api.routes import (
 from chatledger.api.routes.transfer import IMPORT_PATH
 from chatledger.compose import AgentSetup, compose, purge
 from chatledger.errors import UnavailableError
+from chatledger.integrations.chatkit import ChatLedgerChatKitServer, ChatLedgerStore
 from chatledger.settings import Settings
 from chatledger.store import SQLAlchemyStore
 from chatledger.tools import AnyToolset
@@ -111,6 +113,7 @@ def create_app(
         ) as parts:
             app.state.store = parts.store
             app.state.service = parts.service
+            app.state.chatkit = ChatLedgerChatKitServer(ChatLedgerStore(parts.store), parts.service)
             chores = [
                 asyncio.create_task(_purge(parts.store, settings)),
                 asyncio.create_task(_close_dead_turns(parts.store, settings)),
@@ -136,6 +139,7 @@ def create_app(
         generate_unique_id_function=lambda route: route.name,
     )
     app.state.authenticator = authenticator
+    app.state.max_message_chars = settings.max_message_chars
     app.state.metrics = metrics
     app.state.metrics_token = (
         settings.metrics_token.get_secret_value() if settings.metrics_token else None
@@ -143,7 +147,8 @@ def create_app(
     install_error_handlers(app)
     install_schema(app)
     app.include_router(chat.router)
-    routes = (conversations, openai_conversations, search, tasks, transfer, usage, users, health)
+    routes = (chatkit, conversations, openai_conversations, search, tasks, transfer, usage, users)
+    app.include_router(health.router)
     for module in routes:
         app.include_router(module.router)
     if dev_login:

@@ -13,7 +13,7 @@ from chatledger.errors import PermissionDeniedError
 from chatledger.service import ChatService
 from chatledger.store import SQLAlchemyStore
 
-__all__ = ["CurrentUser", "Service", "Store", "Streams", "authenticated_user"]
+__all__ = ["CurrentUser", "Service", "Store", "Streams", "TokenUser", "authenticated_user"]
 
 
 # Declares the scheme in the OpenAPI schema (Swagger UI's Authorize button, and the token
@@ -40,6 +40,19 @@ async def authenticated_user(
     return user_id
 
 
+async def token_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> str:
+    """The user of a request whose path names none (`/v1/…`, `/chatkit`): its token's
+    subject."""
+    verified: str | None = getattr(request.state, "user_id", None)
+    if verified is not None:
+        return verified  # checked before the body was read (VerifyFirstMiddleware)
+    authenticator: Authenticator = request.app.state.authenticator
+    return await authenticator.verify(bearer_token(request.headers.get("authorization")))
+
+
 def _service(request: Request) -> ChatService:
     service: ChatService = request.app.state.service
     return service
@@ -56,6 +69,7 @@ def _streams(request: Request) -> StreamLimiter:
 
 
 CurrentUser = Annotated[str, Depends(authenticated_user)]
+TokenUser = Annotated[str, Depends(token_user)]
 Service = Annotated[ChatService, Depends(_service)]
 Store = Annotated[SQLAlchemyStore, Depends(_store)]
 Streams = Annotated[StreamLimiter, Depends(_streams)]

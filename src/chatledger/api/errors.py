@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from chatledger.errors import AuthenticationError, ChatLedgerError, kind_of
 
 __all__ = [
+    "CHATKIT_PATH",
     "OPENAI_PREFIX",
     "domain_error_response",
     "error_body",
@@ -34,6 +35,8 @@ __all__ = [
 
 # Where the OpenAI-compatible API is served, and its errors are OpenAI's.
 OPENAI_PREFIX: Final = "/v1/"
+# Where ChatKit front ends send every request.
+CHATKIT_PATH: Final = "/chatkit"
 
 log = structlog.get_logger("chatledger.api")
 

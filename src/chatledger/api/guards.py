@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatledger.api.auth import Authenticator, bearer_token
-from chatledger.api.errors import domain_error_response, speaks_openai
+from chatledger.api.errors import CHATKIT_PATH, domain_error_response, speaks_openai
 from chatledger.errors import ChatLedgerError, PermissionDeniedError, RateLimitedError
 
 __all__ = ["StreamLimiter", "StreamPlace", "VerifyFirstMiddleware"]
@@ -24,8 +24,9 @@ _STREAMS_RETRY_AFTER: Final = 5.0
 
 
 class VerifyFirstMiddleware:
-    """Checks the bearer token of every `/api/{user_id}/…` and `/v1/…` request before the
-    route runs (under `/v1` the user is the token's subject, and errors are OpenAI's).
+    """Checks the bearer token of every `/api/{user_id}/…`, `/v1/…` and `/chatkit` request
+    before the route runs (under `/v1` and at `/chatkit` the user is the token's subject;
+    under `/v1` errors are OpenAI's).
 
     FastAPI reads a request's body before it resolves the route's dependencies, the token
     check among them: an unauthenticated client could hold a connection for as long as
@@ -41,10 +42,11 @@ class VerifyFirstMiddleware:
         path: str = scope.get("path", "")
         # A CORS preflight carries no token by design; the CORS middleware answers it.
         openai = speaks_openai(path)
+        by_token = openai or path == CHATKIT_PATH  # the user is whoever the token says
         if (
             scope["type"] != "http"
             or scope["method"] == "OPTIONS"
-            or not (openai or path.startswith("/api/"))
+            or not (by_token or path.startswith("/api/"))
         ):
             await self.app(scope, receive, send)
             return
@@ -54,7 +56,7 @@ class VerifyFirstMiddleware:
             subject = await self.authenticator.verify(
                 bearer_token(None if authorization is None else authorization.decode("latin-1"))
             )
-            if not openai and subject != path.split("/")[2]:
+            if not by_token and subject != path.split("/")[2]:
                 raise PermissionDeniedError("this token is for another user")
         except ChatLedgerError as error:
             refusal = domain_error_response(error, openai=openai)

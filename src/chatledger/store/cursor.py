@@ -20,7 +20,14 @@ from typing import Any
 
 from chatledger.errors import ValidationError
 
-__all__ = ["decode_cursor", "encode_cursor", "sign", "verify"]
+__all__ = [
+    "decode_age_cursor",
+    "decode_cursor",
+    "encode_age_cursor",
+    "encode_cursor",
+    "sign",
+    "verify",
+]
 
 _MAC_BYTES = 16
 
@@ -89,3 +96,32 @@ def decode_cursor(key: bytes, user_id: str, cursor: str) -> tuple[bool, datetime
     ):
         raise invalid
     return pinned, updated_at, conversation_id
+
+
+# Marks a cursor of the listing by age, so that neither listing takes the other's.
+_BY_AGE = "created"
+
+
+def encode_age_cursor(key: bytes, user_id: str, created_at: datetime, conversation_id: str) -> str:
+    return sign(key, user_id, [_BY_AGE, created_at.isoformat(), conversation_id])
+
+
+def decode_age_cursor(key: bytes, user_id: str, cursor: str) -> tuple[datetime, str]:
+    """Return the `(created_at, conversation_id)` a cursor of the listing by age points
+    after.
+
+    Raises:
+        ValidationError: the cursor is malformed, tampered with, another user's, or the
+            other listing's.
+    """
+    invalid = _invalid()
+    fields = verify(key, user_id, cursor)
+    if len(fields) != 3 or fields[0] != _BY_AGE or not isinstance(fields[2], str):
+        raise invalid
+    try:
+        created_at = datetime.fromisoformat(fields[1])
+    except (ValueError, TypeError):
+        raise invalid from None
+    if created_at.tzinfo is None:
+        raise invalid
+    return created_at, fields[2]

@@ -169,6 +169,8 @@ conversations = Table(
     Column("head_run_parent", BigInteger),
     PrimaryKeyConstraint("user_id", "id"),
     Index("ix_conversations_user_list", "user_id", "archived", "pinned", "updated_at", "id"),
+    # The listing by age (ChatKit's thread list) pages along this.
+    Index("ix_conversations_user_created", "user_id", "archived", "created_at", "id"),
     Index(
         "ix_conversations_expires",
         "expires_at",

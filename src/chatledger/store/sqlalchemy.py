@@ -54,7 +54,12 @@ from chatledger.store.core import (
     new_id,
     utcnow,
 )
-from chatledger.store.cursor import decode_cursor, encode_cursor
+from chatledger.store.cursor import (
+    decode_age_cursor,
+    decode_cursor,
+    encode_age_cursor,
+    encode_cursor,
+)
 from chatledger.store.engine import Connector, connect
 from chatledger.store.idempotency import IdempotencyStore
 from chatledger.store.ledger import (
@@ -301,15 +306,18 @@ class SQLAlchemyStore:
         title: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         temporary: bool = False,
+        conversation_id: str | None = None,
     ) -> Conversation:
         """Create an empty conversation with a random, unguessable id.
 
         A `temporary` one is deleted a day after it was created, however active.
+        `conversation_id` is for an integration that must name a conversation before it
+        creates it (a ChatKit thread): an id it made with `new_id()`, never a client's.
         """
         now = utcnow()
         expires_at = now + TEMPORARY_FOR if temporary else None
         conversation = Conversation(
-            id=new_id(),
+            id=new_id() if conversation_id is None else check_conversation_id(conversation_id),
             title=check_conversation_title(title),
             metadata=check_conversation_metadata(metadata or {}),
             message_count=0,
@@ -376,6 +384,38 @@ class SQLAlchemyStore:
             next_cursor = encode_cursor(
                 self._cursor_key, user_id, last.pinned, last.updated_at, last.id
             )
+        return Page(items, next_cursor)
+
+    async def list_conversations_by_age(
+        self,
+        user_id: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+    ) -> Page[Conversation]:
+        """The user's conversations that are not archived, newest first (or oldest first),
+        by when they were created: the order a ChatKit thread list takes. `limit` is
+        clamped to 100; a cursor is checked as `list_conversations` checks its own."""
+        user_id = check_user_id(user_id)
+        limit = min(check_limit(limit), MAX_PAGE_SIZE)
+        query = select(*_CONVERSATION_COLUMNS).where(_c.user_id == user_id, _c.archived == false())
+        position = tuple_(_c.created_at, _c.id)
+        if cursor is not None:
+            created_at, after_id = decode_age_cursor(
+                self._cursor_key, user_id, check_text("cursor", cursor)
+            )
+            after = tuple_(created_at, after_id)
+            query = query.where(position > after if oldest_first else position < after)
+        order = (_c.created_at, _c.id) if oldest_first else (_c.created_at.desc(), _c.id.desc())
+        query = query.order_by(*order).limit(limit + 1)
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        now = utcnow()
+        items = [_conversation(row, now) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = items[-1]
+            next_cursor = encode_age_cursor(self._cursor_key, user_id, last.created_at, last.id)
         return Page(items, next_cursor)
 
     async def update_conversation(

@@ -19,11 +19,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
-from chatledger.api.auth import Authenticator, bearer_token
-from chatledger.api.dependencies import Store
+from chatledger.api.dependencies import Store, TokenUser
 from chatledger.domain import ChatMessage, Conversation, Message
 from chatledger.errors import NotFoundError, ValidationError
 from chatledger.integrations.conversation_items import (
@@ -40,23 +38,7 @@ from chatledger.store import SQLAlchemyStore
 
 router = APIRouter(prefix="/v1/conversations", include_in_schema=False)
 
-_bearer = HTTPBearer(auto_error=False)
 _MAX_LIST_LIMIT: Final = 100
-
-
-async def _token_user(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
-) -> str:
-    """The user a `/v1` request is from: its token's subject."""
-    verified: str | None = getattr(request.state, "user_id", None)
-    if verified is not None:
-        return verified  # checked before the body was read (VerifyFirstMiddleware)
-    authenticator: Authenticator = request.app.state.authenticator
-    return await authenticator.verify(bearer_token(request.headers.get("authorization")))
-
-
-TokenUser = Annotated[str, Depends(_token_user)]
 
 
 class ConversationCreate(BaseModel):
