@@ -8,6 +8,7 @@ users, and that a refused request stores nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -55,10 +56,12 @@ from pydantic import BaseModel, TypeAdapter
 
 from chatledger.agents import OpenAIAgent
 from chatledger.testing import (
+    Block,
     FakeModelServer,
     FunctionCall,
     Say,
     ScriptedAgent,
+    Signal,
     Text,
     ToolCalls,
 )
@@ -160,6 +163,10 @@ async def test_a_thread_continues_from_chatkit_and_from_the_chat_api(server: Ser
     thread = await thread_of(server, "alice", thread_id)
     texts = [i.content[0].text for i in thread.items.data if isinstance(i, UserMessageItem)]
     assert texts == ["Add milk", "And bread", "Thanks"]
+    # The chat API's turn reads as ChatKit items too, its tool call a task.
+    assert [type(i).__name__ for i in thread.items.data[-3:]] == [
+        "UserMessageItem", "TaskItem", "AssistantMessageItem",
+    ]  # fmt: skip
     # The agent saw the whole conversation each time, pairs whole.
     agent = server.agent
     assert isinstance(agent, ScriptedAgent)
@@ -350,3 +357,28 @@ async def test_refused_requests_store_nothing(server: Server) -> None:
     assert await thread_of(server, "alice", thread_id) == before
     anonymous = await server.client.post("/chatkit", content=b"{}")
     assert anonymous.status_code == 401
+
+
+async def test_a_message_while_a_turn_runs_is_refused_and_stores_nothing(
+    make_server: Any,
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent([Signal(started), Block(release), Say("Done.")])
+    async with make_server(agent) as server:
+        created = await server.client.post(
+            "/api/alice/conversations", json={}, headers=auth("alice")
+        )
+        thread_id = created.json()["id"]
+        running = asyncio.create_task(server.chat("alice", "slow", conversation_id=thread_id))
+        await started.wait()
+        answer = await send(server, "alice", ThreadsAddUserMessageReq(
+            params=ThreadAddUserMessageParams(thread_id=thread_id, input=said("meanwhile"))
+        ))  # fmt: skip
+        assert (answer.status_code, answer.json()["code"]) == (409, "conversation_busy")
+        assert "Retry-After" in answer.headers
+        release.set()
+        assert (await running).status_code == 200
+        thread = await thread_of(server, "alice", thread_id)
+    assert [i.content[0].text for i in thread.items.data if isinstance(i, UserMessageItem)] == [
+        "slow"
+    ]
