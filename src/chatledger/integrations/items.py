@@ -99,7 +99,9 @@ def message_of_item(
     if not isinstance(kind, str) or not kind:
         raise ValidationError(f"{where} has no type", field=where)
     if kind == "message":
-        role = _MESSAGE_ROLES.get(item.get("role"))  # type: ignore[arg-type]
+        # Any JSON may be given as a role: a list or an object is no key to look up.
+        given = item.get("role")
+        role = _MESSAGE_ROLES.get(given) if isinstance(given, str) else None
         if role is None:
             raise ValidationError(
                 f"{where}.role must be one of user, system, developer, assistant", field=where
