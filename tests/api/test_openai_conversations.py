@@ -48,3 +48,38 @@ async def test_a_role_that_is_not_a_string_is_a_400_not_a_500(
         )
         _refused(created, 400, "items[0]", "invalid")
     assert await snapshot(connector, USER) == before
+
+
+async def test_a_call_id_or_tool_name_longer_than_the_database_keeps_is_a_400(
+    server: Server, connector: Connector
+) -> None:
+    # A tool message keeps its call id and its tool's name in columns of 255 characters:
+    # PostgreSQL refused longer ones with an error that became a 500 (SQLite kept them).
+    conversation_id = await _conversation(server, [{"role": "user", "content": "kept"}])
+    before = await snapshot(connector, USER)
+    long_id = {"type": "function_call_output", "call_id": "c" * 256, "output": "1"}
+    call = {"type": "function_call", "call_id": "c1", "name": "n" * 256, "arguments": "{}"}
+    output = {"type": "function_call_output", "call_id": "c1", "output": "1"}
+    for items, param in (([long_id], "items[0]"), ([call, output], "items[0]")):
+        added = await server.client.post(
+            f"/v1/conversations/{conversation_id}/items", json={"items": items}, headers=auth(USER)
+        )
+        _refused(added, 400, param, "too_large")
+        created = await server.client.post(
+            "/v1/conversations", json={"items": items}, headers=auth(USER)
+        )
+        _refused(created, 400, param, "too_large")
+    assert await snapshot(connector, USER) == before
+    # At the limit, both are kept.
+    fits = [
+        {"type": "function_call", "call_id": "c" * 255, "name": "n" * 255, "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c" * 255, "output": "1"},
+    ]
+    added = await server.client.post(
+        f"/v1/conversations/{conversation_id}/items", json={"items": fits}, headers=auth(USER)
+    )
+    assert added.status_code == 200, added.text
+    listed = await server.client.get(
+        f"/v1/conversations/{conversation_id}/items", params={"order": "asc"}, headers=auth(USER)
+    )
+    assert [item["call_id"] for item in listed.json()["data"][1:]] == ["c" * 255] * 2

@@ -36,8 +36,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from chatledger.domain import OPENAI_ITEM, ChatMessage, Role, ToolCall, check_metadata, is_kept_item
-from chatledger.errors import ValidationError
+from chatledger.domain import (
+    MAX_CALL_FIELD_CHARS,
+    OPENAI_ITEM,
+    ChatMessage,
+    Role,
+    ToolCall,
+    check_metadata,
+    is_kept_item,
+)
+from chatledger.errors import TooLargeError, ValidationError
 
 __all__ = ["OPENAI_ITEM", "is_kept_item", "item_of", "items_of", "message_of_item", "messages_of"]
 
@@ -71,6 +79,11 @@ def _required_text(item: Mapping[str, Any], field: str, where: str) -> str:
     value = item.get(field)
     if not isinstance(value, str) or not value:
         raise ValidationError(f"{where}.{field} must be a non-empty string", field=where)
+    if len(value) > MAX_CALL_FIELD_CHARS:
+        # A tool message keeps its call's id and name in columns of this size.
+        raise TooLargeError(
+            f"{where}.{field} is longer than {MAX_CALL_FIELD_CHARS} characters", field=where
+        )
     return value
 
 
