@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from chatledger.store import Connector
+from chatledger.domain import ChatMessage, ToolCall
+from chatledger.store import Connector, SQLAlchemyStore
 from tests.api.conftest import Server, auth
 from tests.factories import snapshot
 
@@ -83,3 +84,32 @@ async def test_a_call_id_or_tool_name_longer_than_the_database_keeps_is_a_400(
         f"/v1/conversations/{conversation_id}/items", params={"order": "asc"}, headers=auth(USER)
     )
     assert [item["call_id"] for item in listed.json()["data"][1:]] == ["c" * 255] * 2
+
+
+async def test_every_item_id_a_listing_gives_can_be_read_and_paged_after(
+    server: Server, store: SQLAlchemyStore
+) -> None:
+    # A message chatledger wrote reads as its text and one function_call per tool call;
+    # its 10 000th call's id has a five-digit place, which ids were refused (400) for.
+    conversation_id = await _conversation(server, [{"role": "user", "content": "go"}])
+    calls = tuple(ToolCall(f"c{n}", "add_task", "{}") for n in range(10_000))
+    await store.append(
+        USER,
+        conversation_id.removeprefix("conv_"),
+        [ChatMessage.assistant("On it.", tool_calls=calls), ChatMessage.assistant("Done.")],
+    )
+    items = f"/v1/conversations/{conversation_id}/items"
+    page = await server.client.get(items, params={"limit": 2}, headers=auth(USER))
+    assert [item["id"] for item in page.json()["data"]] == ["msg_3", "fc_2_10000"]
+    one = await server.client.get(f"{items}/fc_2_10000", headers=auth(USER))
+    assert one.status_code == 200, one.text
+    assert one.json()["call_id"] == "c9999"
+    after = await server.client.get(
+        items, params={"limit": 2, "after": "fc_2_10000"}, headers=auth(USER)
+    )
+    assert after.status_code == 200, after.text
+    assert [item["id"] for item in after.json()["data"]] == ["fc_2_9999", "fc_2_9998"]
+    deleted = await server.client.delete(f"{items}/fc_2_10000", headers=auth(USER))
+    assert deleted.status_code == 200, deleted.text
+    history = await store.history(USER, conversation_id.removeprefix("conv_"))
+    assert [call.id for call in history[-2].tool_calls] == [f"c{n}" for n in range(9_999)]
