@@ -113,3 +113,21 @@ async def test_every_item_id_a_listing_gives_can_be_read_and_paged_after(
     assert deleted.status_code == 200, deleted.text
     history = await store.history(USER, conversation_id.removeprefix("conv_"))
     assert [call.id for call in history[-2].tool_calls] == [f"c{n}" for n in range(9_999)]
+
+
+async def test_a_message_given_with_a_null_type_comes_back_as_a_message(server: Server) -> None:
+    # Taken as the easy form (a role, no type), it was shown with the `type: null` it came
+    # with, which no OpenAI item has.
+    conversation_id = await _conversation(server, [{"type": None, "role": "user", "content": "hi"}])
+    listed = await server.client.get(
+        f"/v1/conversations/{conversation_id}/items", headers=auth(USER)
+    )
+    assert listed.json()["data"] == [
+        {
+            "id": "msg_1",
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "hi"}],
+        }
+    ]

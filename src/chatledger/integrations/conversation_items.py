@@ -157,7 +157,9 @@ def _full_message(item: Mapping[str, Any]) -> dict[str, Any]:
             content = [{"type": "output_text", "text": content, "annotations": []}]
         else:
             content = [{"type": "input_text", "text": content}]
-    return {"type": "message", "status": "completed", **item, "content": content}
+    shown = {"type": "message", "status": "completed", **item, "content": content}
+    shown["type"] = "message"  # an easy message given with `"type": null` is one too
+    return shown
 
 
 def public_items(message: Message) -> list[dict[str, Any]]:
