@@ -27,6 +27,7 @@ from chatledger.errors import TooLargeError, ValidationError
 __all__ = [
     "CHATKIT_ITEM",
     "INTERRUPTED_TOOL_RESULT",
+    "MAX_CALL_FIELD_CHARS",
     "OPENAI_ITEM",
     "ChatMessage",
     "Conversation",
@@ -79,6 +80,8 @@ INTERRUPTED_TOOL_RESULT: Final = {
 OPENAI_ITEM: Final = "openai_item"
 # ... and the ChatKit thread item (`chatledger.integrations.chatkit`).
 CHATKIT_ITEM: Final = "chatkit_item"
+# The longest `tool_call_id` and `name` a message may have: what their columns hold.
+MAX_CALL_FIELD_CHARS: Final = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,12 +564,14 @@ def check_new_message(message: ChatMessage, *, max_chars: int) -> ChatMessage:
     if tool_calls and role is not Role.ASSISTANT:
         raise ValidationError("only assistant messages carry tool_calls", field="tool_calls")
     if role is Role.TOOL:
-        if not message.tool_call_id or not check_text("tool_call_id", message.tool_call_id):
+        if not message.tool_call_id or not check_text(
+            "tool_call_id", message.tool_call_id, max_chars=MAX_CALL_FIELD_CHARS
+        ):
             raise ValidationError("a tool message needs a tool_call_id", field="tool_call_id")
     elif message.tool_call_id is not None:
         raise ValidationError("only tool messages carry a tool_call_id", field="tool_call_id")
     if message.name is not None:
-        check_text("name", message.name, max_chars=256)
+        check_text("name", message.name, max_chars=MAX_CALL_FIELD_CHARS)
     metadata = check_metadata("metadata", message.metadata, max_chars=max_chars)
     return ChatMessage(
         role=role,

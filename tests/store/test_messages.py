@@ -110,6 +110,24 @@ async def test_content_over_the_configured_maximum_is_too_large(database_url: st
         await store.close()
 
 
+async def test_a_tool_call_id_or_name_longer_than_its_column_is_too_large(
+    store: SQLAlchemyStore, connector
+) -> None:
+    # Both columns hold 255 characters: PostgreSQL refused more with a database error.
+    conversation = await store.create_conversation("alice")
+    for message, field in (
+        (ChatMessage(role=Role.TOOL, content="1", tool_call_id="c" * 256), "tool_call_id"),
+        (ChatMessage(role=Role.TOOL, content="1", tool_call_id="c", name="n" * 256), "name"),
+    ):
+        with pytest.raises(TooLargeError) as raised:
+            await store.append("alice", conversation.id, [message])
+        assert raised.value.field == field
+    assert (await row_counts(connector, "alice"))["messages"] == 0
+    fits = ChatMessage(role=Role.TOOL, content="1", tool_call_id="c" * 255, name="n" * 255)
+    [stored] = await store.append("alice", conversation.id, [fits])
+    assert (stored.tool_call_id, stored.name) == ("c" * 255, "n" * 255)
+
+
 async def test_a_batch_with_an_invalid_third_message_stores_none(
     store: SQLAlchemyStore, connector
 ) -> None:

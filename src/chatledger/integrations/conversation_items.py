@@ -102,7 +102,9 @@ _PREFIXES: Final = {
     "function_call_output": "fco",
     "reasoning": "rs",
 }
-_ITEM_ID: Final = re.compile(r"(msg|fc|fco|rs|item)_([1-9][0-9]{0,17})(?:_([1-9][0-9]{0,3}))?")
+# A message's place among its items has no bound of its own: a message chatledger wrote
+# may call any number of tools, each an item.
+_ITEM_ID: Final = re.compile(r"(msg|fc|fco|rs|item)_([1-9][0-9]{0,17})(?:_([1-9][0-9]{0,17}))?")
 
 
 def public_conversation_id(conversation_id: str) -> str:
@@ -155,7 +157,9 @@ def _full_message(item: Mapping[str, Any]) -> dict[str, Any]:
             content = [{"type": "output_text", "text": content, "annotations": []}]
         else:
             content = [{"type": "input_text", "text": content}]
-    return {"type": "message", "status": "completed", **item, "content": content}
+    shown = {"type": "message", "status": "completed", **item, "content": content}
+    shown["type"] = "message"  # an easy message given with `"type": null` is one too
+    return shown
 
 
 def public_items(message: Message) -> list[dict[str, Any]]:

@@ -36,8 +36,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from chatledger.domain import OPENAI_ITEM, ChatMessage, Role, ToolCall, check_metadata, is_kept_item
-from chatledger.errors import ValidationError
+from chatledger.domain import (
+    MAX_CALL_FIELD_CHARS,
+    OPENAI_ITEM,
+    ChatMessage,
+    Role,
+    ToolCall,
+    check_metadata,
+    is_kept_item,
+)
+from chatledger.errors import TooLargeError, ValidationError
 
 __all__ = ["OPENAI_ITEM", "is_kept_item", "item_of", "items_of", "message_of_item", "messages_of"]
 
@@ -71,6 +79,11 @@ def _required_text(item: Mapping[str, Any], field: str, where: str) -> str:
     value = item.get(field)
     if not isinstance(value, str) or not value:
         raise ValidationError(f"{where}.{field} must be a non-empty string", field=where)
+    if len(value) > MAX_CALL_FIELD_CHARS:
+        # A tool message keeps its call's id and name in columns of this size.
+        raise TooLargeError(
+            f"{where}.{field} is longer than {MAX_CALL_FIELD_CHARS} characters", field=where
+        )
     return value
 
 
@@ -99,7 +112,9 @@ def message_of_item(
     if not isinstance(kind, str) or not kind:
         raise ValidationError(f"{where} has no type", field=where)
     if kind == "message":
-        role = _MESSAGE_ROLES.get(item.get("role"))  # type: ignore[arg-type]
+        # Any JSON may be given as a role: a list or an object is no key to look up.
+        given = item.get("role")
+        role = _MESSAGE_ROLES.get(given) if isinstance(given, str) else None
         if role is None:
             raise ValidationError(
                 f"{where}.role must be one of user, system, developer, assistant", field=where
