@@ -277,6 +277,34 @@ async def test_removing_a_message_makes_a_new_version_of_the_rest_of_the_branch(
     assert (await store.get_conversation("alice", conversation.id)).message_count == 7
 
 
+async def test_a_call_id_reused_by_a_later_turn_does_not_hold_an_earlier_call_in_place(
+    store: SQLAlchemyStore,
+) -> None:
+    conversation = await store.create_conversation("alice")
+    # Two turns whose model numbered its calls from zero each time.
+    await store.append(
+        "alice",
+        conversation.id,
+        [
+            ChatMessage.user("a"),
+            *tool_exchange("call_0"),  # seqs 2, 3
+            ChatMessage.assistant("done"),
+            ChatMessage.user("b"),
+            *tool_exchange("call_0"),  # seqs 6, 7
+            ChatMessage.assistant("done again"),
+        ],
+    )
+    await store.remove_from_branch("alice", conversation.id, 3)  # the first result
+    history = await store.history("alice", conversation.id)
+    first_call = history[1]
+    assert first_call.seq == 2 and first_call.tool_calls[0].id == "call_0"
+    # The later result answers the later call: the first one may go now.
+    await store.remove_from_branch("alice", conversation.id, 2)
+    assert contents(await store.history("alice", conversation.id)) == [
+        "a", "done", "b", "", '{}', "done again",
+    ]  # fmt: skip
+
+
 async def test_a_summary_stands_in_only_for_its_own_branch(store: SQLAlchemyStore) -> None:
     conversation = await store.create_conversation("alice")
     for n in range(3):

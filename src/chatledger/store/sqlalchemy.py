@@ -210,6 +210,20 @@ def _conversation(row: AnyRow, now: datetime) -> Conversation:
     )
 
 
+def _answered_later(call_ids: set[str], later: Sequence[Message]) -> bool:
+    """Whether a result in `later` answers one of the calls `call_ids`. A result answers
+    the latest call with its id before it: models reuse ids (`call_0`) from turn to turn,
+    and a later call with the same id answers for its own results."""
+    waiting = set(call_ids)
+    for message in later:
+        if not waiting:
+            return False
+        if message.tool_call_id in waiting:
+            return True
+        waiting -= {call.id for call in message.tool_calls}
+    return False
+
+
 class SQLAlchemyStore:
     """The conversation store on SQLite or PostgreSQL, through SQLAlchemy Core.
 
@@ -879,8 +893,7 @@ class SQLAlchemyStore:
                 raise NotFoundError("message not found")
             removed, *after = [message_of(row) for row in reversed(rows)]
             kept = {call.id for call in replacement.tool_calls} if replacement else set()
-            dropped = {call.id for call in removed.tool_calls} - kept
-            if any(message.tool_call_id in dropped for message in after):
+            if _answered_later({call.id for call in removed.tool_calls} - kept, after):
                 raise ValidationError(
                     f"message {seq} calls a tool whose result comes after it: remove the"
                     " result first",
