@@ -153,6 +153,15 @@ class Connector(ABC):
     @abstractmethod
     async def read(self, work: Work[T]) -> T: ...
 
+    bound: bool = False
+    """Whether this connector is bound to one open transaction (`transaction()`)."""
+
+    async def write_statement(self, work: Work[T]) -> T:
+        """A unit of work that is one statement, atomic by itself: where the database
+        lets it, without a transaction around it (on PostgreSQL, one round trip instead
+        of three: no BEGIN, no COMMIT)."""
+        return await self.write(work)
+
     @abstractmethod
     def transaction(self) -> Any:
         """An async context manager yielding a `Connector` bound to one transaction."""
@@ -177,6 +186,7 @@ class AsyncConnector(Connector):
         self.engine = engine
         self.dialect = engine.dialect.name
         self._connection = connection
+        self.bound = connection is not None
         self._writer = engine
         # Reads need no transaction: skipping BEGIN and ROLLBACK saves two round trips.
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -198,6 +208,9 @@ class AsyncConnector(Connector):
         with database_errors():
             async with self._reader.connect() as connection:
                 return await connection.run_sync(work)
+
+    # One statement commits by itself on the autocommit connections reads use.
+    write_statement = read
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connector]:
@@ -336,6 +349,8 @@ class SQLiteConnector(Connector):
 
 class _BoundSQLite(Connector):
     """A `SQLiteConnector` inside `transaction()`: every unit joins the open transaction."""
+
+    bound = True
 
     def __init__(self, parent: SQLiteConnector, connection: Connection) -> None:
         self.dialect = "sqlite"

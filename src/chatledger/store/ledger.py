@@ -61,11 +61,13 @@ __all__ = [
     "event_id",
     "insert_messages",
     "message_of",
+    "numbered",
     "read_path",
     "readable_metadata",
     "require_conversation",
     "run_of",
     "run_rows",
+    "unnumbered",
     "user_message_at",
 ]
 
@@ -330,6 +332,44 @@ def _row(user_id: str, message: Message, run_start: int) -> dict[str, Any]:
     }
 
 
+def unnumbered(
+    conversation_id: str, message: ChatMessage, message_id: str, tokens: int, now: datetime
+) -> Message:
+    """A prepared message as it is stored, before it has a seq."""
+    return Message(
+        conversation_id=conversation_id,
+        seq=0,
+        id=message_id,
+        role=message.role,
+        content=message.content,
+        tool_calls=tuple(message.tool_calls),
+        tool_call_id=message.tool_call_id,
+        name=message.name,
+        metadata=message.metadata,
+        token_count=tokens,
+        created_at=now,
+    )
+
+
+def numbered(
+    batch: Sequence[Message], first_seq: int, run_start: int, run_parent: int | None
+) -> list[Message]:
+    """A batch as stored from `first_seq` on, in the run `run_start` starts.
+
+    The batch continues from the head: the first message's parent is the head (the
+    message before it, when that was the head), each next one's the one before.
+    """
+    first_parent = first_seq - 1 if run_start < first_seq else run_parent
+    return [
+        replace(
+            m,
+            seq=first_seq + offset,
+            parent_seq=first_parent if offset == 0 else first_seq + offset - 1,
+        )
+        for offset, m in enumerate(batch)
+    ]
+
+
 def copied(message: Message, *, conversation_id: str, seq: int) -> Message:
     """A copy of `message` as message `seq` of a linear conversation (a fork), with an id of
     its own."""
@@ -517,27 +557,8 @@ class Writer:
                     retry_after=1,
                 )
         next_seq, run_start, run_parent = reserved
-        first_seq = next_seq - len(prepared)
-        # The batch continues from the head: the first message's parent is the head (the
-        # message before it, when that was the head), each next one's the one before.
-        first_parent = first_seq - 1 if run_start < first_seq else run_parent
-        stored = [
-            Message(
-                conversation_id=conversation_id,
-                seq=first_seq + offset,
-                parent_seq=first_parent if offset == 0 else first_seq + offset - 1,
-                id=message_id,
-                role=m.role,
-                content=m.content,
-                tool_calls=tuple(m.tool_calls),
-                tool_call_id=m.tool_call_id,
-                name=m.name,
-                metadata=m.metadata,
-                token_count=tokens,
-                created_at=now,
-            )
-            for offset, (m, message_id, tokens) in enumerate(prepared)
-        ]
+        batch = [unnumbered(conversation_id, m, i, t, now) for m, i, t in prepared]
+        stored = numbered(batch, next_seq - len(prepared), run_start, run_parent)
         insert_messages(conn, user_id, [(m, run_start) for m in stored])
         return stored
 

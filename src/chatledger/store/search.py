@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, TextClause, text
 
-from chatledger.domain import Message, Page, Role, SearchHit, check_text
+from chatledger.domain import ChatMessage, Message, Page, Role, SearchHit, check_text
 from chatledger.errors import ValidationError
 from chatledger.store.core import check_limit
 from chatledger.store.cursor import sign, verify
@@ -54,6 +54,7 @@ __all__ = [
     "MAX_SEARCH_HITS",
     "MAX_SEARCH_PAGE_SIZE",
     "Found",
+    "document_of",
     "find",
     "index_messages",
     "row_keys",
@@ -125,13 +126,30 @@ _FTS_DELETE_USER: Final = text(
 )
 
 
+def _terms(message: Message | ChatMessage) -> list[str]:
+    """What the index holds of a message: its words, none for a role it leaves out."""
+    return index_terms(message.content) if message.role in INDEXED_ROLES else []
+
+
+def document_of(message: Message | ChatMessage) -> str | None:
+    """A message's entry in PostgreSQL's index (a tsvector's text), None if it has none."""
+    terms = _terms(message)
+    return tsvector(terms) if terms else None
+
+
+def index_body(message: Message | ChatMessage) -> str | None:
+    """A message's entry in SQLite's index (the text FTS5 tokenizes), None if it has none."""
+    terms = _terms(message)
+    return " ".join(terms) if terms else None
+
+
 def index_messages(conn: Connection, user_id: str, messages: Sequence[Message]) -> None:
     """Add `messages` to the search index, in the transaction that stores them."""
     postgresql = conn.dialect.name == "postgresql"
     keys: dict[str, str] = {}  # an append's messages are all of one conversation
     rows = []
     for m in messages:
-        if m.role not in INDEXED_ROLES or not (terms := index_terms(m.content)):
+        if not (terms := _terms(m)):
             continue
         row: dict[str, Any] = {
             "user_id": user_id,

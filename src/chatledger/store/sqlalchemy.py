@@ -61,6 +61,7 @@ from chatledger.store.cursor import (
     encode_cursor,
 )
 from chatledger.store.engine import Connector, connect
+from chatledger.store.hot import append_batch, read_head_run
 from chatledger.store.idempotency import IdempotencyStore
 from chatledger.store.ledger import (
     HEAD,
@@ -69,12 +70,14 @@ from chatledger.store.ledger import (
     copied,
     insert_messages,
     message_of,
+    numbered,
     read_path,
     read_path_oldest_first,
     readable_metadata,
     require_conversation,
     run_of,
     run_rows,
+    unnumbered,
 )
 from chatledger.store.limits import RateLimitStore
 from chatledger.store.migrate import upgrade
@@ -574,6 +577,14 @@ class SQLAlchemyStore:
         use = LeaseUse.NONE
         if lease is not None:
             use = LeaseUse.RELEASE if release_lease else LeaseUse.HOLD
+        elif self._db.dialect == "sqlite" or not self._db.bound:
+            # On PostgreSQL, in a transaction not begun yet the statement would run
+            # outside it: there, the Core path below.
+            stored = await self._append_hot(user_id, conversation_id, prepared)
+            if stored is not None:
+                return stored
+            # Not there, or held by a turn: the full unit says which (and closes a dead
+            # turn first).
         return await self._db.write(
             lambda conn: self._writer.append(
                 conn,
@@ -586,6 +597,20 @@ class SQLAlchemyStore:
                 lease_expires_at=None if lease is None else lease.expires_at,
             )
         )
+
+    async def _append_hot(
+        self, user_id: str, conversation_id: str, prepared: Sequence[tuple[ChatMessage, str, int]]
+    ) -> list[Message] | None:
+        """An append outside any turn on the hot path (`chatledger.store.hot`); None, with
+        nothing stored, where that path leaves it to `Writer.append`."""
+        now = utcnow()
+        batch = [unnumbered(conversation_id, m, i, tokens, now) for m, i, tokens in prepared]
+
+        def work(conn: Connection) -> list[Message] | None:
+            reserved = append_batch(conn, user_id, conversation_id, batch, now=now)
+            return None if reserved is None else numbered(batch, *reserved)
+
+        return await self._db.write_statement(work)
 
     async def request_stop(self, user_id: str, conversation_id: str) -> bool:
         """Ask the turn running in a conversation to stop, whichever process runs it.
@@ -663,6 +688,32 @@ class SQLAlchemyStore:
 
         def work(conn: Connection) -> list[Message]:
             key = {"user": user_id, "conversation": conversation_id}
+            after = max(bounds.get("after_seq", 0), 0)
+            if leaf is None and not oldest_first:
+                # The head's run in one statement on the driver; the runs before it, if
+                # the window reaches them, one range scan each.
+                found = read_head_run(
+                    conn,
+                    user_id,
+                    conversation_id,
+                    limit=limit,
+                    after=after,
+                    before=bounds.get("before_seq"),
+                )
+                if found is not None:
+                    newest, run_start, run_parent = found
+                    if len(newest) < limit and run_start > after + 1 and run_parent is not None:
+                        earlier = read_path(
+                            conn,
+                            user_id,
+                            conversation_id,
+                            run_parent,
+                            limit=limit - len(newest),
+                            after=after,
+                            before=bounds.get("before_seq"),
+                        )
+                        newest += [message_of(row) for row in earlier]
+                    return newest[::-1]
             if leaf is None:
                 head = conn.execute(HEAD, key).first()
                 if head is None:
@@ -680,7 +731,7 @@ class SQLAlchemyStore:
                 start,
                 run=run,
                 limit=limit,
-                after=max(bounds.get("after_seq", 0), 0),
+                after=after,
                 before=bounds.get("before_seq"),
             )
             return [message_of(row) for row in (path if oldest_first else reversed(path))]
