@@ -50,6 +50,7 @@ from chatkit.types import (
     ThreadUpdateParams,
     UserMessageInput,
     UserMessageItem,
+    UserMessageTagContent,
     UserMessageTextContent,
 )
 from pydantic import BaseModel, TypeAdapter
@@ -382,3 +383,42 @@ async def test_a_message_while_a_turn_runs_is_refused_and_stores_nothing(
     assert [i.content[0].text for i in thread.items.data if isinstance(i, UserMessageItem)] == [
         "slow"
     ]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        said("hi").model_copy(update={"quoted_text": "a\x00b"}),
+        said("hi").model_copy(update={"quoted_text": "q" * 40_000}),
+        said("hi").model_copy(update={"inference_options": InferenceOptions(model="m\x00")}),
+        UserMessageInput(
+            content=[UserMessageTagContent(id="t", text="hi", data=_nested(40))],
+            attachments=[],
+            inference_options=InferenceOptions(),
+        ),
+    ],
+    ids=["quoted-nul", "quoted-too-long", "model-nul", "tag-data-too-deep"],
+)
+async def test_a_message_the_store_refuses_makes_no_thread(
+    server: Server, message: UserMessageInput
+) -> None:
+    # What a message keeps besides its text is checked before the thread is made: the
+    # request is a plain error, not a stream broken after an empty thread was stored.
+    for request in (
+        ThreadsCreateReq(params=ThreadCreateParams(input=message)),
+        ThreadsAddUserMessageReq(
+            params=ThreadAddUserMessageParams(thread_id="not-yet", input=message)
+        ),
+    ):
+        answer = await send(server, "alice", request)
+        assert answer.status_code in (413, 422), answer.text
+        assert answer.json()["field"] == "params.input"
+    conversations = await server.client.get("/api/alice/conversations", headers=auth("alice"))
+    assert conversations.json()["items"] == []

@@ -63,6 +63,7 @@ from chatkit.types import (
     ThreadItemUpdatedEvent,
     ThreadMetadata,
     ThreadStreamEvent,
+    UserMessageInput,
     UserMessageItem,
     UserMessageTextContent,
 )
@@ -76,13 +77,14 @@ from chatledger.domain import (
     Message,
     Role,
     StreamEvent,
+    check_new_message,
 )
 from chatledger.errors import ChatLedgerError, NotFoundError, ValidationError
 from chatledger.service import ChatService, title_of
 from chatledger.storage import new_id, utcnow
 from chatledger.store import SQLAlchemyStore
 
-__all__ = ["ChatKitContext", "ChatLedgerChatKitServer", "ChatLedgerStore"]
+__all__ = ["ChatKitContext", "ChatLedgerChatKitServer", "ChatLedgerStore", "check_user_input"]
 
 _ITEM: Final[TypeAdapter[ThreadItem]] = TypeAdapter(ThreadItem)
 # Where ChatKit's own thread fields (status, allowed image domains, metadata) are kept in
@@ -196,6 +198,26 @@ def message_of_item(item: ThreadItem) -> ChatMessage:
         text = "".join(part.text for part in item.content)
         return ChatMessage.assistant(text, metadata=kept)
     return ChatMessage.assistant(metadata=kept)
+
+
+def check_user_input(message: UserMessageInput, *, max_chars: int) -> None:
+    """Refuse a user message the store would refuse, before anything is stored: it is
+    checked as the message that will keep it (its item's JSON included: a quoted text,
+    a tag's data), under ids as long as the ones it will get.
+
+    Raises:
+        ValidationError, TooLargeError: as `check_new_message` does.
+    """
+    item = UserMessageItem(
+        id=f"message_{'0' * 32}",  # as long as `generate_item_id` makes them
+        thread_id=new_id(),
+        created_at=utcnow(),
+        content=message.content,
+        attachments=[],
+        quoted_text=message.quoted_text,
+        inference_options=message.inference_options,
+    )
+    check_new_message(message_of_item(item), max_chars=max_chars)
 
 
 class ChatLedgerStore(Store[ChatKitContext]):

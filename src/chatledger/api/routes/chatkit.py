@@ -29,7 +29,11 @@ from chatledger.api.dependencies import TokenUser
 from chatledger.api.errors import CHATKIT_PATH
 from chatledger.domain import check_written_text
 from chatledger.errors import ValidationError
-from chatledger.integrations.chatkit import ChatKitContext, ChatLedgerChatKitServer
+from chatledger.integrations.chatkit import (
+    ChatKitContext,
+    ChatLedgerChatKitServer,
+    check_user_input,
+)
 
 router = APIRouter()
 
@@ -48,6 +52,13 @@ def _check_input(message: UserMessageInput, *, max_chars: int) -> None:
     check_written_text("params.input.content", text, max_chars=max_chars)
     if not text.strip():
         raise ValidationError("the message is empty", field="params.input.content")
+    # What else the message keeps (a quoted text, a tag's data) must be storable too: a
+    # new thread is stored before its message, and must not be left without it.
+    try:
+        check_user_input(message, max_chars=max_chars)
+    except ValidationError as error:
+        error.field = "params.input"
+        raise
 
 
 @router.post(CHATKIT_PATH, include_in_schema=False)
