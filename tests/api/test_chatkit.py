@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 import httpx
@@ -422,3 +423,41 @@ async def test_a_message_the_store_refuses_makes_no_thread(
         assert answer.json()["field"] == "params.input"
     conversations = await server.client.get("/api/alice/conversations", headers=auth("alice"))
     assert conversations.json()["items"] == []
+
+
+async def test_requests_chatledger_does_not_serve_are_refused_not_internal_errors(
+    server: Server,
+) -> None:
+    thread_id, _ = await create(server, "alice", "Add milk")
+    before = await thread_of(server, "alice", thread_id)
+    action = {"type": "x", "payload": {}}
+    refusals: list[tuple[dict[str, Any], str, int, str]] = [
+        (
+            {"type": "attachments.create", "params": {"name": "a.txt", "size": 1,
+                                                      "mime_type": "text/plain"}},
+            "alice", 422, "attachments_unsupported",
+        ),
+        (
+            {"type": "attachments.delete", "params": {"attachment_id": "atc_1"}},
+            "alice", 422, "attachments_unsupported",
+        ),
+        (
+            {"type": "input.transcribe", "params": {"audio_base64": "AAAA",
+                                                    "mime_type": "audio/webm"}},
+            "alice", 422, "not_supported",
+        ),
+        (
+            {"type": "threads.sync_custom_action", "params": {"thread_id": thread_id,
+                                                              "action": action}},
+            "alice", 422, "not_supported",
+        ),
+        (  # another user's thread is still not found
+            {"type": "threads.sync_custom_action", "params": {"thread_id": thread_id,
+                                                              "action": action}},
+            "bob", 404, "not_found",
+        ),
+    ]  # fmt: skip
+    for body, user, status, code in refusals:
+        answer = await send(server, user, json.dumps(body).encode())
+        assert (answer.status_code, answer.json()["code"]) == (status, code), answer.text
+    assert await thread_of(server, "alice", thread_id) == before

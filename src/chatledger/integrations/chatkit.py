@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
+from chatkit.actions import Action
 from chatkit.server import ChatKitServer
-from chatkit.store import Store, StoreItemType
+from chatkit.store import AttachmentStore, Store, StoreItemType
 from chatkit.types import (
     ActiveStatus,
     AssistantMessageContent,
@@ -47,6 +48,8 @@ from chatkit.types import (
     AssistantMessageContentPartTextDelta,
     AssistantMessageItem,
     Attachment,
+    AttachmentCreateParams,
+    AudioInput,
     CustomTask,
     ErrorEvent,
     FeedbackKind,
@@ -54,6 +57,7 @@ from chatkit.types import (
     InferenceOptions,
     Page,
     SDKHiddenContextItem,
+    SyncCustomActionResponse,
     TaskItem,
     ThreadItem,
     ThreadItemAddedEvent,
@@ -63,9 +67,11 @@ from chatkit.types import (
     ThreadItemUpdatedEvent,
     ThreadMetadata,
     ThreadStreamEvent,
+    TranscriptionResult,
     UserMessageInput,
     UserMessageItem,
     UserMessageTextContent,
+    WidgetItem,
 )
 from pydantic import TypeAdapter
 
@@ -424,6 +430,22 @@ class ChatLedgerStore(Store[ChatKitContext]):
         raise _no_attachments()
 
 
+class _NoAttachments(AttachmentStore[ChatKitContext]):
+    """Refuses every attachment request (`attachments.create`, `attachments.delete`)."""
+
+    async def create_attachment(
+        self, input: AttachmentCreateParams, context: ChatKitContext
+    ) -> Attachment:
+        raise _no_attachments()
+
+    async def delete_attachment(self, attachment_id: str, context: ChatKitContext) -> None:
+        raise _no_attachments()
+
+
+def _not_served(what: str) -> ValidationError:
+    return ValidationError(f"{what} is not served by chatledger", code="not_supported")
+
+
 def _no_attachments() -> ValidationError:
     return ValidationError(
         "attachments are not supported: chatledger keeps no files",
@@ -441,7 +463,7 @@ class ChatLedgerChatKitServer(ChatKitServer[ChatKitContext]):
     """
 
     def __init__(self, store: ChatLedgerStore, service: ChatService) -> None:
-        super().__init__(store)
+        super().__init__(store, _NoAttachments())
         self.ledger_store = store
         self.service = service
 
@@ -494,6 +516,20 @@ class ChatLedgerChatKitServer(ChatKitServer[ChatKitContext]):
     ) -> None:
         """Feedback is not kept; it is still refused for a thread that is not the user's."""
         await self.ledger_store.load_thread(thread_id, context)
+
+    async def transcribe(
+        self, audio_input: AudioInput, context: ChatKitContext
+    ) -> TranscriptionResult:
+        raise _not_served("transcription")
+
+    async def sync_action(
+        self,
+        thread: ThreadMetadata,
+        action: Action[str, object],
+        sender: WidgetItem | None,
+        context: ChatKitContext,
+    ) -> SyncCustomActionResponse:
+        raise _not_served("a custom action")
 
     async def handle_stream_cancelled(
         self,
