@@ -461,3 +461,20 @@ async def test_requests_chatledger_does_not_serve_are_refused_not_internal_error
         answer = await send(server, user, json.dumps(body).encode())
         assert (answer.status_code, answer.json()["code"]) == (status, code), answer.text
     assert await thread_of(server, "alice", thread_id) == before
+
+
+async def test_a_retry_from_an_item_the_thread_does_not_have_is_not_found(server: Server) -> None:
+    thread_id, streamed = await create(server, "alice", "Add milk")
+    bobs_thread, bobs = await create(server, "bob", "Add bread")
+    before = await thread_of(server, "alice", thread_id)
+    for item_id in ("message_missing", "cl_999", done_items(bobs)[0].id):
+        answer = await send(server, "alice", ThreadsRetryAfterItemReq(
+            params=ThreadRetryAfterItemParams(thread_id=thread_id, item_id=item_id)
+        ))  # fmt: skip
+        assert (answer.status_code, answer.json()["code"]) == (404, "not_found"), answer.text
+    assert await thread_of(server, "alice", thread_id) == before
+    # Bob's retry from Alice's message, in his own thread: not found either.
+    answer = await send(server, "bob", ThreadsRetryAfterItemReq(
+        params=ThreadRetryAfterItemParams(thread_id=bobs_thread, item_id=done_items(streamed)[0].id)
+    ))  # fmt: skip
+    assert (answer.status_code, answer.json()["code"]) == (404, "not_found"), answer.text

@@ -19,6 +19,7 @@ from chatkit.types import (
     ChatKitReq,
     ThreadsAddUserMessageReq,
     ThreadsCreateReq,
+    ThreadsRetryAfterItemReq,
     UserMessageInput,
 )
 from fastapi import APIRouter, Request, Response
@@ -75,7 +76,12 @@ async def chatkit(request: Request, user_id: TokenUser) -> Response:
     if isinstance(parsed, ThreadsCreateReq | ThreadsAddUserMessageReq):
         _check_input(parsed.params.input, max_chars=request.app.state.max_message_chars)
     server: ChatLedgerChatKitServer = request.app.state.chatkit
-    result = await server.process(body, ChatKitContext(user_id=user_id))
+    context = ChatKitContext(user_id=user_id)
+    if isinstance(parsed, ThreadsRetryAfterItemReq):
+        # The SDK answers a retry from an item the thread does not have with nothing at
+        # all: a missing item (or another user's) is 404, as everywhere else.
+        await server.store.load_item(parsed.params.thread_id, parsed.params.item_id, context)
+    result = await server.process(body, context)
     if not isinstance(result, StreamingResult):
         return Response(result.json, media_type="application/json")
     events = aiter(result)  # bytes: each a framed `data: …` line
