@@ -478,3 +478,45 @@ async def test_a_retry_from_an_item_the_thread_does_not_have_is_not_found(server
         params=ThreadRetryAfterItemParams(thread_id=bobs_thread, item_id=done_items(streamed)[0].id)
     ))  # fmt: skip
     assert (answer.status_code, answer.json()["code"]) == (404, "not_found"), answer.text
+
+
+async def test_chatkit_fields_chatkit_cannot_read_do_not_break_the_thread(server: Server) -> None:
+    # Metadata set through /api under the key ChatKit's thread fields are kept in.
+    created = await server.client.post(
+        "/api/alice/conversations",
+        json={"title": "Mine", "metadata": {"chatkit_thread": {"status": "bad"}}},
+        headers=auth("alice"),
+    )
+    thread_id = created.json()["id"]
+    thread = await thread_of(server, "alice", thread_id)
+    assert (thread.title, thread.status.type) == ("Mine", "active")
+    listed = await send(server, "alice", ThreadsListReq(params=ThreadListParams()))
+    assert listed.status_code == 200, listed.text
+    assert [t.id for t in TypeAdapter(Page[ThreadMetadata]).validate_json(listed.content).data] == [
+        thread_id
+    ]
+    # A message whose kept item is not one ChatKit reads (an edited export, imported).
+    other, streamed = await create(server, "alice", "Add milk")
+    user_id = done_items(streamed)[0].id
+    export = await server.client.get("/api/alice/export", headers=auth("alice"))
+    lines = [json.loads(line) for line in export.text.splitlines() if line.strip()]
+    for line in lines:
+        if line.get("type") == "message" and "chatkit_item" in line["metadata"]:
+            line["metadata"]["chatkit_item"] = {"type": "bogus", "id": user_id}
+    imported = await server.client.post(
+        "/api/bob/import",
+        content="\n".join(json.dumps(line) for line in lines).encode(),
+        headers={**auth("bob"), "Content-Type": "application/x-ndjson"},
+    )
+    assert imported.status_code == 200, imported.text
+    [copy] = [c["id"] for c in imported.json()["conversations"] if c["source_id"] == other]
+    thread = await thread_of(server, "bob", copy)
+    assert [type(i).__name__ for i in thread.items.data] == [
+        "UserMessageItem", "TaskItem", "AssistantMessageItem",
+    ]  # fmt: skip
+    assert thread.items.data[0].content[0].text == "Add milk"  # type: ignore[union-attr]
+    # Its kept id is not one the thread shows: not found, not an internal error.
+    answer = await send(server, "bob", ThreadsRetryAfterItemReq(
+        params=ThreadRetryAfterItemParams(thread_id=copy, item_id=user_id)
+    ))  # fmt: skip
+    assert (answer.status_code, answer.json()["code"]) == (404, "not_found"), answer.text

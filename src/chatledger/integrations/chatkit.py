@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -73,7 +73,7 @@ from chatkit.types import (
     UserMessageTextContent,
     WidgetItem,
 )
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError as PydanticValidationError
 
 from chatledger.domain import (
     CHATKIT_ITEM,
@@ -131,23 +131,27 @@ def _user_text(item: UserMessageItem) -> str:
 
 def _thread(conversation: Conversation) -> ThreadMetadata:
     extra = conversation.metadata.get(_THREAD_FIELDS)
-    fields = extra if isinstance(extra, dict) else {}
-    return ThreadMetadata.model_validate(
-        {
-            "status": {"type": "active"},
-            **fields,
-            "id": conversation.id,
-            "title": conversation.title,
-            "created_at": conversation.created_at,
-        }
-    )
+    own = {
+        "id": conversation.id,
+        "title": conversation.title,
+        "created_at": conversation.created_at,
+    }
+    if isinstance(extra, dict):
+        try:
+            return ThreadMetadata.model_validate({"status": {"type": "active"}, **extra, **own})
+        except PydanticValidationError:
+            pass  # metadata set through `/api` that ChatKit cannot take: left out
+    return ThreadMetadata.model_validate({"status": {"type": "active"}, **own})
 
 
 def items_of_message(message: Message, thread_id: str) -> list[ThreadItem]:
     """The ChatKit items a message reads as (none, or one; see the module docstring)."""
     stored = message.metadata.get(CHATKIT_ITEM)
-    if isinstance(stored, dict):
-        return [_ITEM.validate_python(stored)]
+    if isinstance(stored, Mapping):
+        try:
+            return [_ITEM.validate_python(stored)]
+        except PydanticValidationError:
+            pass  # not an item ChatKit can read (an import, a newer SDK's): read as stored
     common = {"id": _native_id(message.seq), "thread_id": thread_id}
     created_at = message.created_at
     if message.role is Role.USER:
@@ -371,8 +375,10 @@ class ChatLedgerStore(Store[ChatKitContext]):
             )
             for message in reversed(messages):
                 stored = message.metadata.get(CHATKIT_ITEM)
-                if isinstance(stored, dict) and stored.get("id") == item_id:
-                    return message, 0
+                if isinstance(stored, Mapping) and stored.get("id") == item_id:
+                    items = items_of_message(message, thread_id)  # as it reads
+                    if items and items[0].id == item_id:
+                        return message, 0
             if len(messages) < _STEP:
                 raise NotFoundError(f"no item {item_id[:100]} in this thread")
             before = messages[0].seq
