@@ -520,3 +520,18 @@ async def test_chatkit_fields_chatkit_cannot_read_do_not_break_the_thread(server
         params=ThreadRetryAfterItemParams(thread_id=copy, item_id=user_id)
     ))  # fmt: skip
     assert (answer.status_code, answer.json()["code"]) == (404, "not_found"), answer.text
+
+
+async def test_a_fork_reads_as_a_thread_of_its_own(server: Server) -> None:
+    thread_id, _ = await create(server, "alice", "Add milk")
+    fork = await server.client.post(
+        f"/api/alice/conversations/{thread_id}/fork", json={}, headers=auth("alice")
+    )
+    assert fork.status_code == 201, fork.text
+    fork_id = fork.json()["id"]
+    thread = await thread_of(server, "alice", fork_id)
+    assert len(thread.items.data) == 3
+    # ChatKit's own items too (the user's message was made by ChatKit in the original).
+    assert {item.thread_id for item in thread.items.data} == {fork_id}
+    original = await thread_of(server, "alice", thread_id)
+    assert {item.thread_id for item in original.items.data} == {thread_id}

@@ -149,7 +149,8 @@ def items_of_message(message: Message, thread_id: str) -> list[ThreadItem]:
     stored = message.metadata.get(CHATKIT_ITEM)
     if isinstance(stored, Mapping):
         try:
-            return [_ITEM.validate_python(stored)]
+            # In this thread, whichever it was made in (a fork or an import copies it).
+            return [_ITEM.validate_python({**stored, "thread_id": thread_id})]
         except PydanticValidationError:
             pass  # not an item ChatKit can read (an import, a newer SDK's): read as stored
     common = {"id": _native_id(message.seq), "thread_id": thread_id}
