@@ -535,3 +535,30 @@ async def test_a_fork_reads_as_a_thread_of_its_own(server: Server) -> None:
     assert {item.thread_id for item in thread.items.data} == {fork_id}
     original = await thread_of(server, "alice", thread_id)
     assert {item.thread_id for item in original.items.data} == {thread_id}
+
+
+async def test_chatkit_streams_count_among_the_users_open_streams(make_server: Any) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent(lambda _: [Signal(started), Block(release), Say("Done.")])
+    async with make_server(agent, max_streams_per_user=1) as server:
+        first = asyncio.create_task(
+            send(server, "alice", ThreadsCreateReq(params=ThreadCreateParams(input=said("one"))))
+        )
+        await started.wait()
+        answer = await send(
+            server, "alice", ThreadsCreateReq(params=ThreadCreateParams(input=said("two")))
+        )
+        assert (answer.status_code, answer.json()["code"]) == (429, "too_many_streams")
+        # A request that does not stream is served.
+        listed = await send(server, "alice", ThreadsListReq(params=ThreadListParams()))
+        assert listed.status_code == 200
+        release.set()
+        done = events(await first)
+        assert isinstance(done[-1], ThreadUpdatedEvent | ThreadItemDoneEvent)
+        conversations = await server.client.get("/api/alice/conversations", headers=auth("alice"))
+        assert [c["title"] for c in conversations.json()["items"]] == ["one"]
+        # The place is given back when the stream is over.
+        again = await send(
+            server, "alice", ThreadsCreateReq(params=ThreadCreateParams(input=said("three")))
+        )
+        assert again.status_code == 200

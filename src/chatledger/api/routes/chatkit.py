@@ -26,7 +26,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter, ValidationError as PydanticValidationError
 
-from chatledger.api.dependencies import TokenUser
+from chatledger.api.dependencies import Streams, TokenUser
 from chatledger.api.errors import CHATKIT_PATH
 from chatledger.domain import check_written_text
 from chatledger.errors import ValidationError
@@ -63,7 +63,7 @@ def _check_input(message: UserMessageInput, *, max_chars: int) -> None:
 
 
 @router.post(CHATKIT_PATH, include_in_schema=False)
-async def chatkit(request: Request, user_id: TokenUser) -> Response:
+async def chatkit(request: Request, user_id: TokenUser, streams: Streams) -> Response:
     """One ChatKit request, answered as JSON or as a stream of ChatKit events."""
     body = await request.body()
     try:
@@ -85,6 +85,9 @@ async def chatkit(request: Request, user_id: TokenUser) -> Response:
     if not isinstance(result, StreamingResult):
         return Response(result.json, media_type="application/json")
     events = aiter(result)  # bytes: each a framed `data: …` line
+    # A stream counts among the user's open streams, as `/api/{user_id}/chat/stream`'s do
+    # (refused, 429, before anything is done).
+    held = streams.hold(user_id)
     # The first event is produced before the answer starts, so that what fails first (a
     # thread that is not the user's) is a plain error response, not a broken stream.
     opening: list[bytes] = []
@@ -93,9 +96,13 @@ async def chatkit(request: Request, user_id: TokenUser) -> Response:
     except StopAsyncIteration:  # nothing to tell
         pass
     except ValueError as error:
+        held.release()
         # How the ChatKit SDK refuses a request the thread cannot take: a tool output
         # where no client tool call waits, a retry from an item that is not a user's.
         raise ValidationError(str(error)[:200], field="params", code="not_applicable") from None
+    except BaseException:
+        held.release()
+        raise
 
     async def stream() -> AsyncIterator[bytes]:
         for event in opening:
@@ -103,4 +110,4 @@ async def chatkit(request: Request, user_id: TokenUser) -> Response:
         async for event in events:
             yield event
 
-    return StreamingResponse(stream(), media_type="text/event-stream")
+    return held.respond(StreamingResponse(stream(), media_type="text/event-stream"))
