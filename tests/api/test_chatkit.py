@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 import httpx
@@ -50,6 +51,7 @@ from chatkit.types import (
     ThreadUpdateParams,
     UserMessageInput,
     UserMessageItem,
+    UserMessageTagContent,
     UserMessageTextContent,
 )
 from pydantic import BaseModel, TypeAdapter
@@ -382,3 +384,181 @@ async def test_a_message_while_a_turn_runs_is_refused_and_stores_nothing(
     assert [i.content[0].text for i in thread.items.data if isinstance(i, UserMessageItem)] == [
         "slow"
     ]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        said("hi").model_copy(update={"quoted_text": "a\x00b"}),
+        said("hi").model_copy(update={"quoted_text": "q" * 40_000}),
+        said("hi").model_copy(update={"inference_options": InferenceOptions(model="m\x00")}),
+        UserMessageInput(
+            content=[UserMessageTagContent(id="t", text="hi", data=_nested(40))],
+            attachments=[],
+            inference_options=InferenceOptions(),
+        ),
+    ],
+    ids=["quoted-nul", "quoted-too-long", "model-nul", "tag-data-too-deep"],
+)
+async def test_a_message_the_store_refuses_makes_no_thread(
+    server: Server, message: UserMessageInput
+) -> None:
+    # What a message keeps besides its text is checked before the thread is made: the
+    # request is a plain error, not a stream broken after an empty thread was stored.
+    for request in (
+        ThreadsCreateReq(params=ThreadCreateParams(input=message)),
+        ThreadsAddUserMessageReq(
+            params=ThreadAddUserMessageParams(thread_id="not-yet", input=message)
+        ),
+    ):
+        answer = await send(server, "alice", request)
+        assert answer.status_code in (413, 422), answer.text
+        assert answer.json()["field"] == "params.input"
+    conversations = await server.client.get("/api/alice/conversations", headers=auth("alice"))
+    assert conversations.json()["items"] == []
+
+
+async def test_requests_chatledger_does_not_serve_are_refused_not_internal_errors(
+    server: Server,
+) -> None:
+    thread_id, _ = await create(server, "alice", "Add milk")
+    before = await thread_of(server, "alice", thread_id)
+    action = {"type": "x", "payload": {}}
+    refusals: list[tuple[dict[str, Any], str, int, str]] = [
+        (
+            {"type": "attachments.create", "params": {"name": "a.txt", "size": 1,
+                                                      "mime_type": "text/plain"}},
+            "alice", 422, "attachments_unsupported",
+        ),
+        (
+            {"type": "attachments.delete", "params": {"attachment_id": "atc_1"}},
+            "alice", 422, "attachments_unsupported",
+        ),
+        (
+            {"type": "input.transcribe", "params": {"audio_base64": "AAAA",
+                                                    "mime_type": "audio/webm"}},
+            "alice", 422, "not_supported",
+        ),
+        (
+            {"type": "threads.sync_custom_action", "params": {"thread_id": thread_id,
+                                                              "action": action}},
+            "alice", 422, "not_supported",
+        ),
+        (  # another user's thread is still not found
+            {"type": "threads.sync_custom_action", "params": {"thread_id": thread_id,
+                                                              "action": action}},
+            "bob", 404, "not_found",
+        ),
+    ]  # fmt: skip
+    for body, user, status, code in refusals:
+        answer = await send(server, user, json.dumps(body).encode())
+        assert (answer.status_code, answer.json()["code"]) == (status, code), answer.text
+    assert await thread_of(server, "alice", thread_id) == before
+
+
+async def test_a_retry_from_an_item_the_thread_does_not_have_is_not_found(server: Server) -> None:
+    thread_id, streamed = await create(server, "alice", "Add milk")
+    bobs_thread, bobs = await create(server, "bob", "Add bread")
+    before = await thread_of(server, "alice", thread_id)
+    for item_id in ("message_missing", "cl_999", done_items(bobs)[0].id):
+        answer = await send(server, "alice", ThreadsRetryAfterItemReq(
+            params=ThreadRetryAfterItemParams(thread_id=thread_id, item_id=item_id)
+        ))  # fmt: skip
+        assert (answer.status_code, answer.json()["code"]) == (404, "not_found"), answer.text
+    assert await thread_of(server, "alice", thread_id) == before
+    # Bob's retry from Alice's message, in his own thread: not found either.
+    answer = await send(server, "bob", ThreadsRetryAfterItemReq(
+        params=ThreadRetryAfterItemParams(thread_id=bobs_thread, item_id=done_items(streamed)[0].id)
+    ))  # fmt: skip
+    assert (answer.status_code, answer.json()["code"]) == (404, "not_found"), answer.text
+
+
+async def test_chatkit_fields_chatkit_cannot_read_do_not_break_the_thread(server: Server) -> None:
+    # Metadata set through /api under the key ChatKit's thread fields are kept in.
+    created = await server.client.post(
+        "/api/alice/conversations",
+        json={"title": "Mine", "metadata": {"chatkit_thread": {"status": "bad"}}},
+        headers=auth("alice"),
+    )
+    thread_id = created.json()["id"]
+    thread = await thread_of(server, "alice", thread_id)
+    assert (thread.title, thread.status.type) == ("Mine", "active")
+    listed = await send(server, "alice", ThreadsListReq(params=ThreadListParams()))
+    assert listed.status_code == 200, listed.text
+    assert [t.id for t in TypeAdapter(Page[ThreadMetadata]).validate_json(listed.content).data] == [
+        thread_id
+    ]
+    # A message whose kept item is not one ChatKit reads (an edited export, imported).
+    other, streamed = await create(server, "alice", "Add milk")
+    user_id = done_items(streamed)[0].id
+    export = await server.client.get("/api/alice/export", headers=auth("alice"))
+    lines = [json.loads(line) for line in export.text.splitlines() if line.strip()]
+    for line in lines:
+        if line.get("type") == "message" and "chatkit_item" in line["metadata"]:
+            line["metadata"]["chatkit_item"] = {"type": "bogus", "id": user_id}
+    imported = await server.client.post(
+        "/api/bob/import",
+        content="\n".join(json.dumps(line) for line in lines).encode(),
+        headers={**auth("bob"), "Content-Type": "application/x-ndjson"},
+    )
+    assert imported.status_code == 200, imported.text
+    [copy] = [c["id"] for c in imported.json()["conversations"] if c["source_id"] == other]
+    thread = await thread_of(server, "bob", copy)
+    assert [type(i).__name__ for i in thread.items.data] == [
+        "UserMessageItem", "TaskItem", "AssistantMessageItem",
+    ]  # fmt: skip
+    assert thread.items.data[0].content[0].text == "Add milk"  # type: ignore[union-attr]
+    # Its kept id is not one the thread shows: not found, not an internal error.
+    answer = await send(server, "bob", ThreadsRetryAfterItemReq(
+        params=ThreadRetryAfterItemParams(thread_id=copy, item_id=user_id)
+    ))  # fmt: skip
+    assert (answer.status_code, answer.json()["code"]) == (404, "not_found"), answer.text
+
+
+async def test_a_fork_reads_as_a_thread_of_its_own(server: Server) -> None:
+    thread_id, _ = await create(server, "alice", "Add milk")
+    fork = await server.client.post(
+        f"/api/alice/conversations/{thread_id}/fork", json={}, headers=auth("alice")
+    )
+    assert fork.status_code == 201, fork.text
+    fork_id = fork.json()["id"]
+    thread = await thread_of(server, "alice", fork_id)
+    assert len(thread.items.data) == 3
+    # ChatKit's own items too (the user's message was made by ChatKit in the original).
+    assert {item.thread_id for item in thread.items.data} == {fork_id}
+    original = await thread_of(server, "alice", thread_id)
+    assert {item.thread_id for item in original.items.data} == {thread_id}
+
+
+async def test_chatkit_streams_count_among_the_users_open_streams(make_server: Any) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent(lambda _: [Signal(started), Block(release), Say("Done.")])
+    async with make_server(agent, max_streams_per_user=1) as server:
+        first = asyncio.create_task(
+            send(server, "alice", ThreadsCreateReq(params=ThreadCreateParams(input=said("one"))))
+        )
+        await started.wait()
+        answer = await send(
+            server, "alice", ThreadsCreateReq(params=ThreadCreateParams(input=said("two")))
+        )
+        assert (answer.status_code, answer.json()["code"]) == (429, "too_many_streams")
+        # A request that does not stream is served.
+        listed = await send(server, "alice", ThreadsListReq(params=ThreadListParams()))
+        assert listed.status_code == 200
+        release.set()
+        done = events(await first)
+        assert isinstance(done[-1], ThreadUpdatedEvent | ThreadItemDoneEvent)
+        conversations = await server.client.get("/api/alice/conversations", headers=auth("alice"))
+        assert [c["title"] for c in conversations.json()["items"]] == ["one"]
+        # The place is given back when the stream is over.
+        again = await send(
+            server, "alice", ThreadsCreateReq(params=ThreadCreateParams(input=said("three")))
+        )
+        assert again.status_code == 200

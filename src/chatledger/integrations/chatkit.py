@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
+from chatkit.actions import Action
 from chatkit.server import ChatKitServer
-from chatkit.store import Store, StoreItemType
+from chatkit.store import AttachmentStore, Store, StoreItemType
 from chatkit.types import (
     ActiveStatus,
     AssistantMessageContent,
@@ -47,6 +48,8 @@ from chatkit.types import (
     AssistantMessageContentPartTextDelta,
     AssistantMessageItem,
     Attachment,
+    AttachmentCreateParams,
+    AudioInput,
     CustomTask,
     ErrorEvent,
     FeedbackKind,
@@ -54,6 +57,7 @@ from chatkit.types import (
     InferenceOptions,
     Page,
     SDKHiddenContextItem,
+    SyncCustomActionResponse,
     TaskItem,
     ThreadItem,
     ThreadItemAddedEvent,
@@ -63,10 +67,13 @@ from chatkit.types import (
     ThreadItemUpdatedEvent,
     ThreadMetadata,
     ThreadStreamEvent,
+    TranscriptionResult,
+    UserMessageInput,
     UserMessageItem,
     UserMessageTextContent,
+    WidgetItem,
 )
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError as PydanticValidationError
 
 from chatledger.domain import (
     CHATKIT_ITEM,
@@ -76,13 +83,14 @@ from chatledger.domain import (
     Message,
     Role,
     StreamEvent,
+    check_new_message,
 )
 from chatledger.errors import ChatLedgerError, NotFoundError, ValidationError
 from chatledger.service import ChatService, title_of
 from chatledger.storage import new_id, utcnow
 from chatledger.store import SQLAlchemyStore
 
-__all__ = ["ChatKitContext", "ChatLedgerChatKitServer", "ChatLedgerStore"]
+__all__ = ["ChatKitContext", "ChatLedgerChatKitServer", "ChatLedgerStore", "check_user_input"]
 
 _ITEM: Final[TypeAdapter[ThreadItem]] = TypeAdapter(ThreadItem)
 # Where ChatKit's own thread fields (status, allowed image domains, metadata) are kept in
@@ -123,23 +131,28 @@ def _user_text(item: UserMessageItem) -> str:
 
 def _thread(conversation: Conversation) -> ThreadMetadata:
     extra = conversation.metadata.get(_THREAD_FIELDS)
-    fields = extra if isinstance(extra, dict) else {}
-    return ThreadMetadata.model_validate(
-        {
-            "status": {"type": "active"},
-            **fields,
-            "id": conversation.id,
-            "title": conversation.title,
-            "created_at": conversation.created_at,
-        }
-    )
+    own = {
+        "id": conversation.id,
+        "title": conversation.title,
+        "created_at": conversation.created_at,
+    }
+    if isinstance(extra, dict):
+        try:
+            return ThreadMetadata.model_validate({"status": {"type": "active"}, **extra, **own})
+        except PydanticValidationError:
+            pass  # metadata set through `/api` that ChatKit cannot take: left out
+    return ThreadMetadata.model_validate({"status": {"type": "active"}, **own})
 
 
 def items_of_message(message: Message, thread_id: str) -> list[ThreadItem]:
     """The ChatKit items a message reads as (none, or one; see the module docstring)."""
     stored = message.metadata.get(CHATKIT_ITEM)
-    if isinstance(stored, dict):
-        return [_ITEM.validate_python(stored)]
+    if isinstance(stored, Mapping):
+        try:
+            # In this thread, whichever it was made in (a fork or an import copies it).
+            return [_ITEM.validate_python({**stored, "thread_id": thread_id})]
+        except PydanticValidationError:
+            pass  # not an item ChatKit can read (an import, a newer SDK's): read as stored
     common = {"id": _native_id(message.seq), "thread_id": thread_id}
     created_at = message.created_at
     if message.role is Role.USER:
@@ -196,6 +209,26 @@ def message_of_item(item: ThreadItem) -> ChatMessage:
         text = "".join(part.text for part in item.content)
         return ChatMessage.assistant(text, metadata=kept)
     return ChatMessage.assistant(metadata=kept)
+
+
+def check_user_input(message: UserMessageInput, *, max_chars: int) -> None:
+    """Refuse a user message the store would refuse, before anything is stored: it is
+    checked as the message that will keep it (its item's JSON included: a quoted text,
+    a tag's data), under ids as long as the ones it will get.
+
+    Raises:
+        ValidationError, TooLargeError: as `check_new_message` does.
+    """
+    item = UserMessageItem(
+        id=f"message_{'0' * 32}",  # as long as `generate_item_id` makes them
+        thread_id=new_id(),
+        created_at=utcnow(),
+        content=message.content,
+        attachments=[],
+        quoted_text=message.quoted_text,
+        inference_options=message.inference_options,
+    )
+    check_new_message(message_of_item(item), max_chars=max_chars)
 
 
 class ChatLedgerStore(Store[ChatKitContext]):
@@ -343,8 +376,10 @@ class ChatLedgerStore(Store[ChatKitContext]):
             )
             for message in reversed(messages):
                 stored = message.metadata.get(CHATKIT_ITEM)
-                if isinstance(stored, dict) and stored.get("id") == item_id:
-                    return message, 0
+                if isinstance(stored, Mapping) and stored.get("id") == item_id:
+                    items = items_of_message(message, thread_id)  # as it reads
+                    if items and items[0].id == item_id:
+                        return message, 0
             if len(messages) < _STEP:
                 raise NotFoundError(f"no item {item_id[:100]} in this thread")
             before = messages[0].seq
@@ -402,6 +437,22 @@ class ChatLedgerStore(Store[ChatKitContext]):
         raise _no_attachments()
 
 
+class _NoAttachments(AttachmentStore[ChatKitContext]):
+    """Refuses every attachment request (`attachments.create`, `attachments.delete`)."""
+
+    async def create_attachment(
+        self, input: AttachmentCreateParams, context: ChatKitContext
+    ) -> Attachment:
+        raise _no_attachments()
+
+    async def delete_attachment(self, attachment_id: str, context: ChatKitContext) -> None:
+        raise _no_attachments()
+
+
+def _not_served(what: str) -> ValidationError:
+    return ValidationError(f"{what} is not served by chatledger", code="not_supported")
+
+
 def _no_attachments() -> ValidationError:
     return ValidationError(
         "attachments are not supported: chatledger keeps no files",
@@ -419,7 +470,7 @@ class ChatLedgerChatKitServer(ChatKitServer[ChatKitContext]):
     """
 
     def __init__(self, store: ChatLedgerStore, service: ChatService) -> None:
-        super().__init__(store)
+        super().__init__(store, _NoAttachments())
         self.ledger_store = store
         self.service = service
 
@@ -472,6 +523,20 @@ class ChatLedgerChatKitServer(ChatKitServer[ChatKitContext]):
     ) -> None:
         """Feedback is not kept; it is still refused for a thread that is not the user's."""
         await self.ledger_store.load_thread(thread_id, context)
+
+    async def transcribe(
+        self, audio_input: AudioInput, context: ChatKitContext
+    ) -> TranscriptionResult:
+        raise _not_served("transcription")
+
+    async def sync_action(
+        self,
+        thread: ThreadMetadata,
+        action: Action[str, object],
+        sender: WidgetItem | None,
+        context: ChatKitContext,
+    ) -> SyncCustomActionResponse:
+        raise _not_served("a custom action")
 
     async def handle_stream_cancelled(
         self,

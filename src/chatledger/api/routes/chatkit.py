@@ -19,17 +19,22 @@ from chatkit.types import (
     ChatKitReq,
     ThreadsAddUserMessageReq,
     ThreadsCreateReq,
+    ThreadsRetryAfterItemReq,
     UserMessageInput,
 )
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter, ValidationError as PydanticValidationError
 
-from chatledger.api.dependencies import TokenUser
+from chatledger.api.dependencies import Streams, TokenUser
 from chatledger.api.errors import CHATKIT_PATH
 from chatledger.domain import check_written_text
 from chatledger.errors import ValidationError
-from chatledger.integrations.chatkit import ChatKitContext, ChatLedgerChatKitServer
+from chatledger.integrations.chatkit import (
+    ChatKitContext,
+    ChatLedgerChatKitServer,
+    check_user_input,
+)
 
 router = APIRouter()
 
@@ -48,10 +53,17 @@ def _check_input(message: UserMessageInput, *, max_chars: int) -> None:
     check_written_text("params.input.content", text, max_chars=max_chars)
     if not text.strip():
         raise ValidationError("the message is empty", field="params.input.content")
+    # What else the message keeps (a quoted text, a tag's data) must be storable too: a
+    # new thread is stored before its message, and must not be left without it.
+    try:
+        check_user_input(message, max_chars=max_chars)
+    except ValidationError as error:
+        error.field = "params.input"
+        raise
 
 
 @router.post(CHATKIT_PATH, include_in_schema=False)
-async def chatkit(request: Request, user_id: TokenUser) -> Response:
+async def chatkit(request: Request, user_id: TokenUser, streams: Streams) -> Response:
     """One ChatKit request, answered as JSON or as a stream of ChatKit events."""
     body = await request.body()
     try:
@@ -64,10 +76,18 @@ async def chatkit(request: Request, user_id: TokenUser) -> Response:
     if isinstance(parsed, ThreadsCreateReq | ThreadsAddUserMessageReq):
         _check_input(parsed.params.input, max_chars=request.app.state.max_message_chars)
     server: ChatLedgerChatKitServer = request.app.state.chatkit
-    result = await server.process(body, ChatKitContext(user_id=user_id))
+    context = ChatKitContext(user_id=user_id)
+    if isinstance(parsed, ThreadsRetryAfterItemReq):
+        # The SDK answers a retry from an item the thread does not have with nothing at
+        # all: a missing item (or another user's) is 404, as everywhere else.
+        await server.store.load_item(parsed.params.thread_id, parsed.params.item_id, context)
+    result = await server.process(body, context)
     if not isinstance(result, StreamingResult):
         return Response(result.json, media_type="application/json")
     events = aiter(result)  # bytes: each a framed `data: …` line
+    # A stream counts among the user's open streams, as `/api/{user_id}/chat/stream`'s do
+    # (refused, 429, before anything is done).
+    held = streams.hold(user_id)
     # The first event is produced before the answer starts, so that what fails first (a
     # thread that is not the user's) is a plain error response, not a broken stream.
     opening: list[bytes] = []
@@ -76,9 +96,13 @@ async def chatkit(request: Request, user_id: TokenUser) -> Response:
     except StopAsyncIteration:  # nothing to tell
         pass
     except ValueError as error:
+        held.release()
         # How the ChatKit SDK refuses a request the thread cannot take: a tool output
         # where no client tool call waits, a retry from an item that is not a user's.
         raise ValidationError(str(error)[:200], field="params", code="not_applicable") from None
+    except BaseException:
+        held.release()
+        raise
 
     async def stream() -> AsyncIterator[bytes]:
         for event in opening:
@@ -86,4 +110,4 @@ async def chatkit(request: Request, user_id: TokenUser) -> Response:
         async for event in events:
             yield event
 
-    return StreamingResponse(stream(), media_type="text/event-stream")
+    return held.respond(StreamingResponse(stream(), media_type="text/event-stream"))
