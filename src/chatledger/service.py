@@ -28,7 +28,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
@@ -217,12 +217,14 @@ class ChatService:
         *,
         idempotency_key: str | None = None,
         branch: Branch | None = None,
+        message_metadata: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Run one turn, yielding its stream's events as they are stored.
 
         The turn continues from the conversation's head, or from `branch`: a new version
         of a user message (`message` is the new text), or a new reply to one (no
-        `message`); the earlier versions stay.
+        `message`); the earlier versions stay. `message_metadata` is stored with the user
+        message (an integration's own record of it: a ChatKit item).
 
         The first event is `conversation` {conversation_id, turn_id, user_message_id}; then
         `delta` {text}, `tool_call` {id, name, arguments} and `tool_result` {id, result} as
@@ -257,8 +259,13 @@ class ChatService:
         elif branch is None or branch.edit:
             raise ValidationError("message is required", field="message")
         events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+        user_message = (
+            None if message is None else ChatMessage.user(message, metadata=message_metadata)
+        )
         task = asyncio.create_task(
-            self._run(user_id, conversation_id, message, branch, idempotency_key, events.put_nowait)
+            self._run(
+                user_id, conversation_id, user_message, branch, idempotency_key, events.put_nowait
+            )
         )
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -330,7 +337,7 @@ class ChatService:
         self,
         user_id: str,
         conversation_id: str | None,
-        message: str | None,
+        message: ChatMessage | None,
         branch: Branch | None,
         idempotency_key: str | None,
         emit: Callable[[StreamEvent], None],
@@ -396,13 +403,14 @@ class ChatService:
         self,
         user_id: str,
         conversation_id: str | None,
-        message: str | None,
+        message: ChatMessage | None,
         branch: Branch | None,
         key: str | None,
         emit: Callable[[StreamEvent], None],
     ) -> Turn | TurnResult:
         """Start the turn, or find the answer its idempotency key already has."""
-        request_hash = _request_hash(conversation_id, message, branch)
+        text = None if message is None else message.content
+        request_hash = _request_hash(conversation_id, text, branch)
         turn_id = new_id()
         async with self._store.transaction() as tx:
             if key is not None:
@@ -417,12 +425,12 @@ class ChatService:
             if conversation_id is None:
                 assert message is not None  # checked in `stream`
                 conversation_id = (
-                    await tx.create_conversation(user_id, title=title_of(message))
+                    await tx.create_conversation(user_id, title=title_of(message.content))
                 ).id
             user_message, first_event = await tx.turns.start(
                 user_id,
                 conversation_id,
-                None if message is None else ChatMessage.user(message),
+                message,
                 turn_id=turn_id,
                 lease_expires_at=utcnow() + self._lease_ttl,
                 idempotency_key=key,

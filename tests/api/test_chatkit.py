@@ -17,6 +17,7 @@ import httpx
 import pytest
 from chatkit.types import (
     AssistantMessageItem,
+    ErrorEvent,
     InferenceOptions,
     ItemFeedbackParams,
     ItemsFeedbackReq,
@@ -330,7 +331,7 @@ async def test_refused_requests_store_nothing(server: Server) -> None:
         ),
         (ThreadsCreateReq(params=ThreadCreateParams(input=said("bell\x07"))), 422, "invalid"),
         (ThreadsCreateReq(params=ThreadCreateParams(input=said("   "))), 422, "invalid"),
-        (ThreadsCreateReq(params=ThreadCreateParams(input=said("x" * 40_000))), 413, "too_large"),
+        (ThreadsCreateReq(params=ThreadCreateParams(input=said("x" * 32_001))), 413, "too_large"),
         (
             ThreadsCreateReq(params=ThreadCreateParams(input=said("x" * 2_000_000))),
             413,
@@ -342,6 +343,11 @@ async def test_refused_requests_store_nothing(server: Server) -> None:
         assert (answer.status_code, answer.json()["code"]) == (status, code), answer.text
     conversations = await server.client.get("/api/alice/conversations", headers=auth("alice"))
     assert conversations.json()["items"] == []
+    # The longest message the chat API takes, ChatKit takes too (its item kept beside it).
+    longest = await send(
+        server, "alice", ThreadsCreateReq(params=ThreadCreateParams(input=said("x" * 32_000)))
+    )
+    assert isinstance(events(longest)[0], ThreadCreatedEvent)
     # Requests this thread cannot take: no client tool call waits; a retry from a reply.
     thread_id, streamed = await create(server, "alice", "Add milk")
     before = await thread_of(server, "alice", thread_id)
@@ -361,8 +367,9 @@ async def test_refused_requests_store_nothing(server: Server) -> None:
     assert anonymous.status_code == 401
 
 
-async def test_a_message_while_a_turn_runs_is_refused_and_stores_nothing(
-    make_server: Any,
+@pytest.mark.parametrize("first", ["chat api", "chatkit"])
+async def test_a_message_while_a_turn_runs_is_an_error_event_and_stores_nothing(
+    make_server: Any, first: str
 ) -> None:
     started, release = asyncio.Event(), asyncio.Event()
     agent = ScriptedAgent([Signal(started), Block(release), Say("Done.")])
@@ -371,19 +378,29 @@ async def test_a_message_while_a_turn_runs_is_refused_and_stores_nothing(
             "/api/alice/conversations", json={}, headers=auth("alice")
         )
         thread_id = created.json()["id"]
-        running = asyncio.create_task(server.chat("alice", "slow", conversation_id=thread_id))
+        if first == "chat api":
+            running = asyncio.create_task(server.chat("alice", "slow", conversation_id=thread_id))
+        else:
+            running = asyncio.create_task(send(server, "alice", ThreadsAddUserMessageReq(
+                params=ThreadAddUserMessageParams(thread_id=thread_id, input=said("slow"))
+            )))  # fmt: skip
         await started.wait()
         answer = await send(server, "alice", ThreadsAddUserMessageReq(
             params=ThreadAddUserMessageParams(thread_id=thread_id, input=said("meanwhile"))
         ))  # fmt: skip
-        assert (answer.status_code, answer.json()["code"]) == (409, "conversation_busy")
-        assert "Retry-After" in answer.headers
+        [refused] = [e for e in events(answer) if isinstance(e, ErrorEvent)]
+        assert refused.allow_retry and "another turn" in (refused.message or "")
         release.set()
         assert (await running).status_code == 200
         thread = await thread_of(server, "alice", thread_id)
-    assert [i.content[0].text for i in thread.items.data if isinstance(i, UserMessageItem)] == [
-        "slow"
-    ]
+        messages = await server.client.get(
+            f"/api/alice/conversations/{thread_id}/messages", headers=auth("alice")
+        )
+    # The refused message was never stored: the thread is the first turn, whole.
+    assert [type(i).__name__ for i in thread.items.data] == [
+        "UserMessageItem", "AssistantMessageItem",
+    ]  # fmt: skip
+    assert [m["content"] for m in messages.json()["items"]] == ["slow", "Done."]
 
 
 def _nested(depth: int) -> dict[str, Any]:
@@ -397,7 +414,7 @@ def _nested(depth: int) -> dict[str, Any]:
     "message",
     [
         said("hi").model_copy(update={"quoted_text": "a\x00b"}),
-        said("hi").model_copy(update={"quoted_text": "q" * 40_000}),
+        said("hi").model_copy(update={"quoted_text": "q" * 300_000}),  # past the store's 256 KiB
         said("hi").model_copy(update={"inference_options": InferenceOptions(model="m\x00")}),
         UserMessageInput(
             content=[UserMessageTagContent(id="t", text="hi", data=_nested(40))],
@@ -562,3 +579,68 @@ async def test_chatkit_streams_count_among_the_users_open_streams(make_server: A
             server, "alice", ThreadsCreateReq(params=ThreadCreateParams(input=said("three")))
         )
         assert again.status_code == 200
+
+
+async def test_chatkits_stop_stops_the_turn_and_keeps_what_was_said(make_server: Any) -> None:
+    """ChatKit's Stop closes the stream: the turn stops as the stop endpoint stops it."""
+    started, release = asyncio.Event(), asyncio.Event()
+    first = [Say("Working on it."), Signal(started), Block(release), Say("never")]
+    agent = ScriptedAgent(lambda messages: first if len(messages) <= 2 else [Say("Next.")])
+    async with make_server(agent) as server:
+        created = await server.client.post(
+            "/api/alice/conversations", json={}, headers=auth("alice")
+        )
+        thread_id = created.json()["id"]
+        body = (
+            ThreadsAddUserMessageReq(
+                params=ThreadAddUserMessageParams(thread_id=thread_id, input=said("Do it"))
+            )
+            .model_dump_json()
+            .encode()
+        )
+        sent: list[bytes] = []
+        gone = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if not sent:
+                sent.append(body)
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()  # the client closes the stream once the turn is under way
+            return {"type": "http.disconnect"}
+
+        async def respond(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and b"Working" in message.get("body", b""):
+                gone.set()
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": "/chatkit", "raw_path": b"/chatkit",
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+            "server": ("chatledger", 80),
+            "headers": [
+                (b"host", b"chatledger"), (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"authorization", auth("alice")["Authorization"].encode()),
+            ],
+        }  # fmt: skip
+        await asyncio.wait_for(server.app(scope, receive, respond), timeout=10)
+        await asyncio.wait_for(started.wait(), timeout=10)
+        # The turn was stopped, not left to run: it ends, well before the agent's timeout
+        # (5 s here) would have ended it, with its agent still blocked.
+        for _ in range(40):
+            conversation = await server.client.get(
+                f"/api/alice/conversations/{thread_id}", headers=auth("alice")
+            )
+            if not conversation.json()["running"]:
+                break
+            await asyncio.sleep(0.05)
+        assert not conversation.json()["running"]
+        again = await server.chat("alice", "Next", conversation_id=thread_id)
+        assert again.status_code == 200, again.text
+        release.set()
+        messages = await server.client.get(
+            f"/api/alice/conversations/{thread_id}/messages", headers=auth("alice")
+        )
+    contents = [m["content"] for m in messages.json()["items"]]
+    assert contents[:2] == ["Do it", "Working on it."]
+    assert "never" not in contents

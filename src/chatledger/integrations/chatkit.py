@@ -17,11 +17,13 @@ conversation, tool pairs kept whole, everything stored as it happens).
   id says where it is: `cl_12` is message 12.
 - **The user is the request's**, from its token (`ChatKitContext`), never from the
   payload: another user's thread or item is "not found", as a missing one is.
-- **A turn**: ChatKit stores the user's message first (`add_thread_item`), then asks
-  `respond`, which answers that message with chatledger's turn (as a regeneration of it
-  would: nothing more is stored for it) and streams the turn's text, tool calls and reply
-  as ChatKit events. The turn stores its messages itself; the SDK's calls to store the
-  items it streamed again change nothing (`ChatKitContext.turn_items`).
+- **A turn**: ChatKit hands the store the user's message (`add_thread_item`), then asks
+  `respond`, which runs chatledger's turn on it: the turn stores the message as it takes
+  the thread (so a message refused for a busy thread leaves nothing behind), and its
+  text, tool calls and reply stream as ChatKit events. A retry answers a stored message
+  again, as a regeneration does. The turn stores its messages itself; the SDK's calls to
+  store the items it streamed again change nothing (`ChatKitContext.turn_items`).
+  ChatKit's Stop (the stream cancelled) stops the turn.
 - **Attachments** are refused: chatledger keeps no files.
 
 Finding an item by an id chatledger did not give (one ChatKit made) reads the branch back
@@ -31,7 +33,9 @@ retry from, the last client tool call), which are found at once.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +43,7 @@ from datetime import datetime
 from typing import Final
 
 from chatkit.actions import Action
-from chatkit.server import ChatKitServer
+from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import AttachmentStore, Store, StoreItemType
 from chatkit.types import (
     ActiveStatus,
@@ -92,6 +96,8 @@ from chatledger.store import SQLAlchemyStore
 
 __all__ = ["ChatKitContext", "ChatLedgerChatKitServer", "ChatLedgerStore", "check_user_input"]
 
+log = logging.getLogger("chatledger.chatkit")
+
 _ITEM: Final[TypeAdapter[ThreadItem]] = TypeAdapter(ThreadItem)
 # Where ChatKit's own thread fields (status, allowed image domains, metadata) are kept in
 # the conversation's metadata, when they are not the defaults.
@@ -99,8 +105,8 @@ _THREAD_FIELDS: Final = "chatkit_thread"
 _NATIVE_ID: Final = re.compile(r"cl_([1-9][0-9]{0,17})")
 # Messages read per step while paging items or looking one up.
 _STEP: Final = 100
-# More messages than one turn stores (its tool calls are bounded far below).
-_TURN_MESSAGES: Final = 10_000
+# Items in a page at most, as conversations in a page of the chat API.
+_MAX_PAGE: Final = 100
 # A task shows at most this much of a tool's result.
 _RESULT_CHARS: Final = 2_000
 
@@ -114,11 +120,16 @@ class ChatKitContext:
         turn_items: the ids of items this request's turn stored itself, or streamed and
             took back: storing or deleting them again through the `Store` does nothing.
         placed: the seq of each user message item stored in this request, by item id.
+        waiting: where `ChatLedgerChatKitServer` has a new user message wait for its
+            turn, which stores it as it takes the conversation (so that of two messages
+            sent at once, the one refused leaves nothing behind); None (another server
+            using `ChatLedgerStore`): the store stores it at once.
     """
 
     user_id: str
     turn_items: set[str] = field(default_factory=set)
     placed: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, UserMessageItem] | None = None
 
 
 def _native_id(seq: int) -> str:
@@ -304,6 +315,7 @@ class ChatLedgerStore(Store[ChatKitContext]):
         before (the position of its last item)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValidationError("limit must be a positive integer", field="limit")
+        limit = min(limit, _MAX_PAGE)
         oldest_first = order == "asc"
         cursor = None if after is None else await self._position(thread_id, after, context)
         found: list[tuple[tuple[int, int], ThreadItem]] = []
@@ -393,6 +405,9 @@ class ChatLedgerStore(Store[ChatKitContext]):
     ) -> None:
         if item.id in context.turn_items:
             return  # the turn stored it
+        if isinstance(item, UserMessageItem) and context.waiting is not None:
+            context.waiting[item.id] = item  # the turn that answers it stores it
+            return
         [stored] = await self.ledger.append(context.user_id, thread_id, [message_of_item(item)])
         context.placed[item.id] = stored.seq
 
@@ -473,6 +488,7 @@ class ChatLedgerChatKitServer(ChatKitServer[ChatKitContext]):
         super().__init__(store, _NoAttachments())
         self.ledger_store = store
         self.service = service
+        self._stopping: set[asyncio.Task[bool]] = set()
 
     async def respond(
         self,
@@ -487,32 +503,67 @@ class ChatLedgerChatKitServer(ChatKitServer[ChatKitContext]):
         """
         if input_user_message is None:
             return
-        user_message, _ = await self.ledger_store._find(thread.id, input_user_message.id, context)
-        if thread.title is None:
-            thread.title = title_of(user_message.content)
-        conversation = await self.ledger_store.ledger.get_conversation(context.user_id, thread.id)
-        turn = _TurnItems(thread.id, context, next_seq=conversation.message_count + 1)
-        started = False
+        ledger = self.ledger_store.ledger
+        conversation = await ledger.get_conversation(context.user_id, thread.id)
+        new = (context.waiting or {}).pop(input_user_message.id, None)
+        if new is not None:
+            # A new message: the turn stores it, with its item, as it takes the thread;
+            # its own messages follow it.
+            text = _user_text(new)
+            if thread.title is None:
+                thread.title = title_of(text)
+            first_seq = conversation.message_count + 2
+            events = self.service.stream(
+                context.user_id, thread.id, text, message_metadata=message_of_item(new).metadata
+            )
+        else:  # a retry: the stored message is answered again, nothing added before
+            answered, _ = await self.ledger_store._find(thread.id, input_user_message.id, context)
+            first_seq = conversation.message_count + 1
+            events = self.service.stream(
+                context.user_id, thread.id, None, branch=Branch(answered.seq, edit=False)
+            )
+        # Foreseen: nothing but the turn writes in the thread while it runs. Another
+        # writer between the read above and the turn's start is put right at its end.
+        turn = _TurnItems(thread.id, context, next_seq=first_seq)
+        started: str | None = None  # the id of the user message the turn answers
         try:
-            async for event in self.service.stream(
-                context.user_id,
-                thread.id,
-                None,
-                branch=Branch(user_message.seq, edit=False),
-            ):
-                started = True
+            async for event in events:
+                if event.name == "conversation":
+                    started = str(event.data.get("user_message_id"))
                 for streamed in turn.events(event):
                     yield streamed
         except ChatLedgerError as error:
             yield ErrorEvent(message=error.message, allow_retry=error.retry_after is not None)
-        if started:
-            # The turn stored its messages under the seqs it was given: where those are
-            # not the ones foreseen, what was streamed is put right.
-            stored = await self.ledger_store.ledger.history(
-                context.user_id, thread.id, limit=_TURN_MESSAGES, after_seq=user_message.seq
-            )
-            for streamed in turn.reconcile(stored):
+        if started is not None:
+            for streamed in turn.reconcile(await self._stored_after(context, thread.id, started)):
                 yield streamed
+
+    async def _stored_after(
+        self, context: ChatKitContext, thread_id: str, message_id: str
+    ) -> list[Message]:
+        """The messages after message `message_id` on the thread's branch: what a turn
+        stored, read back from the newest until its user message is met."""
+        after: list[Message] = []
+        before: int | None = None
+        while True:
+            page = await self.ledger_store.ledger.history(
+                context.user_id, thread_id, limit=_STEP, before_seq=before
+            )
+            for index in range(len(page) - 1, -1, -1):
+                if page[index].id == message_id:
+                    return page[index + 1 :] + after
+            if len(page) < _STEP:
+                return []  # not on the branch any more: nothing to put right
+            after = page + after
+            before = page[0].seq
+
+    async def process(
+        self, request: str | bytes | bytearray, context: ChatKitContext
+    ) -> StreamingResult | NonStreamingResult:
+        """The SDK's `process`, with new user messages left for their turns to store."""
+        if context.waiting is None:
+            context.waiting = {}
+        return await super().process(request, context)
 
     async def add_feedback(
         self,
@@ -544,8 +595,24 @@ class ChatLedgerChatKitServer(ChatKitServer[ChatKitContext]):
         pending_items: list[ThreadItem],
         context: ChatKitContext,
     ) -> None:
-        """Nothing to do: a client that goes away does not stop chatledger's turn, which
-        finishes and stores its reply (the stop endpoint stops it)."""
+        """ChatKit's Stop: the turn stops as `POST …/stop` stops it (what was said so far
+        is kept as its reply, the thread free at once). ChatKit tells a Stop from a
+        connection that dropped by nothing, so a dropped connection stops it too.
+
+        This runs while the request is being cancelled, which cancels whatever it awaits:
+        the stop request is a task of its own, which finishes however this ends."""
+        stopping = asyncio.create_task(self.service.stop(context.user_id, thread.id))
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
+        stopping.add_done_callback(_forget)
+        await asyncio.shield(stopping)
+
+
+def _forget(task: asyncio.Task[bool]) -> None:
+    """A stop request's task, done: let go of it; a failure is the log's (the turn then
+    ends by its own timeout, its lease as a dead turn's)."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("a stop request failed", extra={"error_type": type(error).__name__})
 
 
 class _TurnItems:

@@ -278,6 +278,11 @@ class SQLAlchemyStore:
         return cls(connect(url, **(engine_options or {})), **kwargs)
 
     @property
+    def max_message_chars(self) -> int:
+        """The longest content or metadata a message may have."""
+        return self._max_message_chars
+
+    @property
     def dialect(self) -> str:
         """ "sqlite" or "postgresql"."""
         return self._db.dialect

@@ -41,8 +41,10 @@ router = APIRouter()
 _REQUEST: Final[TypeAdapter[ChatKitReq]] = TypeAdapter(ChatKitReq)
 
 
-def _check_input(message: UserMessageInput, *, max_chars: int) -> None:
-    """Refuse, before anything is stored, a user message chatledger cannot take."""
+def _check_input(message: UserMessageInput, *, max_chars: int, max_stored_chars: int) -> None:
+    """Refuse, before anything is stored, a user message chatledger cannot take: its text
+    as the chat API would (at most `max_chars`), and the message that keeps it (its item's
+    JSON included: a quoted text, a tag's data) as the store would."""
     if message.attachments:
         raise ValidationError(
             "attachments are not supported: chatledger keeps no files",
@@ -53,10 +55,9 @@ def _check_input(message: UserMessageInput, *, max_chars: int) -> None:
     check_written_text("params.input.content", text, max_chars=max_chars)
     if not text.strip():
         raise ValidationError("the message is empty", field="params.input.content")
-    # What else the message keeps (a quoted text, a tag's data) must be storable too: a
-    # new thread is stored before its message, and must not be left without it.
+    # A new thread is stored before its message, and must not be left without it.
     try:
-        check_user_input(message, max_chars=max_chars)
+        check_user_input(message, max_chars=max_stored_chars)
     except ValidationError as error:
         error.field = "params.input"
         raise
@@ -74,7 +75,11 @@ async def chatkit(request: Request, user_id: TokenUser, streams: Streams) -> Res
         message = problems[0]["msg"] if problems else "not a ChatKit request"
         raise ValidationError(f"{where or 'body'}: {message}", field=where or "body") from None
     if isinstance(parsed, ThreadsCreateReq | ThreadsAddUserMessageReq):
-        _check_input(parsed.params.input, max_chars=request.app.state.max_message_chars)
+        _check_input(
+            parsed.params.input,
+            max_chars=request.app.state.max_message_chars,
+            max_stored_chars=request.app.state.store.max_message_chars,
+        )
     server: ChatLedgerChatKitServer = request.app.state.chatkit
     context = ChatKitContext(user_id=user_id)
     if isinstance(parsed, ThreadsRetryAfterItemReq):
