@@ -4,6 +4,7 @@ brackets before it walks the value): it must refuse exactly what a plain walk re
 from __future__ import annotations
 
 import json
+import math
 from types import MappingProxyType
 from typing import Any
 
@@ -49,8 +50,21 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _numbers(v)]
+    return []
+
+
 def _refused_by_a_plain_walk(value: dict[str, Any]) -> bool:
     if _depth(value) > MAX_JSON_DEPTH:
+        return True
+    # JSON has no infinity: an encoder that writes one writes text no parser takes.
+    if any(not math.isfinite(n) for n in _numbers(value)):
         return True
     return any("\x00" in s or any(0xD800 <= ord(c) <= 0xDFFF for c in s) for s in _strings(value))
 
