@@ -34,14 +34,16 @@ retry from, the last client tool call), which are found at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Any, Final, ParamSpec, TypeVar
 
+from chatkit import store as chatkit_store
 from chatkit.actions import Action
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import AttachmentStore, Store, StoreItemType
@@ -94,21 +96,60 @@ from chatledger.service import ChatService, title_of
 from chatledger.storage import new_id, utcnow
 from chatledger.store import SQLAlchemyStore
 
-__all__ = ["ChatKitContext", "ChatLedgerChatKitServer", "ChatLedgerStore", "check_user_input"]
+__all__ = [
+    "ChatKitContext",
+    "ChatKitNotFoundError",
+    "ChatLedgerChatKitServer",
+    "ChatLedgerStore",
+    "check_user_input",
+]
 
 log = logging.getLogger("chatledger.chatkit")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _ITEM: Final[TypeAdapter[ThreadItem]] = TypeAdapter(ThreadItem)
 # Where ChatKit's own thread fields (status, allowed image domains, metadata) are kept in
 # the conversation's metadata, when they are not the defaults.
 _THREAD_FIELDS: Final = "chatkit_thread"
 _NATIVE_ID: Final = re.compile(r"cl_([1-9][0-9]{0,17})")
+# As the ChatKit SDK begins its ids, per kind of item.
+_ITEM_PREFIXES: Final[dict[StoreItemType, str]] = {
+    "thread": "thr",
+    "message": "msg",
+    "tool_call": "tc",
+    "task": "tsk",
+    "workflow": "wf",
+    "attachment": "atc",
+    "sdk_hidden_context": "shcx",
+}
 # Messages read per step while paging items or looking one up.
 _STEP: Final = 100
 # Items in a page at most, as conversations in a page of the chat API.
 _MAX_PAGE: Final = 100
 # A task shows at most this much of a tool's result.
 _RESULT_CHARS: Final = 2_000
+
+
+class ChatKitNotFoundError(NotFoundError, chatkit_store.NotFoundError):
+    """Not found, as chatledger says it (a 404) and as the ChatKit SDK does: every
+    `ChatLedgerStore` method raises this for what is missing or another user's."""
+
+
+def _says_not_found(
+    method: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    @functools.wraps(method)
+    async def said(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except ChatKitNotFoundError:
+            raise
+        except NotFoundError as error:
+            raise ChatKitNotFoundError(error.message) from error
+
+    return said
 
 
 @dataclass
@@ -231,7 +272,7 @@ def check_user_input(message: UserMessageInput, *, max_chars: int) -> None:
         ValidationError, TooLargeError: as `check_new_message` does.
     """
     item = UserMessageItem(
-        id=f"message_{'0' * 32}",  # as long as `generate_item_id` makes them
+        id=f"msg_{'0' * 32}",  # as long as `generate_item_id` makes them
         thread_id=new_id(),
         created_at=utcnow(),
         content=message.content,
@@ -254,14 +295,17 @@ class ChatLedgerStore(Store[ChatKitContext]):
     def generate_item_id(
         self, item_type: StoreItemType, thread: ThreadMetadata, context: ChatKitContext
     ) -> str:
-        # Longer than the SDK's 8 hex digits: an id must be unique in its thread forever.
-        return f"{item_type}_{new_id().replace('-', '')}"
+        # The SDK's prefixes, with 32 hex digits rather than its 8: an id must be unique in
+        # its thread for as long as the thread lasts.
+        return f"{_ITEM_PREFIXES[item_type]}_{new_id().replace('-', '')}"
 
     # -- threads ----------------------------------------------------------------------
 
+    @_says_not_found
     async def load_thread(self, thread_id: str, context: ChatKitContext) -> ThreadMetadata:
         return _thread(await self.ledger.get_conversation(context.user_id, thread_id))
 
+    @_says_not_found
     async def save_thread(self, thread: ThreadMetadata, context: ChatKitContext) -> None:
         fields = thread.model_dump(
             mode="json", include={"status", "allowed_image_domains", "metadata"}
@@ -286,23 +330,35 @@ class ChatLedgerStore(Store[ChatKitContext]):
                 context.user_id, thread.id, title=thread.title, metadata=metadata
             )
 
+    @_says_not_found
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: ChatKitContext
     ) -> Page[ThreadMetadata]:
-        page = await self.ledger.list_conversations_by_age(
-            context.user_id, limit=limit, cursor=after, oldest_first=order == "asc"
-        )
+        oldest_first = order == "asc"
+        try:
+            page = await self.ledger.list_conversations_by_age(
+                context.user_id, limit=limit, cursor=after, oldest_first=oldest_first
+            )
+        except ValidationError:
+            if after is None:
+                raise
+            # Not a cursor a page before gave: a thread's id, to list on from, will do.
+            page = await self.ledger.list_conversations_by_age(
+                context.user_id, limit=limit, after_id=after, oldest_first=oldest_first
+            )
         return Page(
             data=[_thread(c) for c in page.items],
             has_more=page.next_cursor is not None,
             after=page.next_cursor,
         )
 
+    @_says_not_found
     async def delete_thread(self, thread_id: str, context: ChatKitContext) -> None:
         await self.ledger.delete_conversation(context.user_id, thread_id)
 
     # -- items ------------------------------------------------------------------------
 
+    @_says_not_found
     async def load_thread_items(
         self,
         thread_id: str,
@@ -380,26 +436,32 @@ class ChatLedgerStore(Store[ChatKitContext]):
                     if item.id == item_id:
                         return message, index
             raise NotFoundError(f"no item {item_id} in this thread")
+        # Where this request stored it, if it did: the search starts there (a hint only,
+        # from the head if it is not found there: the branch may have moved since).
         placed = context.placed.get(item_id)
-        before = None if placed is None else placed + 1
-        while True:
-            messages = await self.ledger.history(
-                context.user_id, thread_id, limit=_STEP, before_seq=before
-            )
-            for message in reversed(messages):
-                stored = message.metadata.get(CHATKIT_ITEM)
-                if isinstance(stored, Mapping) and stored.get("id") == item_id:
-                    items = items_of_message(message, thread_id)  # as it reads
-                    if items and items[0].id == item_id:
-                        return message, 0
-            if len(messages) < _STEP:
-                raise NotFoundError(f"no item {item_id[:100]} in this thread")
-            before = messages[0].seq
+        for start in [None] if placed is None else [placed + 1, None]:
+            before = start
+            while True:
+                messages = await self.ledger.history(
+                    context.user_id, thread_id, limit=_STEP, before_seq=before
+                )
+                for message in reversed(messages):
+                    stored = message.metadata.get(CHATKIT_ITEM)
+                    if isinstance(stored, Mapping) and stored.get("id") == item_id:
+                        items = items_of_message(message, thread_id)  # as it reads
+                        if items and items[0].id == item_id:
+                            return message, 0
+                if len(messages) < _STEP:
+                    break
+                before = messages[0].seq
+        raise NotFoundError(f"no item {item_id[:100]} in this thread")
 
+    @_says_not_found
     async def load_item(self, thread_id: str, item_id: str, context: ChatKitContext) -> ThreadItem:
         message, index = await self._find(thread_id, item_id, context)
         return items_of_message(message, thread_id)[index]
 
+    @_says_not_found
     async def add_thread_item(
         self, thread_id: str, item: ThreadItem, context: ChatKitContext
     ) -> None:
@@ -411,6 +473,7 @@ class ChatLedgerStore(Store[ChatKitContext]):
         [stored] = await self.ledger.append(context.user_id, thread_id, [message_of_item(item)])
         context.placed[item.id] = stored.seq
 
+    @_says_not_found
     async def save_item(self, thread_id: str, item: ThreadItem, context: ChatKitContext) -> None:
         """Store a new version of an item (an edit of the branch from it on), or add it."""
         if item.id in context.turn_items:
@@ -424,6 +487,7 @@ class ChatLedgerStore(Store[ChatKitContext]):
             context.user_id, thread_id, message.seq, replacement=message_of_item(item)
         )
 
+    @_says_not_found
     async def delete_thread_item(
         self, thread_id: str, item_id: str, context: ChatKitContext
     ) -> None:

@@ -414,20 +414,29 @@ class SQLAlchemyStore:
         *,
         limit: int = 20,
         cursor: str | None = None,
+        after_id: str | None = None,
         oldest_first: bool = False,
     ) -> Page[Conversation]:
         """The user's conversations that are not archived, newest first (or oldest first),
         by when they were created: the order a ChatKit thread list takes. `limit` is
-        clamped to 100; a cursor is checked as `list_conversations` checks its own."""
+        clamped to 100; a cursor is checked as `list_conversations` checks its own.
+        Instead of a cursor, `after_id` names the conversation to list on from.
+
+        Raises:
+            NotFoundError: no conversation `after_id` for this user.
+        """
         user_id = check_user_id(user_id)
         limit = min(check_limit(limit), MAX_PAGE_SIZE)
         query = select(*_CONVERSATION_COLUMNS).where(_c.user_id == user_id, _c.archived == false())
         position = tuple_(_c.created_at, _c.id)
+        if after_id is not None:
+            anchor = await self.get_conversation(user_id, after_id)
+            cursor = encode_age_cursor(self._cursor_key, user_id, anchor.created_at, anchor.id)
         if cursor is not None:
-            created_at, after_id = decode_age_cursor(
+            created_at, last_id = decode_age_cursor(
                 self._cursor_key, user_id, check_text("cursor", cursor)
             )
-            after = tuple_(created_at, after_id)
+            after = tuple_(created_at, last_id)
             query = query.where(position > after if oldest_first else position < after)
         order = (_c.created_at, _c.id) if oldest_first else (_c.created_at.desc(), _c.id.desc())
         query = query.order_by(*order).limit(limit + 1)
