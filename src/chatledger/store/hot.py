@@ -29,6 +29,7 @@ from sqlalchemy import Connection
 from chatledger.domain import MAX_JSON_DEPTH, Message, Role, ToolCall
 from chatledger.store.core import MAX_BIGINT
 from chatledger.store.ledger import readable_metadata
+from chatledger.store.schema import utc_of_text
 from chatledger.store.search import document_of, index_body, row_keys
 
 __all__ = ["append_batch", "read_head_run"]
@@ -196,10 +197,7 @@ def read_head_run(
             "limit": limit,
         }
         rows = conn.exec_driver_sql(_HEAD_RUN_SQLITE, params).all()
-        stamp = datetime.fromisoformat
-        messages = [
-            _message(conversation_id, row, stamp(row[9]).replace(tzinfo=UTC)) for row in rows
-        ]
+        messages = [_message(conversation_id, row, utc_of_text(row[9])) for row in rows]
     else:
         params = (user_id, conversation_id, after, before, limit)
         rows = conn.exec_driver_sql(_HEAD_RUN_PG, params).all()

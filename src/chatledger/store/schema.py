@@ -47,6 +47,7 @@ __all__ = [
     "tasks",
     "turn_events",
     "turns",
+    "utc_of_text",
 ]
 
 
@@ -89,9 +90,16 @@ class UTCDateTime(TypeDecorator[datetime]):
             return super().result_processor(dialect, coltype)
 
         def from_text(value: str | None) -> datetime | None:
-            return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return None if value is None else utc_of_text(value)
 
         return from_text
+
+
+def utc_of_text(value: str) -> datetime:
+    """The aware UTC datetime of the naive UTC text `UTCDateTime` stores on SQLite."""
+    # Parsed with its offset written out: a third of the time of parsing it naive and then
+    # replacing the time zone, which matters at fifty of these per history read.
+    return datetime.fromisoformat(value + "+00:00")
 
 
 class JSONValue(TypeDecorator[Any]):
