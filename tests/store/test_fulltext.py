@@ -14,6 +14,7 @@ from chatledger.store.fulltext import (
     MAX_WORD_CHARS,
     SNIPPET_CHARS,
     fold,
+    index_terms,
     index_text,
     parse_query,
     snippet,
@@ -98,6 +99,14 @@ def test_what_is_indexed_is_bounded() -> None:
     indexed = index_text("word " * MAX_INDEXED_CHARS)
     assert len(indexed) <= MAX_INDEXED_CHARS
     assert set(indexed.split()) == {"word"}
+
+
+@settings(max_examples=300)
+@given(st.text(st.characters(max_codepoint=127), max_size=500))
+def test_ascii_text_is_indexed_as_its_words_are(content: str) -> None:
+    # index_terms takes a shortcut for ASCII text: it must keep what `words` finds.
+    found = [term for _, _, term in words(content) if len(term) <= MAX_WORD_CHARS]
+    assert index_terms(content) == found
 
 
 _WORDS = st.sampled_from(["rent", "Rent", "RENT", "café", "cafe", "landlord", "x", "東京"])

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -77,6 +77,7 @@ _INVALID: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]
 _SPACES: Final = re.compile(r"\s+")
 # Punctuation right after a word ("rent." "rent?!"): a snippet keeps it.
 _TRAILING: Final = re.compile(f"[^\\s\\w{MARKS}{_JOINERS}]*")
+_ASCII_TERM: Final = re.compile("[a-z0-9]+")
 _DROPPED: Final = frozenset({"Mn", "Me"})
 _IN_WORD: Final = re.compile(f"[\\w{MARKS}{_JOINERS}]")
 
@@ -125,7 +126,14 @@ def index_terms(content: str) -> list[str]:
     `MAX_WORD_CHARS`."""
     kept: list[str] = []
     size = 0
-    for _, _, term in words(content):
+    found: Iterable[str]
+    if content.isascii():
+        # What `words` finds in ASCII text, found at once: runs of letters and digits
+        # (an underscore separates words), folded by lowercasing.
+        found = _ASCII_TERM.findall(content.lower())
+    else:
+        found = (term for _, _, term in words(content))
+    for term in found:
         if len(term) > MAX_WORD_CHARS:
             continue
         size += len(term) + 1
