@@ -141,6 +141,21 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
+def _values(m: Message) -> tuple[Any, ...]:
+    """A message's own columns, from `id` to `token_count`, as the driver takes them."""
+    calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
+    return (
+        m.id,
+        m.role.value,
+        m.content,
+        _json_text(calls or None),
+        m.tool_call_id,
+        m.name,
+        _json_text(m.metadata or None),
+        m.token_count,
+    )
+
+
 def _metadata(text: str | None) -> dict[str, Any]:
     if not text:
         return _NOTHING
@@ -230,19 +245,7 @@ def append_batch(
         return _append_sqlite(conn, user_id, conversation_id, batch, now)
     arrays: list[list[Any]] = [[] for _ in range(9)]
     for m in batch:
-        calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
-        values = (
-            m.id,
-            m.role.value,
-            m.content,
-            _json_text(calls or None),
-            m.tool_call_id,
-            m.name,
-            _json_text(m.metadata or None),
-            m.token_count,
-            document_of(m),
-        )
-        for array, value in zip(arrays, values, strict=True):
+        for array, value in zip(arrays, (*_values(m), document_of(m)), strict=True):
             array.append(value)
     params = (user_id, conversation_id, len(batch), now, *arrays)
     reserved = conn.exec_driver_sql(_APPEND_PG, params).first()
@@ -268,25 +271,8 @@ def _append_sqlite(
     keys = row_keys(user_id, conversation_id)
     for offset, m in enumerate(batch):
         seq = first_seq + offset
-        calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
-        rows.append(
-            (
-                user_id,
-                conversation_id,
-                seq,
-                m.id,
-                m.role.value,
-                m.content,
-                _json_text(calls or None),
-                m.tool_call_id,
-                m.name,
-                _json_text(m.metadata or None),
-                m.token_count,
-                stamp,
-                first_parent if offset == 0 else seq - 1,
-                run_start,
-            )
-        )
+        parent = first_parent if offset == 0 else seq - 1
+        rows.append((user_id, conversation_id, seq, *_values(m), stamp, parent, run_start))
         if (body := index_body(m)) is not None:
             entries.append((body, keys, user_id, conversation_id, seq, m.role.value))
     conn.exec_driver_sql(_INSERT_SQLITE, rows)
