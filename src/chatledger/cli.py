@@ -285,7 +285,10 @@ async def _chat_backend(
     async with httpx.AsyncClient(base_url=server, timeout=30, trust_env=False) as client:
         token = os.environ.get("CHATLEDGER_TOKEN") or await _dev_token(client, user_id)
         client.headers["Authorization"] = f"Bearer {token}"
-        yield RemoteChat(client, user_id)
+        remote = RemoteChat(client, user_id)
+        # A token the server refuses is a one-line error now, not at the first message.
+        await remote.conversations(limit=1)
+        yield remote
 
 
 async def _dev_token(client: httpx.AsyncClient, user_id: str) -> str:
@@ -321,12 +324,15 @@ async def _chat(
         reader = (
             PromptReader(colour=screen.colour) if interactive else PlainReader(sys.stdin.fileno())
         )
-        await converse(
+        failures = await converse(
             backend, reader, screen,
             conversation_id=conversation_id,
             interactive=interactive,
             resume=_resume_command(user_id, server),
         )  # fmt: skip
+    if failures and not interactive:
+        # A script that pipes messages in learns that some were not answered.
+        raise typer.Exit(1)
 
 
 @app.command()

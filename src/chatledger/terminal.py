@@ -168,7 +168,7 @@ def _refusal(response: httpx.Response) -> ChatLedgerError:
         message, code = str(body["message"]), str(body.get("code") or body.get("error"))
     except (ValueError, KeyError, TypeError):
         message, code = f"the server answered HTTP {response.status_code}", "http_error"
-    if response.status_code == 401:
+    if response.status_code in (401, 403):
         message += " (set CHATLEDGER_TOKEN to a token for this user: `chatledger token USER`)"
     kind = NotFoundError if response.status_code == 404 else ChatLedgerError
     return kind(message, code=code)
@@ -360,6 +360,7 @@ class _Reply:
     conversation_id: str | None
     stopping: bool = False
     abandoned: bool = False
+    failed: bool = False
     calls: dict[str, tuple[str, Any]] = field(default_factory=dict)
     _stop: asyncio.Task[None] | None = None
 
@@ -403,7 +404,8 @@ class _Reply:
 
 
 async def _answer(chat: ChatBackend, screen: Screen, reply: _Reply, message: str) -> bool:
-    """Show one turn; False if the user gave up waiting for it to stop."""
+    """Show one turn; False if the user gave up waiting for it to stop. Its error, if it
+    failed, is shown and kept in `reply.failed`."""
     consumer = asyncio.current_task()
     assert consumer is not None
     with _on_interrupt(lambda: reply.interrupt(consumer)):
@@ -411,6 +413,7 @@ async def _answer(chat: ChatBackend, screen: Screen, reply: _Reply, message: str
             async for event in chat.stream(reply.conversation_id, message):
                 reply.show(event)
         except ChatLedgerError as error:
+            reply.failed = True
             screen.error(error.message)
         except asyncio.CancelledError:
             if not reply.abandoned:
@@ -429,9 +432,12 @@ async def converse(
     conversation_id: str | None,
     interactive: bool,
     resume: Callable[[str], str],
-) -> None:
+) -> int:
     """The chat loop: a turn per line, until Ctrl-D, `/exit` or the end of the input.
     `resume` gives the command that continues a conversation, shown on the way out.
+
+    Returns:
+        How many turns failed (each error was shown as it happened).
 
     Raises:
         NotFoundError: `conversation_id` is not one of the user's conversations.
@@ -443,6 +449,7 @@ async def converse(
             raise NotFoundError(f"no conversation {conversation_id!r} for this user") from None
     if interactive:
         screen.note("chatledger chat — type a message; /exit or Ctrl-D to leave.")
+    failures = 0
     while (line := await reader.read()) is not None:
         message = line.strip()
         if not message:
@@ -452,11 +459,13 @@ async def converse(
         reply = _Reply(chat, screen, conversation_id)
         carry_on = await _answer(chat, screen, reply, message)
         conversation_id = reply.conversation_id
+        failures += reply.failed
         if not carry_on:
             break
     if conversation_id is not None:
         screen.end_reply()
         screen.text(f"resume: {resume(conversation_id)}\n")
+    return failures
 
 
 def show_conversations(screen: Screen, conversations: list[Conversation]) -> None:

@@ -392,6 +392,20 @@ async def test_chat_with_an_unknown_conversation_is_a_one_line_error(
     assert finished.stdout == ""
 
 
+async def test_piped_chat_goes_on_past_a_refused_message_and_exits_with_1(
+    tmp_path: Path,
+) -> None:
+    finished = await run(
+        "chat", "--user", "alice", "--database-url", f"sqlite:///{tmp_path / 'chat.db'}",
+        cwd=tmp_path, env=child_env(AGENT="rules", MAX_MESSAGE_CHARS="20"),
+        stdin="add a task that is far too long\nadd tea\n",
+    )  # fmt: skip
+    assert finished.status == 1, finished
+    [error] = finished.stderr.splitlines()
+    assert error.startswith("error: ") and "20" in error, error
+    assert 'Added task 1: "tea".' in finished.stdout
+
+
 async def test_version_is_the_packages(tmp_path: Path) -> None:
     finished = await run("--version", cwd=tmp_path)
     assert (finished.status, finished.stdout) == (0, f"chatledger {version('chatledger')}\n")

@@ -237,6 +237,8 @@ async def test_server_mode_chats_stops_and_lists_over_http(
                             env=env)  # fmt: skip
         unknown = await _run("chat", "--user", "alice", "--server", server.base_url,
                              "--conversation", "no-such-id", env=env)  # fmt: skip
+        refused = await _run("chat", "--user", "alice", "--server", server.base_url,
+                             env=child_env(TOKEN=token_for("bob")))  # fmt: skip
     messages: list[dict[str, Any]] = page.json()["items"]
     assert [(m["role"], m["content"]) for m in messages] == [
         ("user", "add buy milk"),
@@ -249,6 +251,8 @@ async def test_server_mode_chats_stops_and_lists_over_http(
     assert messages[3]["metadata"] == {"status": "stopped"}
     assert listed[0] == 0 and listed[1].split()[0] == conversation["id"], listed
     assert unknown[0] == 1 and unknown[2] == "error: no conversation 'no-such-id' for this user\n"
+    assert refused[0] == 1 and len(refused[2].splitlines()) == 1, refused
+    assert refused[2].startswith("error: ") and "CHATLEDGER_TOKEN" in refused[2], refused
 
 
 async def _run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
