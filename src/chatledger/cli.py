@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import json
 import logging
 import os
 import secrets
+import shlex
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from sqlalchemy.engine import make_url
@@ -21,6 +22,19 @@ from sqlalchemy.engine import make_url
 from chatledger.errors import ChatLedgerError, UnavailableError
 from chatledger.settings import Settings
 from chatledger.store import SQLAlchemyStore
+from chatledger.terminal import (
+    ChatBackend,
+    LocalChat,
+    PlainReader,
+    PromptReader,
+    RemoteChat,
+    Screen,
+    converse,
+    show_conversations,
+)
+
+if TYPE_CHECKING:
+    import httpx
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -42,8 +56,21 @@ DatabaseUrl = Annotated[
 _AUTH_SETTINGS = ("CHATLEDGER_JWT_SECRET", "BETTER_AUTH_SECRET", "CHATLEDGER_JWKS_URL")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"chatledger {version('chatledger')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
     """chatledger: conversations of tool-calling agents, kept in a database."""
 
 
@@ -229,32 +256,83 @@ def token(
         raise typer.Exit(1) from None
 
 
-async def _chat(settings: Settings, user_id: str, conversation_id: str | None) -> None:
-    from chatledger.compose import compose
+ServerUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        help="Use a running chatledger server at this URL (token: CHATLEDGER_TOKEN) instead"
+        " of the local database.",
+        show_default=False,
+    ),
+]
 
-    async with compose(settings) as parts:
-        await parts.store.migrate()
-        service = parts.service
-        typer.echo("chatledger chat — type a message, an empty line or Ctrl-D to leave.")
-        while line := (await asyncio.to_thread(sys.stdin.readline)).strip():
-            tools: dict[str, str] = {}
-            try:
-                async for event in service.stream(user_id, conversation_id, line):
-                    if event.name == "conversation":
-                        conversation_id = event.data["conversation_id"]
-                    elif event.name == "tool_call":
-                        tools[event.data["id"]] = event.data["name"]
-                    elif event.name == "tool_result":
-                        name = tools.get(event.data["id"], "tool")
-                        typer.echo(f"  [{name}] {json.dumps(event.data['result'])}")
-                    elif event.name == "delta":
-                        typer.echo(event.data["text"], nl=False)
-                    elif event.name == "done":
-                        typer.echo()
-            except ChatLedgerError as error:
-                typer.echo(f"error: {error.message}", err=True)
-        if conversation_id is not None:
-            typer.echo(f"conversation: {conversation_id}")
+
+@contextlib.asynccontextmanager
+async def _chat_backend(
+    settings: Settings, user_id: str, server: str | None
+) -> AsyncIterator[ChatBackend]:
+    """The local database and agent, or the server at `server`."""
+    if server is None:
+        from chatledger.compose import compose
+
+        async with compose(settings) as parts:
+            await parts.store.migrate()
+            yield LocalChat(parts.service, parts.store, user_id)
+        return
+    import httpx
+
+    # trust_env=False: a proxy from the environment is not asked to reach a chat server.
+    async with httpx.AsyncClient(base_url=server, timeout=30, trust_env=False) as client:
+        token = os.environ.get("CHATLEDGER_TOKEN") or await _dev_token(client, user_id)
+        client.headers["Authorization"] = f"Bearer {token}"
+        remote = RemoteChat(client, user_id)
+        # A token the server refuses is a one-line error now, not at the first message.
+        await remote.conversations(limit=1)
+        yield remote
+
+
+async def _dev_token(client: httpx.AsyncClient, user_id: str) -> str:
+    """A token from a `serve --dev` server; any other server wants CHATLEDGER_TOKEN."""
+    import httpx
+
+    try:
+        response = await client.post("/auth/dev-token", json={"user_id": user_id})
+    except httpx.HTTPError as error:
+        raise ChatLedgerError(f"cannot reach the server at {client.base_url}: {error}") from None
+    if response.status_code != 200:
+        raise ChatLedgerError(
+            "set CHATLEDGER_TOKEN to a token for this user (`chatledger token USER` prints one)"
+        )
+    token: str = response.json()["token"]
+    return token
+
+
+def _resume_command(user_id: str, server: str | None) -> Callable[[str], str]:
+    where = "" if server is None else f" --server {shlex.quote(server)}"
+    return lambda conversation_id: (
+        f"chatledger chat --user {shlex.quote(user_id)}{where}"
+        f" --conversation {shlex.quote(conversation_id)}"
+    )
+
+
+async def _chat(
+    settings: Settings, user_id: str, conversation_id: str | None, server: str | None
+) -> None:
+    screen = Screen.for_stdout()
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    async with _chat_backend(settings, user_id, server) as backend:
+        reader = (
+            PromptReader(colour=screen.colour) if interactive else PlainReader(sys.stdin.fileno())
+        )
+        failures = await converse(
+            backend, reader, screen,
+            conversation_id=conversation_id,
+            interactive=interactive,
+            resume=_resume_command(user_id, server),
+        )  # fmt: skip
+    if failures and not interactive:
+        # A script that pipes messages in learns that some were not answered.
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -263,11 +341,42 @@ def chat(
     conversation: Annotated[
         str | None, typer.Option("--conversation", help="Continue this conversation.")
     ] = None,
+    server: ServerUrl = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Chat with the task agent in the terminal, on the local database (no server)."""
+    """Chat with the task agent in the terminal, on the local database (no server) or with
+    --server. Ctrl-C stops a reply (what it said so far is kept); Ctrl-D or /exit leaves."""
+    _check_server_client(server)
     settings = _settings(database_url)
-    _run(_chat(settings, user, conversation), database_url=settings.database_url)
+    try:
+        _run(_chat(settings, user, conversation, server), database_url=settings.database_url)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+async def _conversations(settings: Settings, user_id: str, server: str | None, limit: int) -> None:
+    async with _chat_backend(settings, user_id, server) as backend:
+        show_conversations(Screen.for_stdout(), await backend.conversations(limit=limit))
+
+
+@app.command()
+def conversations(
+    user: Annotated[str, typer.Option("--user", help="Whose.", show_default=False)],
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
+    server: ServerUrl = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List USER's conversations, most recently updated first: id, last update, title."""
+    _check_server_client(server)
+    settings = _settings(database_url)
+    _run(_conversations(settings, user, server, limit), database_url=settings.database_url)
+
+
+def _check_server_client(server: str | None) -> None:
+    if server is not None and importlib.util.find_spec("httpx") is None:
+        # httpx comes with the server's dependencies: say how to get it, not a traceback.
+        typer.echo("error: --server needs httpx: pip install 'chatledger[server]'", err=True)
+        raise typer.Exit(1)
 
 
 async def _serve_mcp(settings: Settings, user_id: str) -> None:

@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import asyncpg
@@ -314,22 +315,28 @@ async def test_chat_holds_a_conversation_offline_and_continues_it(tmp_path: Path
         url,
         cwd=tmp_path,
         env=env,
-        stdin="add buy milk\nmark it done\nshow my tasks\n",
+        # An empty line is no message: the chat goes on to the end of the input.
+        stdin="add buy milk\n\nmark it done\nshow my tasks\ncomplete task 9\n",
     )
     assert first.status == 0, first
+    # Piped, the output is plain text: not one escape code.
+    assert "\x1b" not in first.stdout and "\x1b" not in first.stderr
     lines = first.stdout.splitlines()
-    assert lines[1:-1] == [
-        '  [add_task] {"task_id": 1, "status": "created", "title": "buy milk"}',
+    assert lines[:-1] == [
+        '  ▸ add_task(title="buy milk") ok',
         'Added task 1: "buy milk".',
-        '  [complete_task] {"task_id": 1, "status": "completed", "title": "buy milk"}',
+        "  ▸ complete_task(task_id=1) ok",
         'Marked task 1 "buy milk" as done.',
-        '  [list_tasks] {"tasks": [{"task_id": 1, "title": "buy milk", "description": null,'
-        ' "completed": true}], "total": 1, "omitted": 0}',
+        '  ▸ list_tasks(status="all") ok',
         "You have 1 task:",
         "- #1 buy milk (done)",
+        "  ▸ complete_task(task_id=9) error: no such task",
+        'I couldn\'t find task 9. Say "show my tasks" to see their numbers.',
     ]
-    label, conversation_id = lines[-1].split(": ")
-    assert label == "conversation"
+    label, command = lines[-1].split(": ")
+    assert label == "resume"
+    assert command.startswith("chatledger chat --user alice --conversation ")
+    conversation_id = command.split()[-1]
 
     store = SQLAlchemyStore.from_url(url)
     try:
@@ -346,12 +353,12 @@ async def test_chat_holds_a_conversation_offline_and_continues_it(tmp_path: Path
             url,
             cwd=tmp_path,
             env=env,
-            stdin="what did I add earlier?\n",
+            stdin="what did I add earlier?\n/exit\nnot sent\n",
         )
         assert again.status == 0, again
         # Only the stored history of the first run can tell the agent this.
         assert '- #1 "buy milk", done since' in again.stdout
-        assert again.stdout.splitlines()[-1] == f"conversation: {conversation_id}"
+        assert again.stdout.splitlines()[-1] == f"resume: {command}"
 
         messages = await store.history("alice", conversation_id, limit=100)
         assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
@@ -359,10 +366,49 @@ async def test_chat_holds_a_conversation_offline_and_continues_it(tmp_path: Path
             "add buy milk",
             "mark it done",
             "show my tasks",
+            "complete task 9",
             "what did I add earlier?",
         ]
+        listed = await run("conversations", "--user", "alice", "--database-url", url,
+                           cwd=tmp_path, env=env)  # fmt: skip
+        assert listed.status == 0, listed
+        [line] = listed.stdout.splitlines()
+        assert line.split()[0] == conversation_id and line.endswith("  add buy milk")
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("conversation", ["no-such-id", str(uuid.uuid4())])
+async def test_chat_with_an_unknown_conversation_is_a_one_line_error(
+    conversation: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    finished = await run(
+        "chat", "--user", "alice", "--conversation", conversation, "--database-url", url,
+        cwd=tmp_path, env=child_env(AGENT="rules"), stdin="add buy milk\n",
+    )  # fmt: skip
+    assert_one_line_error(finished)
+    assert finished.stderr == f"error: no conversation {conversation!r} for this user\n"
+    assert finished.stdout == ""
+
+
+async def test_piped_chat_goes_on_past_a_refused_message_and_exits_with_1(
+    tmp_path: Path,
+) -> None:
+    finished = await run(
+        "chat", "--user", "alice", "--database-url", f"sqlite:///{tmp_path / 'chat.db'}",
+        cwd=tmp_path, env=child_env(AGENT="rules", MAX_MESSAGE_CHARS="20"),
+        stdin="add a task that is far too long\nadd tea\n",
+    )  # fmt: skip
+    assert finished.status == 1, finished
+    [error] = finished.stderr.splitlines()
+    assert error.startswith("error: ") and "20" in error, error
+    assert 'Added task 1: "tea".' in finished.stdout
+
+
+async def test_version_is_the_packages(tmp_path: Path) -> None:
+    finished = await run("--version", cwd=tmp_path)
+    assert (finished.status, finished.stdout) == (0, f"chatledger {version('chatledger')}\n")
 
 
 async def test_chat_honours_the_context_budget_and_closes_its_agent(tmp_path: Path) -> None:
