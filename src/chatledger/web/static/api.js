@@ -127,6 +127,41 @@ export class Api {
       headers: { "Idempotency-Key": key, Accept: "text/event-stream" },
       signal,
     });
+    yield* Api.#events(response);
+  }
+
+  /**
+   * The turn running in conversation `id`, from its first event, as `chat` yields them;
+   * null if none is running.
+   */
+  async attach(id, { signal }) {
+    const response = await this.#request(`/conversations/${encodeURIComponent(id)}/stream`, {
+      headers: { Accept: "text/event-stream" },
+      signal,
+    });
+    return response.status === 204 ? null : Api.#events(response);
+  }
+
+  /** A new version of user message `seq`, and its reply; answers when the turn is over. */
+  edit(id, seq, message, key) {
+    const path = `/conversations/${encodeURIComponent(id)}/messages/${seq}/edit`;
+    const headers = { "Idempotency-Key": key };
+    return this.#json(path, { method: "POST", body: { message }, headers });
+  }
+
+  /** A new reply to user message `seq`; answers when the turn is over. */
+  regenerate(id, seq, key) {
+    const path = `/conversations/${encodeURIComponent(id)}/messages/${seq}/regenerate`;
+    return this.#json(path, { method: "POST", headers: { "Idempotency-Key": key } });
+  }
+
+  /** Show the branch of message `seq` (one version of a message) from now on. */
+  setHead(id, seq) {
+    const path = `/conversations/${encodeURIComponent(id)}/head`;
+    return this.#json(path, { method: "PUT", body: { seq } });
+  }
+
+  static async *#events(response) {
     try {
       for await (const event of readEvents(response.body)) {
         yield { type: event.type, data: JSON.parse(event.data) };

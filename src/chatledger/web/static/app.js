@@ -42,9 +42,18 @@ const state = {
   turn: null, // { controller, conversationId, live, stopping } while a turn streams in
 };
 
-const thread = new Thread(byId("thread"), { onLoadEarlier: loadEarlier });
+const thread = new Thread(byId("thread"), {
+  onLoadEarlier: loadEarlier,
+  onEdit: (seq, text) => editMessage(seq, text, newKey()),
+  onRegenerate: (seq) => regenerate(seq, newKey()),
+  onVersion: showVersion,
+});
 
 const current = () => state.current?.id ?? null;
+
+const BROKEN = "The connection broke before the reply was complete.";
+// How often a turn the page asked for, not running yet, is looked for again.
+const FOLLOW_RETRY_MS = 100;
 
 /** Show what went wrong, with `retry` when trying again may help. */
 function report(error, retry = null) {
@@ -205,7 +214,10 @@ async function openConversation(id) {
     if (api !== state.api || current() !== id) return;
     if (error instanceof ApiError && error.status === 404) newConversation();
     report(error, () => openConversation(id));
+    return;
   }
+  // A reply still being written (the page was reloaded, or the turn began elsewhere).
+  follow(id);
 }
 
 function newConversation() {
@@ -237,23 +249,28 @@ async function loadEarlier() {
   }
 }
 
-/** Bring the thread up to what the server stored, in place of the turn `live` showed. */
+/**
+ * Bring the thread up to what the server stored, in place of the turn `live` showed (null:
+ * none showed).
+ */
 async function syncThread(id, live) {
   const api = state.api;
   try {
     const page = await api.messages(id);
     if (api !== state.api || current() !== id) return;
-    const first = page.items[0]?.seq ?? 0;
-    const kept = state.messages.filter((m) => m.seq < first);
-    // The loaded messages must stay contiguous: if more arrived than one page holds,
-    // the thread starts again from the newest page.
-    if (kept.length > 0 && kept.at(-1).seq === first - 1) {
-      state.messages = [...kept, ...page.items];
+    // The loaded messages must stay one branch without gaps: earlier ones stay loaded if
+    // the page follows on from one of them (seqs count every branch, so it is the parent
+    // that says); otherwise (an edit began another branch, or more arrived than one page
+    // holds) the thread starts again from the newest page.
+    const parent = page.has_more ? page.items[0]?.parent_seq : undefined;
+    const at = parent == null ? -1 : state.messages.findIndex((m) => m.seq === parent);
+    if (at !== -1) {
+      state.messages = [...state.messages.slice(0, at + 1), ...page.items];
     } else {
       state.messages = page.items;
       state.hasMore = page.has_more;
     }
-    live.remove();
+    live?.remove();
     thread.show(state.messages, { hasMore: state.hasMore });
   } catch (error) {
     report(error, () => syncThread(id, live));
@@ -317,8 +334,8 @@ function showBusy() {
   const turn = state.turn;
   ui.send.hidden = turn !== null;
   ui.stop.hidden = turn === null;
-  // Stopping needs the conversation's id, which the stream's first event brings.
-  ui.stop.disabled = turn === null || turn.conversationId === null || turn.stopping;
+  // Stopping needs a turn that runs: the stream's first event says it does.
+  ui.stop.disabled = turn === null || !turn.started || turn.stopping;
   ui.rename.disabled = ui.delete.disabled = current() === null || turn !== null;
 }
 
@@ -326,9 +343,78 @@ function showBusy() {
 function leaveTurn() {
   if (state.turn === null) return;
   state.turn.controller.abort();
-  state.turn.live.remove();
+  state.turn.live?.remove();
   state.turn = null;
   showBusy();
+}
+
+/**
+ * A turn the page shows. `own`: this page asked for it (others are followed: begun before
+ * a reload, in another tab or elsewhere). `attached`: its events come from following the
+ * conversation, not from the request that began it, so the thread shows what was stored
+ * up to its user message and the turn's events from there. `live` shows it once it runs.
+ */
+function newTurn(conversationId, { own, attached }) {
+  const controller = new AbortController();
+  return { controller, conversationId, live: null, stopping: false, started: false, own, attached };
+}
+
+/**
+ * Show a turn's `events` as they come. Returns whether it ended (with `done` or `error`)
+ * and the failure an `error` reported; throws what reading the stream throws.
+ */
+async function showEvents(turn, events) {
+  let ended = false;
+  let failure = null;
+  for await (const { type, data } of events) {
+    const live = turn.live;
+    if (type === "conversation") {
+      turn.started = true;
+      turn.conversationId = data.conversation_id;
+      if (current() === null) setCurrent({ id: data.conversation_id, title: null });
+      if (turn.own) announce(turn.conversationId);
+      if (turn.attached) await showUpTo(turn.conversationId, data.user_message_id);
+      showBusy();
+    } else if (type === "delta") {
+      live.delta(data.text);
+    } else if (type === "tool_call") {
+      live.toolCall(data);
+    } else if (type === "tool_result") {
+      live.toolResult(data);
+    } else if (type === "done") {
+      ended = true;
+      live.end(data.stopped ? "stopped" : null);
+    } else if (type === "error") {
+      ended = true;
+      failure = data.message;
+      live.end("failed");
+    }
+  }
+  return { ended, failure };
+}
+
+/** The stored thread up to message `messageId`; what follows it, the turn shows. */
+async function showUpTo(id, messageId) {
+  const page = await state.api.messages(id);
+  if (current() !== id) return;
+  const at = page.items.findIndex((m) => m.id === messageId);
+  state.messages = at === -1 ? page.items : page.items.slice(0, at + 1);
+  state.hasMore = page.has_more;
+  thread.show(state.messages, { hasMore: state.hasMore });
+}
+
+/** The turn is over: show the thread as stored; `failure` (with `retry`) if it failed. */
+async function settle(turn, failure = null, retry = null) {
+  if (state.turn !== turn) return;
+  await Promise.all([
+    syncThread(turn.conversationId, turn.live),
+    refreshConversations(),
+    refreshTasks(),
+  ]);
+  if (state.turn !== turn) return;
+  state.turn = null;
+  showBusy();
+  if (failure !== null) showBanner(failure, retry);
 }
 
 /**
@@ -337,18 +423,11 @@ function leaveTurn() {
  */
 async function send(text, key) {
   const api = state.api;
-  const live = thread.beginTurn(text);
-  const turn = {
-    controller: new AbortController(),
-    conversationId: current(), // null until the server names the new conversation
-    live,
-    stopping: false,
-  };
+  const turn = newTurn(current(), { own: true, attached: false });
+  turn.live = thread.beginTurn(text);
   state.turn = turn;
   showBusy();
-  let started = false;
-  let ended = false;
-  let failure = null;
+  let outcome;
   try {
     const events = api.chat({
       conversationId: turn.conversationId,
@@ -356,33 +435,14 @@ async function send(text, key) {
       key,
       signal: turn.controller.signal,
     });
-    for await (const { type, data } of events) {
-      if (type === "conversation") {
-        started = true;
-        turn.conversationId = data.conversation_id;
-        if (current() === null) setCurrent({ id: data.conversation_id, title: null });
-        showBusy();
-      } else if (type === "delta") {
-        live.delta(data.text);
-      } else if (type === "tool_call") {
-        live.toolCall(data);
-      } else if (type === "tool_result") {
-        live.toolResult(data);
-      } else if (type === "done") {
-        ended = true;
-        live.end(data.stopped ? "stopped" : null);
-      } else if (type === "error") {
-        ended = true;
-        failure = data.message;
-        live.end("failed");
-      }
-    }
-    if (!ended) throw new NetworkError("The connection broke before the reply was complete.");
+    outcome = await showEvents(turn, events);
+    if (!outcome.ended) throw new NetworkError(BROKEN);
   } catch (error) {
     if (state.turn !== turn) return; // left for another conversation, or signed out
     state.turn = null;
     showBusy();
-    if (started) {
+    const live = turn.live;
+    if (turn.started) {
       live.end("connection lost");
     } else {
       live.refused("not sent");
@@ -400,18 +460,120 @@ async function send(text, key) {
     }
     return;
   }
-  if (state.turn !== turn) return;
-  await Promise.all([
-    syncThread(turn.conversationId, live),
-    refreshConversations(),
-    refreshTasks(),
-  ]);
-  if (state.turn !== turn) return;
-  state.turn = null;
-  showBusy();
   // The failed turn is stored as such: trying again is a new turn, with a new key.
-  if (failure !== null) showBanner(failure, () => send(text, newKey()));
+  await settle(turn, outcome.failure, () => send(text, newKey()));
 }
+
+/**
+ * Show the turn running in conversation `id`, if one is. `turn`, when given, is this
+ * page's own, begun by `request` (an edit, a regeneration), which answers only when the
+ * turn is over: until it answers, a turn not running yet is waited for.
+ */
+async function follow(id, turn = null, request = null) {
+  const api = state.api;
+  const own = turn !== null;
+  turn ??= newTurn(id, { own: false, attached: true });
+  let answered = false;
+  request?.then(
+    () => (answered = true),
+    () => (answered = true),
+  );
+  let events;
+  try {
+    for (;;) {
+      events = await api.attach(id, { signal: turn.controller.signal });
+      if (events !== null || !own || answered) break;
+      await new Promise((resolve) => setTimeout(resolve, FOLLOW_RETRY_MS));
+    }
+  } catch (error) {
+    if (own && state.turn === turn) {
+      state.turn = null;
+      showBusy();
+    }
+    report(error, () => follow(id));
+    return;
+  }
+  if (api !== state.api || current() !== id) return;
+  if (events === null) {
+    // Nothing running: the page's own turn was over before it could be followed.
+    if (own) await settle(turn);
+    return;
+  }
+  if (!own) {
+    if (state.turn !== null) return; // the page began one meanwhile
+    state.turn = turn;
+  }
+  turn.live = thread.beginTurn(null);
+  showBusy();
+  try {
+    const outcome = await showEvents(turn, events);
+    if (!outcome.ended) throw new NetworkError(BROKEN);
+    await settle(turn, outcome.failure);
+  } catch (error) {
+    if (state.turn !== turn) return;
+    state.turn = null;
+    showBusy();
+    turn.live.end("connection lost");
+    report(error, () => {
+      turn.live.remove();
+      follow(id);
+    });
+  }
+}
+
+/** Begin `request(api, id)`, a turn that answers when it is over, and follow it. */
+function beginTurnBy(request) {
+  if (state.turn !== null || current() === null) return;
+  const id = current();
+  const turn = newTurn(id, { own: true, attached: true });
+  state.turn = turn;
+  showBusy();
+  const answer = request(state.api, id);
+  // What refuses the turn (a 409 while another runs, a 422) says so; the thread then
+  // shows what is stored.
+  answer.catch((error) => report(error));
+  follow(id, turn, answer);
+}
+
+/** A new version of user message `seq`, saying `text`. */
+function editMessage(seq, text, key) {
+  beginTurnBy((api, id) => api.edit(id, seq, text, key));
+}
+
+/** A new reply to user message `seq`. */
+function regenerate(seq, key) {
+  beginTurnBy((api, id) => api.regenerate(id, seq, key));
+}
+
+/** Show the branch of message `seq`, another version of a message, from now on. */
+async function showVersion(seq) {
+  if (state.turn !== null) return;
+  const api = state.api;
+  const id = current();
+  try {
+    await api.setHead(id, seq);
+    const page = await api.messages(id);
+    if (api !== state.api || current() !== id) return;
+    state.messages = page.items;
+    state.hasMore = page.has_more;
+    thread.show(state.messages, { hasMore: state.hasMore });
+  } catch (error) {
+    report(error, () => showVersion(seq));
+  }
+}
+
+// Tabs of this browser tell each other of the turns they begin, so that a tab showing the
+// same conversation follows the reply as it is written.
+const turnsChannel = "BroadcastChannel" in window ? new BroadcastChannel("chatledger-turns") : null;
+
+function announce(conversationId) {
+  turnsChannel?.postMessage({ userId: state.session?.userId, conversationId });
+}
+
+turnsChannel?.addEventListener("message", ({ data }) => {
+  const shown = state.session?.userId === data.userId && current() === data.conversationId;
+  if (shown && state.turn === null) follow(data.conversationId);
+});
 
 async function stop() {
   const turn = state.turn;

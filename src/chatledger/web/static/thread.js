@@ -30,6 +30,72 @@ function bubble(role, text, mark = null) {
   );
 }
 
+/**
+ * `‹ 2/3 ›` for a message with other versions (edits of a user message, regenerations of
+ * a reply); an arrow asks `onVersion` for the version's seq, whose branch then shows.
+ */
+function versionSwitch(message, onVersion) {
+  const seqs = message.sibling_seqs;
+  const index = message.sibling_index;
+  const arrow = (label, symbol, to) => {
+    const button = h(
+      "button",
+      { type: "button", class: "version-arrow", "aria-label": label, disabled: !(to in seqs) },
+      symbol,
+    );
+    button.addEventListener("click", () => onVersion(seqs[to]));
+    return button;
+  };
+  return h(
+    "span",
+    { class: "versions" },
+    arrow("Previous version", "‹", index - 1),
+    h("span", { class: "version-count" }, `${index + 1}/${seqs.length}`),
+    arrow("Next version", "›", index + 1),
+  );
+}
+
+/** A row of actions under a message of `role`: buttons `[label, onClick]`, its versions. */
+function actionBar(role, buttons, versions = null) {
+  const bar = h("div", { class: `message-actions ${role}` }, versions);
+  for (const [label, onClick] of buttons) {
+    const button = h("button", { type: "button", class: "message-action" }, label);
+    button.addEventListener("click", onClick);
+    bar.append(button);
+  }
+  return bar;
+}
+
+/** Turn a user message's bubble into a form that saves its new text as a new version. */
+function editInPlace(element, message, onEdit) {
+  const field = h("textarea", { class: "edit-text", rows: 3, "aria-label": "Edit message" });
+  field.value = message.content;
+  const save = h("button", { type: "submit" }, "Save");
+  const cancel = h("button", { type: "button" }, "Cancel");
+  const form = h("form", { class: "edit-form" }, field, h("div", {}, save, cancel));
+  const shown = [...element.children];
+  element.replaceChildren(form);
+  element.classList.add("editing");
+  const restore = () => {
+    element.classList.remove("editing");
+    element.replaceChildren(...shown);
+  };
+  cancel.addEventListener("click", restore);
+  field.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") restore();
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (field.value.trim() === "") return;
+    onEdit(message.seq, field.value);
+  });
+  field.focus();
+}
+
 function markBubble(element, mark) {
   element.dataset.mark = mark;
   element.append(h("span", { class: "mark" }, mark));
@@ -83,19 +149,39 @@ function storedBadge(call, resultMessage, expanded) {
   return badge.element;
 }
 
-/** Elements for stored messages, oldest first. */
-function renderStored(messages, expanded) {
+/**
+ * Elements for stored messages, oldest first. Under a user message, its versions and
+ * Edit; under a reply (what answers a user message), the reply's versions and Regenerate.
+ */
+function renderStored(messages, expanded, { onEdit, onRegenerate, onVersion }) {
   const results = new Map(
     messages.filter((m) => m.role === "tool").map((m) => [m.tool_call_id, m]),
   );
   const calls = new Set(messages.flatMap((m) => m.tool_calls.map((call) => call.id)));
   const elements = [];
+  let question = null; // the user message the reply being rendered answers
+  let reply = null; // that reply's first message, once there is one
+  const endReply = () => {
+    if (question === null || reply === null) return;
+    const seq = question.seq;
+    const versions = reply.sibling_count > 1 ? versionSwitch(reply, onVersion) : null;
+    elements.push(actionBar("assistant", [["Regenerate", () => onRegenerate(seq)]], versions));
+  };
   for (const message of messages) {
     // A stopped or failed reply says so, even when it had no text yet.
     const mark = message.metadata?.status ?? null;
     if (message.role === "user") {
-      elements.push(bubble("user", message.content));
-    } else if (message.role === "assistant") {
+      endReply();
+      question = message;
+      reply = null;
+      const element = bubble("user", message.content);
+      const versions = message.sibling_count > 1 ? versionSwitch(message, onVersion) : null;
+      const edit = () => editInPlace(element, message, onEdit);
+      elements.push(element, actionBar("user", [["Edit", edit]], versions));
+      continue;
+    }
+    if (message.role !== "system") reply ??= message;
+    if (message.role === "assistant") {
       if (message.tool_calls.length > 0) {
         const badges = message.tool_calls.map((call) =>
           storedBadge(call, results.get(call.id), expanded),
@@ -109,6 +195,7 @@ function renderStored(messages, expanded) {
       elements.push(h("div", { class: "tools" }, storedBadge(call, message, expanded)));
     }
   }
+  endReply();
   return elements;
 }
 
@@ -119,9 +206,10 @@ class LiveTurn {
   #badges = new Map();
   #current = null;
 
+  /** `text` is the user's message; null for a turn followed after it started. */
   constructor(thread, text) {
     this.#thread = thread;
-    this.#add(bubble("user", text));
+    if (text !== null) this.#add(bubble("user", text));
   }
 
   get elements() {
@@ -166,7 +254,7 @@ class LiveTurn {
 
   /** The turn never started: the user's message is marked, as it is not stored. */
   refused(mark) {
-    markBubble(this.#elements[0], mark);
+    if (this.#elements.length > 0) markBubble(this.#elements[0], mark);
   }
 
   remove() {
@@ -182,9 +270,13 @@ export class Thread {
   /** Ids of the tool calls whose badges are open. */
   expanded = new Set();
 
-  constructor(element, { onLoadEarlier }) {
+  #actions;
+
+  /** `actions`: `onEdit(seq, text)`, `onRegenerate(seq)`, `onVersion(seq)`. */
+  constructor(element, { onLoadEarlier, ...actions }) {
     this.#element = element;
     this.#onLoadEarlier = onLoadEarlier;
+    this.#actions = actions;
   }
 
   /** Show stored `messages` (oldest first); `keepPlace` holds the view on what was shown. */
@@ -192,7 +284,7 @@ export class Thread {
     const fromBottom = this.#element.scrollHeight - this.#element.scrollTop;
     // A turn streaming in stays below the history, whatever is loaded above it.
     this.#element.replaceChildren(
-      ...renderStored(messages, this.expanded),
+      ...renderStored(messages, this.expanded, this.#actions),
       ...(this.#live?.elements ?? []),
     );
     if (hasMore) {
@@ -223,7 +315,10 @@ export class Thread {
     this.#element.replaceChildren(h("p", { class: "empty" }, "Loading…"));
   }
 
-  /** Show `text` sent, and return the turn to show the reply in as it streams. */
+  /**
+   * Show `text` sent (null: a turn followed after it started), and return the turn to
+   * show the reply in as it streams.
+   */
   beginTurn(text) {
     this.#element.querySelector(".empty")?.remove();
     this.#live = new LiveTurn(this, text);
