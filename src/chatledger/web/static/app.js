@@ -493,16 +493,19 @@ async function follow(id, turn = null, request = null) {
     report(error, () => follow(id));
     return;
   }
-  if (api !== state.api || current() !== id) return;
+  // Gone elsewhere meanwhile, or showing another turn: the stream is let go (aborted), not
+  // left holding one of the user's places.
+  const free = own ? state.turn === turn : state.turn === null;
+  if (api !== state.api || current() !== id || !free) {
+    turn.controller.abort();
+    return;
+  }
   if (events === null) {
     // Nothing running: the page's own turn was over before it could be followed.
     if (own) await settle(turn);
     return;
   }
-  if (!own) {
-    if (state.turn !== null) return; // the page began one meanwhile
-    state.turn = turn;
-  }
+  state.turn = turn;
   turn.live = thread.beginTurn(null);
   showBusy();
   try {
