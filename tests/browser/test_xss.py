@@ -1,0 +1,91 @@
+"""Hostile model replies (xss_corpus.py) shown by the page: nothing in them may run.
+
+Each reply is stored as the assistant's message through the `/v1` Conversations API, which
+takes items of any role, and the page is opened on that conversation. The page must then
+show the reply without running a script, opening a dialog or logging an error, and what the
+reply became may hold no element that loads or runs anything, no `on*` attribute and no
+link but to http(s) or mailto.
+
+Score against the page of commit "Browser tests: a corpus of hostile model replies", which
+shows replies as plain text, before the markdown renderer: CORPUS 51/51 pass.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from playwright.async_api import Dialog, Page, expect
+
+from tests.browser.conftest import OpenPage
+from tests.browser.harness import dev_token
+from tests.browser.xss_corpus import CORPUS, FOUND_LATER
+from tests.process.servers import ServerProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+FORBIDDEN = "script, iframe, frame, img, svg, math, object, embed, style, link, meta, base, form"
+# What the page made of the replies: everything in the thread that breaks the rules.
+BROKEN_RULES = """(thread) => {
+    const found = [];
+    for (const element of thread.querySelectorAll("*")) {
+        for (const { name } of element.attributes) {
+            if (/^on/i.test(name) || name === "style" || name === "srcdoc")
+                found.push(`${element.tagName} ${name}`);
+        }
+        if (element.matches(FORBIDDEN)) found.push(element.tagName);
+        if (element.tagName === "A" && !["http:", "https:", "mailto:"].includes(element.protocol))
+            found.push(`A href=${element.getAttribute("href")}`);
+    }
+    return found;
+}""".replace("FORBIDDEN", json.dumps(FORBIDDEN))
+
+
+async def show_reply(page: Page, server: ServerProcess, user_id: str, reply: str) -> None:
+    """Store a conversation whose assistant said `reply` and open the page on it."""
+    token = await dev_token(server, user_id)
+    items = [
+        {"type": "message", "role": "user", "content": "Say something."},
+        {"type": "message", "role": "assistant", "content": reply},
+    ]
+    async with server.client(headers={"Authorization": f"Bearer {token}"}) as client:
+        response = await client.post("/v1/conversations", json={"items": items})
+        response.raise_for_status()
+    conversation_id = response.json()["id"].removeprefix("conv_")
+    session = {"token": token, "userId": user_id, "conversationId": conversation_id}
+    await page.goto(server.base_url)
+    await page.evaluate("s => sessionStorage.setItem('chatledger.session', s)", json.dumps(session))
+    await page.reload()
+    await expect(page.locator(".message.assistant")).to_have_count(1)
+
+
+async def check_harmless(open_page: OpenPage, server: ServerProcess, name: str, reply: str) -> None:
+    page = await open_page()
+    dialogs: list[str] = []
+
+    async def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", dismiss)
+    await show_reply(page, server, f"xss-{name}", reply)
+    # Handlers that wait for the pointer, and links, are given their chance.
+    await page.locator(".message.assistant").hover()
+    assert await page.evaluate("() => window.__pwned") is None
+    assert dialogs == []
+    assert await page.locator("#thread").evaluate(BROKEN_RULES) == []
+    assert await page.evaluate("document.body.querySelectorAll('img, iframe, script').length") == 0
+
+
+@pytest.mark.parametrize(("name", "reply"), CORPUS.items(), ids=CORPUS.keys())
+async def test_a_hostile_reply_is_harmless(
+    open_page: OpenPage, server: ServerProcess, name: str, reply: str
+) -> None:
+    await check_harmless(open_page, server, name, reply)
+
+
+@pytest.mark.parametrize(("name", "reply"), FOUND_LATER.items(), ids=FOUND_LATER.keys())
+async def test_a_hostile_reply_found_later_is_harmless(
+    open_page: OpenPage, server: ServerProcess, name: str, reply: str
+) -> None:
+    await check_harmless(open_page, server, name, reply)
