@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from playwright.async_api import Dialog, Page, expect
+from playwright.async_api import Dialog
 
 from tests.browser.conftest import OpenPage
-from tests.browser.harness import dev_token
+from tests.browser.harness import show_reply
 from tests.browser.xss_corpus import CORPUS, FOUND_LATER
 from tests.process.servers import ServerProcess
 
@@ -39,24 +39,6 @@ BROKEN_RULES = """(thread) => {
     }
     return found;
 }""".replace("FORBIDDEN", json.dumps(FORBIDDEN))
-
-
-async def show_reply(page: Page, server: ServerProcess, user_id: str, reply: str) -> None:
-    """Store a conversation whose assistant said `reply` and open the page on it."""
-    token = await dev_token(server, user_id)
-    items = [
-        {"type": "message", "role": "user", "content": "Say something."},
-        {"type": "message", "role": "assistant", "content": reply},
-    ]
-    async with server.client(headers={"Authorization": f"Bearer {token}"}) as client:
-        response = await client.post("/v1/conversations", json={"items": items})
-        response.raise_for_status()
-    conversation_id = response.json()["id"].removeprefix("conv_")
-    session = {"token": token, "userId": user_id, "conversationId": conversation_id}
-    await page.goto(server.base_url)
-    await page.evaluate("s => sessionStorage.setItem('chatledger.session', s)", json.dumps(session))
-    await page.reload()
-    await expect(page.locator(".message.assistant")).to_have_count(1)
 
 
 async def check_harmless(open_page: OpenPage, server: ServerProcess, name: str, reply: str) -> None:
