@@ -6,8 +6,10 @@ show the reply without running a script, opening a dialog or logging an error, a
 reply became may hold no element that loads or runs anything, no `on*` attribute and no
 link but to http(s) or mailto.
 
-Score against the page of commit "Browser tests: a corpus of hostile model replies", which
-shows replies as plain text, before the markdown renderer: CORPUS 51/51 pass.
+Scores. The page before the markdown renderer, which showed replies as plain text: CORPUS
+51/51, FOUND_LATER 4/4. The renderer's first draft: CORPUS 51/51, FOUND_LATER 2/4 (a
+60,000-deep emphasis bomb and 80,000 line breaks overflowed the stack). The renderer as
+committed: CORPUS 51/51, FOUND_LATER 4/4.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ BROKEN_RULES = """(thread) => {
                 found.push(`${element.tagName} ${name}`);
         }
         if (element.matches(FORBIDDEN)) found.push(element.tagName);
-        if (element.tagName === "A" && !["http:", "https:", "mailto:"].includes(element.protocol))
-            found.push(`A href=${element.getAttribute("href")}`);
+        // Written out in full: a relative address would take the page's own scheme.
+        const href = element.getAttribute("href");
+        const written = /^(https?:[/][/]|mailto:)/i.test(href ?? "");
+        const scheme = ["http:", "https:", "mailto:"].includes(element.protocol);
+        if (element.tagName === "A" && !(written && scheme)) found.push(`A href=${href}`);
     }
     return found;
 }""".replace("FORBIDDEN", json.dumps(FORBIDDEN))

@@ -81,4 +81,12 @@ CORPUS: Final[dict[str, str]] = {
     "backtick-bomb": "`a ``b ```c " * 1500,
 }
 
-FOUND_LATER: Final[dict[str, str]] = {}
+FOUND_LATER: Final[dict[str, str]] = {
+    # Found by timing the renderer on hostile text: a stored reply may be 256 KiB, and
+    # emphasis nested 60,000 deep, or lines and blocks by the ten thousand, each passed to
+    # one call as arguments, overflowed the stack.
+    "emphasis-nesting-60000": "*_" * 60_000 + "a" + "_*" * 60_000,
+    "line-breaks-80000": "a\n" * 80_000,
+    "table-rows-40000": "|a|\n|-|\n" + "|x|\n" * 40_000,
+    "paragraphs-45000": "a\n\n" * 45_000,
+}
