@@ -9,6 +9,7 @@ output to a log file in their directory.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -125,3 +126,25 @@ async def stored_thread(server: ServerProcess, user_id: str) -> list[dict[str, A
         messages.raise_for_status()
         items: list[dict[str, Any]] = messages.json()["items"]
         return items
+
+
+async def show_reply(
+    page: Page, server: ServerProcess, user_id: str, reply: str, *, asked: str = "Say something."
+) -> None:
+    """Store a conversation in which the user `asked` and the assistant said `reply`, as a
+    model might have (the `/v1` Conversations API takes items of any role), and open the
+    page on it, signed in as `user_id`."""
+    token = await dev_token(server, user_id)
+    items = [
+        {"type": "message", "role": "user", "content": asked},
+        {"type": "message", "role": "assistant", "content": reply},
+    ]
+    async with server.client(headers={"Authorization": f"Bearer {token}"}) as client:
+        response = await client.post("/v1/conversations", json={"items": items})
+        response.raise_for_status()
+    conversation_id = response.json()["id"].removeprefix("conv_")
+    session = {"token": token, "userId": user_id, "conversationId": conversation_id}
+    await page.goto(server.base_url)
+    await page.evaluate("s => sessionStorage.setItem('chatledger.session', s)", json.dumps(session))
+    await page.reload()
+    await expect(page.locator(".message.assistant")).to_have_count(1)

@@ -1,8 +1,11 @@
 // The messages of one conversation: stored history, and the turn streaming in right now.
 // Tool calls show as compact badges (a <details> element) that open to their arguments
-// and result; a call and its result are paired by the call's id.
+// and result; a call and its result are paired by the call's id. A reply is shown as
+// markdown (markdown.js), a user's message as the plain text it was typed as.
 
+import { copyButton } from "./copy.js";
 import { h } from "./dom.js";
+import { renderMarkdown } from "./markdown.js";
 
 const AT_BOTTOM_PX = 40;
 
@@ -21,13 +24,30 @@ function pretty(value) {
   return typeof value === "string" ? value : JSON.stringify(value, null, 2);
 }
 
+/**
+ * A message's element, with a button that copies its text as written; `setText` shows
+ * other text in it (a reply streaming in).
+ */
 function bubble(role, text, mark = null) {
-  return h(
+  let raw = text;
+  const body =
+    role === "assistant" ? h("div", { class: "text markdown" }) : h("p", { class: "text" });
+  const actions = h("div", { class: "actions" }, copyButton(() => raw, "Copy text"));
+  const element = h(
     "div",
     { class: `message ${role}`, "data-mark": mark },
-    h("p", { class: "text" }, text),
+    body,
     mark && h("span", { class: "mark" }, mark),
+    actions,
   );
+  const setText = (value) => {
+    raw = value;
+    if (role === "assistant") body.replaceChildren(renderMarkdown(value));
+    else body.textContent = value;
+    actions.hidden = value === "";
+  };
+  setText(text);
+  return { element, setText };
 }
 
 /**
@@ -98,7 +118,7 @@ function editInPlace(element, message, onEdit) {
 
 function markBubble(element, mark) {
   element.dataset.mark = mark;
-  element.append(h("span", { class: "mark" }, mark));
+  element.querySelector(".text").after(h("span", { class: "mark" }, mark));
 }
 
 /**
@@ -174,7 +194,7 @@ function renderStored(messages, expanded, { onEdit, onRegenerate, onVersion }) {
       endReply();
       question = message;
       reply = null;
-      const element = bubble("user", message.content);
+      const { element } = bubble("user", message.content);
       const versions = message.sibling_count > 1 ? versionSwitch(message, onVersion) : null;
       const edit = () => editInPlace(element, message, onEdit);
       elements.push(element, actionBar("user", [["Edit", edit]], versions));
@@ -188,7 +208,9 @@ function renderStored(messages, expanded, { onEdit, onRegenerate, onVersion }) {
         );
         elements.push(h("div", { class: "tools" }, ...badges));
       }
-      if (message.content || mark) elements.push(bubble("assistant", message.content, mark));
+      if (message.content || mark) {
+        elements.push(bubble("assistant", message.content, mark).element);
+      }
     } else if (message.role === "tool" && !calls.has(message.tool_call_id)) {
       // Its call is on the page before; "load earlier" pairs them up.
       const call = { id: message.tool_call_id, name: message.name, arguments: undefined };
@@ -199,17 +221,22 @@ function renderStored(messages, expanded, { onEdit, onRegenerate, onVersion }) {
   return elements;
 }
 
-/** A turn as it streams in: the user's message, then text and tool badges as they come. */
+/**
+ * A turn as it streams in: the user's message, then text and tool badges as they come. The
+ * reply's markdown is rendered again as its text grows, at most once an animation frame.
+ */
 class LiveTurn {
   #thread;
   #elements = [];
   #badges = new Map();
   #current = null;
+  #reply = null; // { bubble, text } of the reply being written
+  #frame = null;
 
   /** `text` is the user's message; null for a turn followed after it started. */
   constructor(thread, text) {
     this.#thread = thread;
-    if (text !== null) this.#add(bubble("user", text));
+    if (text !== null) this.#add(bubble("user", text).element);
   }
 
   get elements() {
@@ -217,18 +244,38 @@ class LiveTurn {
   }
 
   #add(element) {
+    this.#flush();
+    this.#reply = null;
     this.#elements.push(element);
     this.#current = element;
     this.#thread.append(element);
   }
 
   delta(text) {
-    if (!this.#current?.classList.contains("assistant")) {
-      this.#add(bubble("assistant", ""));
+    if (this.#reply === null) {
+      const reply = bubble("assistant", "");
+      this.#add(reply.element);
       this.#current.classList.add("streaming");
+      this.#reply = { bubble: reply, text: "" };
     }
-    this.#current.querySelector(".text").append(text);
+    this.#reply.text += text;
+    this.#frame ??= requestAnimationFrame(() => {
+      this.#frame = null;
+      this.#render();
+    });
+  }
+
+  #render() {
+    this.#reply?.bubble.setText(this.#reply.text);
     this.#thread.follow();
+  }
+
+  /** Show the reply's text as it stands now, not at the next frame. */
+  #flush() {
+    if (this.#frame === null) return;
+    cancelAnimationFrame(this.#frame);
+    this.#frame = null;
+    this.#render();
   }
 
   toolCall(call) {
@@ -245,9 +292,10 @@ class LiveTurn {
 
   /** The turn is over; `mark` (stopped, failed, …) labels how the reply ended. */
   end(mark = null) {
+    this.#flush();
     for (const element of this.#elements) element.classList.remove("streaming");
     if (mark === null) return;
-    if (!this.#current.classList.contains("assistant")) this.#add(bubble("assistant", ""));
+    if (!this.#current.classList.contains("assistant")) this.#add(bubble("assistant", "").element);
     markBubble(this.#current, mark);
     this.#thread.follow();
   }
@@ -258,6 +306,8 @@ class LiveTurn {
   }
 
   remove() {
+    if (this.#frame !== null) cancelAnimationFrame(this.#frame);
+    this.#frame = null;
     for (const element of this.#elements) element.remove();
     this.#thread.forget(this);
   }
