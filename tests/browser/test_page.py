@@ -11,8 +11,8 @@ import pytest
 from playwright.async_api import Browser, Route, expect
 
 from tests.browser.conftest import OpenPage
-from tests.browser.harness import DESKTOP, PHONE, dev_token, send, sign_in, stored_thread
-from tests.browser.screenshot import capture
+from tests.browser.harness import PHONE, dev_token, send, sign_in, stored_thread
+from tests.browser.screenshot import SHOTS, capture_all
 from tests.browser.slow_server import STORY
 from tests.process.servers import ServerProcess
 
@@ -238,11 +238,12 @@ async def test_retry_after_a_lost_answer_replays_the_turn_instead_of_repeating_i
 async def test_the_screenshot_script_captures_the_main_screen(
     browser: Browser, server: ServerProcess, tmp_path: Path
 ) -> None:
-    path = tmp_path / "screenshot.png"
-    await capture(browser, server.base_url, path)
-    header = path.read_bytes()[:24]
-    assert header[:8] == b"\x89PNG\r\n\x1a\n"
-    assert struct.unpack(">II", header[16:24]) == (DESKTOP["width"], DESKTOP["height"])
+    paths = await capture_all(browser, server.base_url, tmp_path)
+    assert [path.name for path in paths] == [name for name, _, _ in SHOTS]
+    for path, (_, viewport, _) in zip(paths, SHOTS, strict=True):
+        header = path.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n"
+        assert struct.unpack(">II", header[16:24]) == (viewport["width"], viewport["height"])
 
 
 READ_EVENTS = """async (chunks) => {
