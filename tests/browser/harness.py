@@ -98,6 +98,12 @@ async def sign_in(page: Page, base_url: str, user_id: str) -> None:
     await expect(page.locator("#user")).to_have_text(user_id)
 
 
+async def begin_turn(page: Page, text: str) -> None:
+    """Send `text`, not waiting for the turn to end."""
+    await page.get_by_label("Message").fill(text)
+    await page.get_by_label("Message").press("Enter")
+
+
 async def send(page: Page, text: str) -> None:
     """Send `text` and wait until the turn is over (the page then shows the stored thread)."""
     sent = await page.locator(".message.user").count()

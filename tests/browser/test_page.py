@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import Browser, Route, expect
 
 from tests.browser.conftest import OpenPage
-from tests.browser.harness import PHONE, dev_token, send, sign_in, stored_thread
+from tests.browser.harness import PHONE, begin_turn, dev_token, send, sign_in, stored_thread
 from tests.browser.screenshot import SHOTS, capture_all
 from tests.browser.slow_server import STORY
 from tests.process.servers import ServerProcess
@@ -36,8 +36,7 @@ async def test_a_turn_streams_in_with_its_tool_badge_and_the_task_appears(
 
     await page.route("**/messages?*", hold)
     async with page.expect_response(lambda r: r.url.endswith("/chat/stream")) as streamed:
-        await page.get_by_label("Message").fill("add buy milk")
-        await page.get_by_label("Message").press("Enter")
+        await begin_turn(page, "add buy milk")
     response = await streamed.value
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.request.headers["idempotency-key"]
@@ -116,8 +115,7 @@ async def test_stop_keeps_the_partial_reply_marked_as_stopped(
 ) -> None:
     page = await open_page()
     await sign_in(page, slow_server.base_url, "listener")
-    await page.get_by_label("Message").fill("tell me a long story")
-    await page.get_by_label("Message").press("Enter")
+    await begin_turn(page, "tell me a long story")
     reply = page.locator(".message.assistant")
     await expect(reply).to_contain_text("Part 2 of")  # it streams in
     await page.get_by_role("button", name="Stop").click()
@@ -220,8 +218,7 @@ async def test_retry_after_a_lost_answer_replays_the_turn_instead_of_repeating_i
         await route.abort("internetdisconnected")  # ...and its answer never arrives
 
     await page.route("**/chat/stream", lose_the_answer)
-    await page.get_by_label("Message").fill("add buy milk")
-    await page.get_by_label("Message").press("Enter")
+    await begin_turn(page, "add buy milk")
     await expect(page.get_by_role("alert")).to_contain_text("cannot be reached")
     await expect(page.locator(".message.user .mark")).to_have_text("not sent")
 

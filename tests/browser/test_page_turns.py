@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.browser.conftest import OpenPage
-from tests.browser.harness import PHONE, dev_token, send, sign_in, stored_thread
+from tests.browser.harness import PHONE, begin_turn, dev_token, send, sign_in, stored_thread
 from tests.process.servers import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -115,8 +115,7 @@ async def test_a_reload_during_a_reply_shows_it_still_coming_and_stop_still_work
 ) -> None:
     page = await open_page()
     await sign_in(page, slow_server.base_url, "reloader")
-    await page.get_by_label("Message").fill("tell me a long story")
-    await page.get_by_label("Message").press("Enter")
+    await begin_turn(page, "tell me a long story")
     reply = page.locator(".message.assistant")
     await expect(reply).to_contain_text("Part 2 of")
     await page.reload()
@@ -134,8 +133,7 @@ async def test_a_reload_during_a_reply_shows_it_still_coming_and_stop_still_work
     assert (await conversation(slow_server, "reloader"))["running"] is False
 
     # The conversation is free: the next message is taken at once, not refused as busy.
-    await page.get_by_label("Message").fill("and another")
-    await page.get_by_label("Message").press("Enter")
+    await begin_turn(page, "and another")
     await expect(page.locator(".message.user")).to_have_count(2)
     await expect(page.get_by_role("button", name="Stop")).to_be_visible()
     await expect(reply.nth(1)).to_contain_text("Part 1 of")
@@ -151,8 +149,7 @@ async def test_a_second_tab_on_the_conversation_shows_the_reply_as_it_is_written
 ) -> None:
     first = await open_page()
     await sign_in(first, slow_server.base_url, "twotabs")
-    await first.get_by_label("Message").fill("tell me a long story")
-    await first.get_by_label("Message").press("Enter")
+    await begin_turn(first, "tell me a long story")
     await expect(first.get_by_role("button", name="Stop")).to_be_enabled()
     await first.get_by_role("button", name="Stop").click()
     await idle(first)
@@ -164,8 +161,7 @@ async def test_a_second_tab_on_the_conversation_shows_the_reply_as_it_is_written
     await expect(second.locator(".message.assistant")).to_have_count(1)
     await idle(second)
 
-    await first.get_by_label("Message").fill("another one")
-    await first.get_by_label("Message").press("Enter")
+    await begin_turn(first, "another one")
     latest = second.locator(".message.assistant").nth(1)
     await expect(latest).to_contain_text("Part 2 of")
     await expect(second.locator(".message.user").nth(1)).to_have_text("another one")

@@ -19,7 +19,8 @@ from chatledger.store import SQLAlchemyStore
 from chatledger.terminal import PROMPT
 from chatledger.testing import FakeModelServer, ModelReply, ModelRequest, Text
 from tests.process.conftest import StartServer
-from tests.process.servers import SECRET, auth, child_env, token_for
+from tests.process.servers import auth, child_env, token_for
+from tests.process.test_crashes import model_env
 
 pytestmark = pytest.mark.slow
 
@@ -121,12 +122,6 @@ def partial_reply(output: str) -> str:
     return shown
 
 
-def model_env(model: FakeModelServer, **settings: str) -> dict[str, str]:
-    env = child_env(**settings)
-    env.update(OPENAI_BASE_URL=model.base_url, OPENAI_API_KEY="test")
-    return env
-
-
 async def test_arrow_keys_edit_the_line_and_up_recalls_it(
     terminal: Callable[..., Terminal], sqlite_url: str
 ) -> None:
@@ -209,7 +204,7 @@ async def test_server_mode_chats_stops_and_lists_over_http(
     terminal: Callable[..., Terminal], serve: StartServer, sqlite_url: str
 ) -> None:
     async with FakeModelServer(slow_model) as model:
-        server = await serve(sqlite_url, agent="openai", env=model_env(model, JWT_SECRET=SECRET))
+        server = await serve(sqlite_url, agent="openai", env=model_env(model))
         env = child_env(TOKEN=token_for("alice"))
         chat = terminal("chat", "--user", "alice", "--server", server.base_url, env=env)
         await chat.expect(PROMPT)
