@@ -1,12 +1,20 @@
 // The chat page: sign-in, the conversation list, the thread and its streaming turn, and the
 // tasks panel, wired to the chat server's API. All state lives on the server except who is
-// signed in (sessionStorage); the page shows what the server stored after every turn.
+// signed in (localStorage, shared by the tabs) and the conversation a tab shows
+// (sessionStorage); the page shows what the server stored after every turn.
 
 import { Api, ApiError, NetworkError, requestDevToken } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
 import { renderConversations, titleOf } from "./conversations.js";
 import { byId } from "./dom.js";
-import { clearSession, loadSession, saveSession, subjectOf } from "./session.js";
+import {
+  clearSession,
+  loadSession,
+  rememberConversation,
+  saveSession,
+  subjectOf,
+  watchSession,
+} from "./session.js";
 import { renderTasks } from "./tasks.js";
 import { Thread } from "./thread.js";
 
@@ -91,19 +99,34 @@ function signIn(session) {
   start(session);
 }
 
-function signOut(note = null) {
+/** Forget the signed-in user: nothing of theirs may stay on screen for the next one. */
+function reset() {
   leaveTurn();
-  clearSession();
-  // Nothing of this user may stay on screen for the next one; answers still on their way
-  // are dropped, as they belong to an Api that is no longer state.api.
+  endRename();
+  // Answers still on their way are dropped, as they belong to an Api no longer state.api.
   Object.assign(state, { session: null, api: null, conversations: [], nextCursor: null });
   Object.assign(state, { current: null, messages: [], hasMore: false });
   thread.clear();
   renderConversations(ui.conversations, [], null, openConversation);
   renderTasks(ui.tasks, []);
   hideBanner();
+}
+
+function signOut(note = null) {
+  clearSession(); // in every tab: the others hear of it through the storage event
+  reset();
   showSignIn(note);
 }
+
+// Another tab signed in or out; this one follows, keeping its conversation if the same
+// user signed in again.
+watchSession((session) => {
+  if (session?.token === state.session?.token) return;
+  const sameUser = session?.userId === state.session?.userId;
+  if (state.session !== null) reset();
+  if (session === null) showSignIn("You signed out in another tab.");
+  else start(sameUser ? session : { ...session, conversationId: null });
+});
 
 byId("dev-signin").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -135,7 +158,7 @@ byId("signout").addEventListener("click", () => signOut());
 function setCurrent(conversation) {
   state.current = conversation;
   state.session.conversationId = conversation?.id ?? null;
-  saveSession(state.session);
+  rememberConversation(state.session.conversationId);
   showConversations();
 }
 
