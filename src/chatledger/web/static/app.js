@@ -1,7 +1,7 @@
 // The chat page: sign-in, the conversation list, the thread and its streaming turn, and the
 // tasks panel, wired to the chat server's API. All state lives on the server except who is
-// signed in (localStorage, shared by the tabs) and the conversation a tab shows
-// (sessionStorage); the page shows what the server stored after every turn.
+// signed in (localStorage, shared by the tabs), the conversation a tab shows
+// (sessionStorage) and the theme; the page shows what the server stored after every turn.
 
 import { Api, ApiError, NetworkError, requestDevToken } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
@@ -16,6 +16,7 @@ import {
   watchSession,
 } from "./session.js";
 import { renderTasks } from "./tasks.js";
+import "./theme.js";
 import { Thread } from "./thread.js";
 
 // The server marks the page it serves when POST /auth/dev-token exists (`serve --dev`).
