@@ -1,18 +1,186 @@
 """The page around the messages, in Debian's Chromium against real `chatledger serve --dev`
-processes: the theme."""
+processes: the grouped conversation list and its row menu, the archived view, the theme."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
 import pytest
-from playwright.async_api import ViewportSize, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from tests.browser.conftest import OpenPage
-from tests.browser.harness import sign_in
+from tests.browser.harness import dev_token, send, sign_in
 from tests.process.servers import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 WIDE = ViewportSize(width=1440, height=900)
+
+
+@asynccontextmanager
+async def api(server: ServerProcess, user_id: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The user's API, as another client of the same server sees it."""
+    headers = {"Authorization": f"Bearer {await dev_token(server, user_id)}"}
+    async with server.client(headers=headers) as client:
+        client.base_url = httpx.URL(f"{server.base_url}/api/{user_id}/")
+        yield client
+
+
+async def listed(server: ServerProcess, user_id: str, **query: str) -> list[dict[str, Any]]:
+    async with api(server, user_id) as client:
+        response = await client.get("conversations", params=query)
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+
+def watch(page: Page, errors: list[str]) -> Page:
+    """Record what the conftest's open_page records, for a page it did not open."""
+    page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+    page.on(
+        "console",
+        lambda m: (
+            m.type == "error"
+            and not m.text.startswith("Failed to load resource")
+            and errors.append(m.text)
+        ),
+    )
+    return page
+
+
+def group(page: Page, name: str) -> Any:
+    return page.locator(f'.conversation-group[data-group="{name}"] .conversation-title')
+
+
+# -- the grouped list ----------------------------------------------------------------------
+
+GROUPING = """async ([now, cases]) => {
+    const { groupOf, relativeTime } = await import("/static/conversations.js");
+    const at = new Date(now);
+    return cases.map(([updated, pinned]) => [
+        groupOf(new Date(updated), { pinned, now: at }),
+        relativeTime(new Date(updated), at),
+    ]);
+}"""
+
+
+async def test_conversations_are_grouped_by_the_day_they_were_updated_in_the_browsers_zone(
+    browser: Browser, server: ServerProcess
+) -> None:
+    errors: list[str] = []
+    context = await browser.new_context(timezone_id="America/New_York", locale="en-US")
+    try:
+        page = watch(await context.new_page(), errors)
+        await page.goto(server.base_url)
+        now = "2026-03-10T16:00:00Z"  # noon in New York, two days after DST began
+        cases = [
+            ("2026-03-10T15:55:00Z", False),
+            ("2026-03-10T04:30:00Z", False),  # 00:30 in New York
+            ("2026-03-10T03:30:00Z", False),  # 23:30 the day before, though the 10th in UTC
+            ("2026-03-09T03:59:00Z", False),  # the 8th: two days ago
+            ("2026-03-03T05:00:00Z", False),  # the first minute of seven days ago
+            ("2026-03-03T04:59:00Z", False),  # the minute before it
+            ("2026-03-11T09:00:00Z", False),  # another clock ahead of this one
+            ("2025-01-01T12:00:00Z", True),
+        ]
+        assert await page.evaluate(GROUPING, [now, cases]) == [
+            ["Today", "5 min. ago"],
+            ["Today", "11 hr. ago"],
+            ["Yesterday", "yesterday"],
+            ["Previous 7 days", "2 days ago"],
+            ["Previous 7 days", "last wk."],
+            ["Older", "last wk."],
+            ["Today", "now"],
+            ["Pinned", "last yr."],
+        ]
+    finally:
+        await context.close()
+    assert errors == []
+
+
+async def test_a_new_conversation_is_listed_under_today_with_its_time(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    page = await open_page(viewport=WIDE)
+    await sign_in(page, server.base_url, "today")
+    await send(page, "add feed the cat")
+    await expect(group(page, "Today")).to_have_text(["add feed the cat"])
+    [stored] = await listed(server, "today")
+    time = page.locator(".conversation time")
+    await expect(time).to_have_attribute("datetime", stored["updated_at"])
+    await expect(time).to_have_text("now")
+    assert await time.get_attribute("title")  # the absolute time, as a tooltip
+
+
+async def test_pinning_from_the_row_menu_by_keyboard_lists_it_first_after_a_reload(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    page = await open_page(viewport=WIDE)
+    await sign_in(page, server.base_url, "pinner")
+    await send(page, "add first")
+    await page.get_by_role("button", name="New conversation").click()
+    await send(page, "add second")
+    await expect(group(page, "Today")).to_have_text(["add second", "add first"])
+
+    options = page.get_by_role("button", name="Options for add first")
+    await options.focus()
+    await options.press("Enter")
+    menu = page.get_by_role("menu")
+    await expect(menu.get_by_role("menuitem")).to_have_text(["Pin", "Rename", "Archive", "Delete"])
+    await expect(menu.get_by_role("menuitem", name="Pin")).to_be_focused()
+    await page.keyboard.press("ArrowUp")  # wraps round to the last
+    await expect(menu.get_by_role("menuitem", name="Delete")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(menu).to_have_count(0)
+    await expect(options).to_be_focused()
+
+    await options.press("Enter")
+    await page.keyboard.press("Enter")  # Pin
+    await expect(group(page, "Pinned")).to_have_text(["add first"])
+    await expect(group(page, "Today")).to_have_text(["add second"])
+    await page.reload()
+    await expect(group(page, "Pinned")).to_have_text(["add first"])
+    assert [c["pinned"] for c in await listed(server, "pinner")] == [True, False]
+
+    await page.get_by_role("button", name="Options for add first").click()
+    await page.get_by_role("menuitem", name="Unpin").click()
+    await expect(group(page, "Today")).to_have_text(["add second", "add first"])
+
+
+async def test_archiving_moves_a_conversation_to_the_archived_view_and_back(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    page = await open_page(viewport=WIDE)
+    await sign_in(page, server.base_url, "archivist")
+    await send(page, "add old stuff")
+    await page.get_by_role("button", name="New conversation").click()
+    await send(page, "add new stuff")
+    titles = page.locator("#conversation-list .conversation-title")
+
+    await page.get_by_role("button", name="Options for add old stuff").click()
+    await page.get_by_role("menuitem", name="Archive").click()
+    await expect(titles).to_have_text(["add new stuff"])
+    assert [c["title"] for c in await listed(server, "archivist")] == ["add new stuff"]
+    assert [c["title"] for c in await listed(server, "archivist", archived="true")] == [
+        "add old stuff"
+    ]
+
+    archived = page.get_by_role("button", name="Archived")
+    await archived.click()
+    await expect(archived).to_have_attribute("aria-pressed", "true")
+    await expect(titles).to_have_text(["add old stuff"])
+    await page.get_by_role("button", name="Options for add old stuff").click()
+    await page.get_by_role("menuitem", name="Unarchive").click()
+    await expect(page.locator("#conversation-list")).to_have_text("No archived conversations.")
+    await archived.click()
+    await expect(titles).to_have_text(["add new stuff", "add old stuff"])
+    assert await listed(server, "archivist", archived="true") == []
+
+
+# -- the theme -----------------------------------------------------------------------------
 
 
 async def test_the_theme_toggle_sets_data_theme_and_is_remembered(

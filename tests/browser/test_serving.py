@@ -42,6 +42,7 @@ async def test_everything_the_page_loads_comes_from_the_package() -> None:
         "data:,",
         "/static/style.css",
         "/static/theme.css",
+        "/static/list.css",
         "/static/theme-early.js",
         "/static/app.js",
     ]

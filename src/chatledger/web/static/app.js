@@ -5,8 +5,9 @@
 
 import { Api, ApiError, NetworkError, requestDevToken } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
-import { renderConversations, titleOf } from "./conversations.js";
+import { relativeTime, renderConversations, titleOf } from "./conversations.js";
 import { byId } from "./dom.js";
+import { closeMenu, openMenu } from "./menu.js";
 import {
   clearSession,
   loadSession,
@@ -28,6 +29,8 @@ const ui = {
   app: byId("app"),
   conversations: byId("conversation-list"),
   more: byId("more-conversations"),
+  listHeading: byId("list-heading"),
+  showArchived: byId("show-archived"),
   title: byId("title"),
   rename: byId("rename"),
   renameForm: byId("rename-form"),
@@ -45,6 +48,7 @@ const state = {
   api: null,
   conversations: [], // the pages loaded so far, newest first
   nextCursor: null,
+  archived: false, // the list shows the archived conversations instead of the others
   current: null, // the open conversation, or null for a new one
   messages: [], // the open conversation's loaded messages, oldest first
   hasMore: false,
@@ -104,11 +108,12 @@ function signIn(session) {
 function reset() {
   leaveTurn();
   endRename();
+  closeMenu();
   // Answers still on their way are dropped, as they belong to an Api no longer state.api.
   Object.assign(state, { session: null, api: null, conversations: [], nextCursor: null });
-  Object.assign(state, { current: null, messages: [], hasMore: false });
+  Object.assign(state, { current: null, messages: [], hasMore: false, archived: false });
   thread.clear();
-  renderConversations(ui.conversations, [], null, openConversation);
+  showConversations();
   renderTasks(ui.tasks, []);
   hideBanner();
 }
@@ -164,7 +169,14 @@ function setCurrent(conversation) {
 }
 
 function showConversations() {
-  renderConversations(ui.conversations, state.conversations, current(), openConversation);
+  closeMenu(); // its row is drawn anew
+  renderConversations(
+    ui.conversations,
+    state.conversations,
+    current(),
+    { onOpen: openConversation, onMenu: showRowMenu },
+    { empty: state.archived ? "No archived conversations." : null },
+  );
   ui.more.hidden = state.nextCursor === null;
   ui.title.textContent = state.current === null ? "New conversation" : titleOf(state.current);
   showBusy();
@@ -172,9 +184,10 @@ function showConversations() {
 
 async function refreshConversations() {
   const api = state.api;
+  const archived = state.archived;
   try {
-    const page = await api.conversations();
-    if (api !== state.api) return;
+    const page = await api.conversations(null, { archived });
+    if (api !== state.api || archived !== state.archived) return;
     state.conversations = page.items;
     state.nextCursor = page.next_cursor;
     state.current = page.items.find((c) => c.id === current()) ?? state.current;
@@ -187,8 +200,9 @@ async function refreshConversations() {
 async function moreConversations() {
   const api = state.api;
   try {
-    const page = await api.conversations(state.nextCursor);
-    if (api !== state.api) return;
+    const archived = state.archived;
+    const page = await api.conversations(state.nextCursor, { archived });
+    if (api !== state.api || archived !== state.archived) return;
     // A conversation updated meanwhile moved to the front: it is listed there already.
     const listed = new Set(state.conversations.map((c) => c.id));
     state.conversations.push(...page.items.filter((c) => !listed.has(c.id)));
@@ -200,6 +214,55 @@ async function moreConversations() {
 }
 
 ui.more.addEventListener("click", moreConversations);
+
+ui.showArchived.addEventListener("click", () => {
+  state.archived = !state.archived;
+  ui.showArchived.setAttribute("aria-pressed", String(state.archived));
+  ui.listHeading.textContent = state.archived ? "Archived" : "Chats";
+  state.conversations = [];
+  state.nextCursor = null;
+  showConversations();
+  refreshConversations();
+});
+
+/** Change `fields` of conversation `id` (pinned, archived), then list them anew. */
+async function updateConversation(id, fields) {
+  const api = state.api;
+  try {
+    const conversation = await api.update(id, fields);
+    if (api !== state.api) return;
+    if (current() === id) setCurrent(conversation);
+    await refreshConversations();
+  } catch (error) {
+    report(error, () => updateConversation(id, fields));
+  }
+}
+
+async function renameFromList(id) {
+  if (current() !== id && !(await openConversation(id))) return;
+  if (current() === id && state.turn === null) startRename();
+}
+
+function showRowMenu(conversation, button) {
+  const { id, pinned, archived } = conversation;
+  openMenu(button, [
+    { label: pinned ? "Unpin" : "Pin", run: () => updateConversation(id, { pinned: !pinned }) },
+    { label: "Rename", run: () => renameFromList(id) },
+    {
+      label: archived ? "Unarchive" : "Archive",
+      run: () => updateConversation(id, { archived: !archived }),
+    },
+    { label: "Delete", run: () => deleteConversation(conversation), danger: true },
+  ]);
+}
+
+// Relative times ("5 min. ago") age while the page stays open.
+setInterval(() => {
+  const now = new Date();
+  for (const time of ui.conversations.querySelectorAll("time")) {
+    time.textContent = relativeTime(new Date(time.dateTime), now);
+  }
+}, 60_000);
 
 // -- the open conversation ---------------------------------------------------------------
 
@@ -220,15 +283,17 @@ async function openConversation(id) {
       api.messages(id),
       listed ? null : api.conversation(id),
     ]);
-    if (api !== state.api || current() !== id) return;
+    if (api !== state.api || current() !== id) return false;
     if (conversation) setCurrent(conversation);
     state.messages = page.items;
     state.hasMore = page.has_more;
     thread.show(state.messages, { hasMore: state.hasMore });
+    return true;
   } catch (error) {
-    if (api !== state.api || current() !== id) return;
+    if (api !== state.api || current() !== id) return false;
     if (error instanceof ApiError && error.status === 404) newConversation();
     report(error, () => openConversation(id));
+    return false;
   }
 }
 
@@ -311,16 +376,17 @@ async function rename(id, title) {
   }
 }
 
-async function deleteConversation(id) {
-  if (!confirm(`Delete “${titleOf(state.current)}” and all of its messages?`)) return;
+async function deleteConversation(conversation) {
+  if (!confirm(`Delete “${titleOf(conversation)}” and all of its messages?`)) return;
   const api = state.api;
+  const { id } = conversation;
   try {
     await api.delete(id);
     if (api !== state.api) return;
     if (current() === id) newConversation();
     await refreshConversations();
   } catch (error) {
-    report(error, () => deleteConversation(id));
+    report(error, () => deleteConversation(conversation));
   }
 }
 
@@ -333,7 +399,7 @@ ui.renameForm.addEventListener("submit", (event) => {
   event.preventDefault();
   rename(current(), ui.renameInput.value);
 });
-ui.delete.addEventListener("click", () => deleteConversation(current()));
+ui.delete.addEventListener("click", () => deleteConversation(state.current));
 
 // -- a turn ------------------------------------------------------------------------------
 
