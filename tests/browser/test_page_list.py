@@ -1,5 +1,6 @@
 """The page around the messages, in Debian's Chromium against real `chatledger serve --dev`
-processes: the grouped conversation list and its row menu, the archived view, the theme."""
+processes: search, the grouped conversation list and its row menu, the archived view, the
+theme."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from tests.process.servers import ServerProcess
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 WIDE = ViewportSize(width=1440, height=900)
+NARROW = ViewportSize(width=390, height=844)
+XSS = "<img src=x onerror=window.__xss=1>"
 
 
 @asynccontextmanager
@@ -51,8 +54,81 @@ def watch(page: Page, errors: list[str]) -> Page:
     return page
 
 
+async def show_list(page: Page) -> None:
+    """On a narrow screen the list is behind the Chats button."""
+    toggle = page.get_by_role("button", name="Chats")
+    if await toggle.is_visible() and await toggle.get_attribute("aria-expanded") == "false":
+        await toggle.click()
+
+
 def group(page: Page, name: str) -> Any:
     return page.locator(f'.conversation-group[data-group="{name}"] .conversation-title')
+
+
+# -- search --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("viewport", [WIDE, NARROW], ids=["1440x900", "390x844"])
+async def test_a_search_hit_opens_its_conversation_at_the_message_with_the_word_marked(
+    open_page: OpenPage, server: ServerProcess, viewport: ViewportSize
+) -> None:
+    user = f"finder-{viewport['width']}"
+    # The word is in the first turn of a conversation longer than the page of history the
+    # page loads (50 messages: 4 a turn), so opening the hit loads back to it.
+    async with api(server, user) as client:
+        first = await client.post("chat", json={"message": "add buy a pineapple"})
+        first.raise_for_status()
+        old = first.json()["conversation_id"]
+        for n in range(13):
+            turn = await client.post("chat", json={"conversation_id": old, "message": f"add {n}"})
+            turn.raise_for_status()
+        (await client.post("chat", json={"message": "add call mom"})).raise_for_status()
+
+    page = await open_page(viewport=viewport)
+    await sign_in(page, server.base_url, user)
+    await show_list(page)
+    await page.get_by_label("Search conversations").fill("pineap*")
+    user_hit = page.locator('#search-results li[data-role="user"] .search-hit')
+    await expect(user_hit.locator("mark")).to_have_text("pineapple")
+    await expect(user_hit.locator(".snippet")).to_have_text("add buy a pineapple")
+    await expect(page.locator("#conversation-list")).to_be_hidden()
+
+    await user_hit.click()
+    await expect(page.locator("#title")).to_have_text("add buy a pineapple")
+    found = page.locator(".message.found")
+    await expect(found).to_have_count(1)
+    await expect(found.locator("mark")).to_have_text(["pineapple"])
+    await expect(found).to_have_class("message user found")
+    await expect(found).to_be_in_viewport()
+    assert await page.locator(".message.user").count() > 13  # loaded back to it
+
+
+async def test_search_snippets_stay_text_and_a_query_of_no_words_gets_a_quiet_note(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    page = await open_page(viewport=WIDE)
+    await sign_in(page, server.base_url, "snooper")
+    await send(page, f"add zebra {XSS}")
+    box = page.get_by_label("Search conversations")
+    await box.fill("zebra")
+    hit = page.locator("#search-results .search-hit").first
+    await expect(hit.locator(".snippet")).to_contain_text(XSS)
+    await expect(hit.locator("mark")).to_have_text("zebra")
+    assert await page.locator("img").count() == 0
+    assert await page.evaluate("window.__xss") is None
+
+    async with page.expect_response("**/search?*") as answered:
+        await box.fill("*")
+    assert (await answered.value).status == 422
+    await expect(page.locator("#search-note")).to_have_text("the query has no words to search for")
+    await expect(page.locator("#search-results li")).to_have_count(0)
+    await expect(page.get_by_role("alert")).to_be_hidden()  # a note, not the error banner
+
+    await box.press("Escape")  # clears the box: the list is back
+    await expect(box).to_have_value("")
+    await expect(page.locator("#conversation-list .conversation-title")).to_have_text(
+        [f"add zebra {XSS}"]
+    )
 
 
 # -- the grouped list ----------------------------------------------------------------------

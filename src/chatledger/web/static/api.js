@@ -120,6 +120,15 @@ export class Api {
     return this.#json(`/conversations/${encodeURIComponent(id)}/stop`, { method: "POST" });
   }
 
+  /**
+   * The messages holding every word of `q`, most relevant first: `{ items, next_cursor }`,
+   * each hit with a plain-text `snippet` and the code-point `marks` of the words matched.
+   */
+  search(q, { signal } = {}) {
+    const query = new URLSearchParams({ q, limit: "20" });
+    return this.#json(`/search?${query}`, { signal });
+  }
+
   tasks() {
     return this.#json("/tasks");
   }

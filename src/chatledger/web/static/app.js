@@ -1,13 +1,15 @@
-// The chat page: sign-in, the conversation list, the thread and its streaming turn, and the
-// tasks panel, wired to the chat server's API. All state lives on the server except who is
-// signed in (localStorage, shared by the tabs), the conversation a tab shows
+// The chat page: sign-in, the conversation list and search, the thread and its streaming
+// turn, and the tasks panel, wired to the chat server's API. All state lives on the server
+// except who is signed in (localStorage, shared by the tabs), the conversation a tab shows
 // (sessionStorage) and the theme; the page shows what the server stored after every turn.
 
 import { Api, ApiError, NetworkError, requestDevToken } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
 import { relativeTime, renderConversations, titleOf } from "./conversations.js";
 import { byId } from "./dom.js";
+import { markWords, messageElement } from "./highlight.js";
 import { closeMenu, openMenu } from "./menu.js";
+import { matchedWords, Search } from "./search.js";
 import {
   clearSession,
   loadSession,
@@ -30,7 +32,9 @@ const ui = {
   conversations: byId("conversation-list"),
   more: byId("more-conversations"),
   listHeading: byId("list-heading"),
+  listView: byId("list-view"),
   showArchived: byId("show-archived"),
+  searchResults: byId("search-results"),
   title: byId("title"),
   rename: byId("rename"),
   renameForm: byId("rename-form"),
@@ -56,6 +60,20 @@ const state = {
 };
 
 const thread = new Thread(byId("thread"), { onLoadEarlier: loadEarlier });
+
+const search = new Search(
+  { input: byId("search"), results: ui.searchResults, note: byId("search-note") },
+  {
+    api: () => state.api,
+    onActive: (active) => {
+      // While the box holds a query, its results stand in for the list.
+      ui.searchResults.hidden = !active;
+      ui.listView.hidden = active;
+    },
+    onOpen: openHit,
+    onError: report,
+  },
+);
 
 const current = () => state.current?.id ?? null;
 
@@ -109,6 +127,7 @@ function reset() {
   leaveTurn();
   endRename();
   closeMenu();
+  search.clear();
   // Answers still on their way are dropped, as they belong to an Api no longer state.api.
   Object.assign(state, { session: null, api: null, conversations: [], nextCursor: null });
   Object.assign(state, { current: null, messages: [], hasMore: false, archived: false });
@@ -297,6 +316,33 @@ async function openConversation(id) {
   }
 }
 
+/**
+ * Open a search hit's conversation at its message, marked. A message older than the
+ * latest page is loaded back to, a page at a time, as "Load earlier" would.
+ */
+async function openHit(hit) {
+  const id = hit.conversation_id;
+  // The conversation open with a reply streaming in stays as it is; otherwise it is read
+  // anew, as the hit may be newer than what is shown.
+  if ((current() !== id || state.turn === null) && !(await openConversation(id))) return;
+  const api = state.api;
+  const shown = () => api === state.api && current() === id;
+  while (shown() && !state.messages.some((m) => m.seq === hit.seq)) {
+    if (!state.hasMore || state.messages.length === 0 || state.messages[0].seq < hit.seq) break;
+    if (!(await loadEarlier())) return;
+  }
+  if (!shown()) return;
+  const element = messageElement(byId("thread"), state.messages, hit.seq);
+  if (element === null) {
+    // Edited away: the hit is on a branch the conversation has left.
+    showBanner("That message is no longer on this conversation's current branch.");
+    return;
+  }
+  markWords(element, matchedWords(hit));
+  element.classList.add("found");
+  element.scrollIntoView({ block: "center" });
+}
+
 function newConversation() {
   leaveTurn();
   closePanels();
@@ -317,12 +363,14 @@ async function loadEarlier() {
   const id = current();
   try {
     const page = await api.messages(id, { before: state.messages[0].seq });
-    if (api !== state.api || current() !== id) return;
+    if (api !== state.api || current() !== id) return false;
     state.messages = [...page.items, ...state.messages];
     state.hasMore = page.has_more;
     thread.show(state.messages, { hasMore: state.hasMore, keepPlace: true });
+    return true;
   } catch (error) {
     report(error, loadEarlier);
+    return false;
   }
 }
 
