@@ -1,6 +1,6 @@
 """The page around the messages, in Debian's Chromium against real `chatledger serve --dev`
 processes: search, the grouped conversation list and its row menu, the archived view, the
-theme."""
+theme, sign-in shared by tabs, keyboard shortcuts, touch sizes and example prompts."""
 
 from __future__ import annotations
 
@@ -256,7 +256,7 @@ async def test_archiving_moves_a_conversation_to_the_archived_view_and_back(
     assert await listed(server, "archivist", archived="true") == []
 
 
-# -- the theme -----------------------------------------------------------------------------
+# -- theme, tabs, keys ---------------------------------------------------------------------
 
 
 async def test_the_theme_toggle_sets_data_theme_and_is_remembered(
@@ -292,3 +292,117 @@ async def test_the_theme_toggle_sets_data_theme_and_is_remembered(
     await page.route("**/static/app.js", lambda route: route.abort())
     await page.reload()
     await expect(html).to_have_attribute("data-theme", "light")
+
+
+async def test_signing_out_in_one_tab_signs_out_the_other_and_signing_in_reaches_it(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    errors: list[str] = []
+    first = await open_page(viewport=WIDE)
+    await sign_in(first, server.base_url, "twotabs")
+    second = watch(await first.context.new_page(), errors)
+    await second.goto(server.base_url)
+    await expect(second.locator("#user")).to_have_text("twotabs")  # signed in already
+
+    await first.get_by_role("button", name="Sign out").click()
+    await expect(second.locator("#signin-note")).to_have_text("You signed out in another tab.")
+    await expect(second.locator("#app")).to_be_hidden()
+
+    await sign_in(second, server.base_url, "twotabs-again")
+    await expect(first.locator("#user")).to_have_text("twotabs-again")
+    await expect(first.get_by_label("Message")).to_be_visible()
+    assert errors == []
+
+
+async def test_keyboard_shortcuts_start_a_chat_and_focus_the_composer(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    page = await open_page(viewport=WIDE)
+    await sign_in(page, server.base_url, "typist")
+    composer = page.get_by_label("Message")
+    await expect(composer).to_be_focused()  # after sign-in
+    await composer.fill("add practise scales")
+    await page.get_by_role("button", name="Send").click()
+    await expect(composer).to_be_focused()  # after a send with the button
+    await expect(page.locator(".message.assistant")).to_have_count(1)
+
+    await page.get_by_label("Search conversations").focus()
+    await page.keyboard.press("Shift+Escape")
+    await expect(composer).to_be_focused()
+
+    await page.get_by_role("button", name="Rename").focus()
+    await page.keyboard.press("Control+Shift+O")
+    await expect(page.locator("#title")).to_have_text("New conversation")
+    await expect(page.locator(".message")).to_have_count(0)
+    await expect(composer).to_be_focused()
+
+
+async def test_escape_stops_a_running_reply(
+    open_page: OpenPage, slow_server: ServerProcess
+) -> None:
+    page = await open_page(viewport=WIDE)
+    await sign_in(page, slow_server.base_url, "impatient")
+    await page.get_by_label("Message").fill("tell me a long story")
+    await page.get_by_label("Message").press("Enter")
+    reply = page.locator(".message.assistant")
+    await expect(reply).to_contain_text("Part 2 of")
+    await expect(page.get_by_role("button", name="Stop")).to_be_enabled()
+    await page.keyboard.press("Escape")
+    await expect(reply.locator(".mark")).to_have_text("stopped")
+    await expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+
+async def test_list_menu_and_composer_buttons_are_touch_sized_on_a_phone(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    page = await open_page(viewport=NARROW)
+    await sign_in(page, server.base_url, "thumbs")
+    await send(page, "add water the ferns")
+    heights = "els => els.map(e => [e.id || e.getAttribute('role') || e.className, e.offsetHeight])"
+    composer = await page.locator(".composer button:visible").evaluate_all(heights)
+    await show_list(page)
+    await page.get_by_role("button", name="Options for add water the ferns").click()
+    listed_buttons = await page.locator(".conversations button:visible").evaluate_all(heights)
+    names = [name for name, _ in listed_buttons]
+    assert {"new-conversation", "show-archived", "conversation", "row-menu-button"} <= set(names)
+    assert names.count("menuitem") == 4  # Pin, Rename, Archive, Delete
+    short = [(name, px) for name, px in [*composer, *listed_buttons] if px < 44]
+    assert short == []
+    assert [name for name, _ in composer] == ["send"]  # Stop shows only while a reply runs
+    overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    assert await page.evaluate(overflow) == 0
+
+
+# -- an empty conversation -----------------------------------------------------------------
+
+
+async def test_example_prompts_send_and_the_rules_agent_answers_each(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    page = await open_page(viewport=WIDE)
+    await sign_in(page, server.base_url, "newcomer")
+    examples = page.locator("#examples .example")
+    await expect(examples).to_have_text(
+        [
+            "Add a task to buy milk",
+            "What are my tasks?",
+            "Mark buy milk as done",
+            "What can you do?",
+        ]
+    )
+    replies = [
+        'Added task 1: "buy milk".',
+        "#1 buy milk",
+        'Marked task 1 "buy milk" as done.',
+        "I keep your task list.",
+    ]
+    for n, reply in enumerate(replies):
+        await examples.nth(n).click()
+        await expect(page.locator(".message.user")).to_have_count(1)
+        await expect(page.locator("#examples")).to_be_hidden()
+        await expect(page.locator(".message.assistant")).to_contain_text(reply)
+        await expect(page.get_by_role("button", name="Send")).to_be_visible()
+        await expect(page.get_by_label("Message")).to_be_focused()
+        await page.get_by_role("button", name="New conversation").click()
+        await expect(page.locator("#examples")).to_be_visible()
+    await expect(page.locator("#task-list .task[data-completed='true']")).to_have_count(1)

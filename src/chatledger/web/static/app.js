@@ -7,6 +7,7 @@ import { Api, ApiError, NetworkError, requestDevToken } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
 import { relativeTime, renderConversations, titleOf } from "./conversations.js";
 import { byId } from "./dom.js";
+import { renderExamples } from "./examples.js";
 import { markWords, messageElement } from "./highlight.js";
 import { closeMenu, openMenu } from "./menu.js";
 import { matchedWords, Search } from "./search.js";
@@ -35,6 +36,7 @@ const ui = {
   listView: byId("list-view"),
   showArchived: byId("show-archived"),
   searchResults: byId("search-results"),
+  examples: byId("examples"),
   title: byId("title"),
   rename: byId("rename"),
   renameForm: byId("rename-form"),
@@ -56,6 +58,7 @@ const state = {
   current: null, // the open conversation, or null for a new one
   messages: [], // the open conversation's loaded messages, oldest first
   hasMore: false,
+  loaded: false, // the open conversation's messages have arrived
   turn: null, // { controller, conversationId, live, stopping } while a turn streams in
 };
 
@@ -114,6 +117,7 @@ function start(session) {
   refreshTasks();
   if (session.conversationId) openConversation(session.conversationId);
   else newConversation();
+  ui.message.focus();
 }
 
 function signIn(session) {
@@ -294,6 +298,8 @@ async function openConversation(id) {
   setCurrent(listed ?? { id, title: null });
   state.messages = [];
   state.hasMore = false;
+  state.loaded = false;
+  showExamples();
   thread.loading();
   try {
     // A conversation not in the pages loaded (the one restored after a reload, say) is
@@ -306,7 +312,9 @@ async function openConversation(id) {
     if (conversation) setCurrent(conversation);
     state.messages = page.items;
     state.hasMore = page.has_more;
+    state.loaded = true;
     thread.show(state.messages, { hasMore: state.hasMore });
+    showExamples();
     return true;
   } catch (error) {
     if (api !== state.api || current() !== id) return false;
@@ -350,8 +358,17 @@ function newConversation() {
   setCurrent(null);
   state.messages = [];
   state.hasMore = false;
+  state.loaded = true;
   thread.clear();
+  showExamples();
 }
+
+/** Example prompts in a conversation with no messages, until a turn starts. */
+function showExamples() {
+  ui.examples.hidden = !(state.loaded && state.messages.length === 0 && state.turn === null);
+}
+
+renderExamples(byId("example-prompts"), (text) => submit(text));
 
 byId("new-conversation").addEventListener("click", () => {
   newConversation();
@@ -392,6 +409,7 @@ async function syncThread(id, live) {
     }
     live.remove();
     thread.show(state.messages, { hasMore: state.hasMore });
+    showExamples();
   } catch (error) {
     report(error, () => syncThread(id, live));
   }
@@ -441,7 +459,10 @@ async function deleteConversation(conversation) {
 ui.rename.addEventListener("click", startRename);
 byId("rename-cancel").addEventListener("click", endRename);
 ui.renameInput.addEventListener("keydown", (event) => {
-  if (event.key === "Escape") endRename();
+  if (event.key === "Escape") {
+    event.preventDefault(); // cancels the rename, stops no reply
+    endRename();
+  }
 });
 ui.renameForm.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -458,6 +479,7 @@ function showBusy() {
   // Stopping needs the conversation's id, which the stream's first event brings.
   ui.stop.disabled = turn === null || turn.conversationId === null || turn.stopping;
   ui.rename.disabled = ui.delete.disabled = current() === null || turn !== null;
+  showExamples();
 }
 
 /** Stop following the turn that streams in; the turn itself goes on at the server. */
@@ -568,13 +590,18 @@ async function stop() {
 
 ui.stop.addEventListener("click", stop);
 
-ui.composer.addEventListener("submit", (event) => {
-  event.preventDefault();
-  const text = ui.message.value;
-  if (state.turn !== null || text.trim() === "") return;
-  ui.message.value = "";
+/** Send `text` as a new turn, unless one is running; the composer keeps the focus. */
+function submit(text) {
+  if (state.turn !== null || text.trim() === "") return false;
   hideBanner();
   send(text, newKey());
+  ui.message.focus();
+  return true;
+}
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (submit(ui.message.value)) ui.message.value = "";
 });
 
 ui.message.addEventListener("keydown", (event) => {
@@ -618,6 +645,25 @@ for (const name of PANELS) {
     byId(`toggle-${name}`).setAttribute("aria-expanded", String(open));
   });
 }
+
+// -- keyboard shortcuts ------------------------------------------------------------------
+
+document.addEventListener("keydown", (event) => {
+  // Keys a menu, the search box or the rename field used are theirs alone.
+  if (state.session === null || event.defaultPrevented || event.isComposing) return;
+  if ((event.ctrlKey || event.metaKey) && event.shiftKey && event.code === "KeyO") {
+    event.preventDefault(); // as in ChatGPT: a new chat
+    newConversation();
+    ui.message.focus();
+  } else if (event.key === "Escape" && event.shiftKey) {
+    event.preventDefault();
+    closePanels();
+    ui.message.focus();
+  } else if (event.key === "Escape" && !ui.stop.hidden && !ui.stop.disabled) {
+    event.preventDefault();
+    ui.stop.click();
+  }
+});
 
 // -- start -------------------------------------------------------------------------------
 
