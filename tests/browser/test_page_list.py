@@ -216,6 +216,7 @@ async def test_pinning_from_the_row_menu_by_keyboard_lists_it_first_after_a_relo
     await options.press("Enter")
     await page.keyboard.press("Enter")  # Pin
     await expect(group(page, "Pinned")).to_have_text(["add first"])
+    await expect(options).to_be_focused()  # its row drawn anew, the keyboard's place kept
     await expect(group(page, "Today")).to_have_text(["add second"])
     await page.reload()
     await expect(group(page, "Pinned")).to_have_text(["add first"])

@@ -193,6 +193,9 @@ function setCurrent(conversation) {
 
 function showConversations() {
   closeMenu(); // its row is drawn anew
+  // A row drawn anew keeps the keyboard's place: its button of the same kind is focused.
+  const focused = document.activeElement;
+  const row = ui.conversations.contains(focused) ? focused.closest(".conversation-row") : null;
   renderConversations(
     ui.conversations,
     state.conversations,
@@ -200,6 +203,10 @@ function showConversations() {
     { onOpen: openConversation, onMenu: showRowMenu },
     { empty: state.archived ? "No archived conversations." : null },
   );
+  if (row !== null) {
+    const again = `.conversation-row[data-id="${CSS.escape(row.dataset.id)}"] .${focused.className}`;
+    ui.conversations.querySelector(again)?.focus();
+  }
   ui.more.hidden = state.nextCursor === null;
   ui.title.textContent = state.current === null ? "New conversation" : titleOf(state.current);
   showBusy();
