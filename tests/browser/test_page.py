@@ -183,13 +183,13 @@ async def test_an_unknown_token_goes_back_to_sign_in(
     page = await open_page()
     await page.goto(server.base_url)
     session = {"token": "not-a-valid-token", "userId": "eve", "conversationId": None}
-    await page.evaluate("s => sessionStorage.setItem('chatledger.session', s)", json.dumps(session))
+    await page.evaluate("s => localStorage.setItem('chatledger.session', s)", json.dumps(session))
     await page.reload()
     await expect(page.locator("#signin-note")).to_have_text(
         "Your session has ended. Sign in again."
     )
     await expect(page.locator("#dev-signin")).to_be_visible()
-    assert await page.evaluate("sessionStorage.getItem('chatledger.session')") is None
+    assert await page.evaluate("localStorage.getItem('chatledger.session')") is None
 
 
 async def test_a_refused_message_shows_why_and_comes_back_to_be_edited(

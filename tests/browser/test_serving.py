@@ -38,16 +38,23 @@ async def test_the_page_tells_the_truth_about_dev_sign_in(dev_login: bool) -> No
 async def test_everything_the_page_loads_comes_from_the_package() -> None:
     page = (STATIC / "index.html").read_text()
     loaded = re.findall(r'(?:src|href)="([^"]+)"', page)
-    assert loaded == ["data:,", "/static/style.css", "/static/app.js"]
+    assert loaded == [
+        "data:,",
+        "/static/style.css",
+        "/static/theme.css",
+        "/static/list.css",
+        "/static/theme-early.js",
+        "/static/app.js",
+    ]
     imports = {
         name
         for module in STATIC.glob("*.js")
-        for name in re.findall(r'from "([^"]+)"', module.read_text())
+        for name in re.findall(r'(?:from|import) "([^"]+)"', module.read_text())
     }
     assert imports and all(re.fullmatch(r"\./\w+\.js", name) for name in imports)
 
     async with client(dev_login=False) as http:
-        for path in ["/", "/static/style.css", *(f"/static/{name[2:]}" for name in imports)]:
+        for path in ["/", *loaded[1:], *(f"/static/{name[2:]}" for name in imports)]:
             response = await http.get(path)
             assert response.status_code == 200, path
             policy = response.headers["content-security-policy"]

@@ -78,10 +78,14 @@ export class Api {
     return (await this.#request(path, options)).json();
   }
 
-  /** A page of conversations, most recently updated first: `{ items, next_cursor }`. */
-  conversations(cursor = null) {
+  /**
+   * A page of conversations, pinned first, then most recently updated first:
+   * `{ items, next_cursor }`. With `archived`, the archived ones instead of the others.
+   */
+  conversations(cursor = null, { archived = false } = {}) {
     const query = new URLSearchParams({ limit: "30" });
     if (cursor) query.set("cursor", cursor);
+    if (archived) query.set("archived", "true");
     return this.#json(`/conversations?${query}`);
   }
 
@@ -93,6 +97,12 @@ export class Api {
   rename(id, title) {
     const path = `/conversations/${encodeURIComponent(id)}`;
     return this.#json(path, { method: "PATCH", body: { title } });
+  }
+
+  /** Change only the fields given: `{ pinned: true }`, `{ archived: false }`, ... */
+  update(id, fields) {
+    const path = `/conversations/${encodeURIComponent(id)}`;
+    return this.#json(path, { method: "PATCH", body: fields });
   }
 
   async delete(id) {
@@ -108,6 +118,15 @@ export class Api {
 
   stop(id) {
     return this.#json(`/conversations/${encodeURIComponent(id)}/stop`, { method: "POST" });
+  }
+
+  /**
+   * The messages holding every word of `q`, most relevant first: `{ items, next_cursor }`,
+   * each hit with a plain-text `snippet` and the code-point `marks` of the words matched.
+   */
+  search(q, { signal } = {}) {
+    const query = new URLSearchParams({ q, limit: "20" });
+    return this.#json(`/search?${query}`, { signal });
   }
 
   tasks() {

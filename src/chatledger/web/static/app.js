@@ -1,13 +1,26 @@
-// The chat page: sign-in, the conversation list, the thread and its streaming turn, and the
-// tasks panel, wired to the chat server's API. All state lives on the server except who is
-// signed in (sessionStorage); the page shows what the server stored after every turn.
+// The chat page: sign-in, the conversation list and search, the thread and its streaming
+// turn, and the tasks panel, wired to the chat server's API. All state lives on the server
+// except who is signed in (localStorage, shared by the tabs), the conversation a tab shows
+// (sessionStorage) and the theme; the page shows what the server stored after every turn.
 
 import { Api, ApiError, NetworkError, requestDevToken } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
-import { renderConversations, titleOf } from "./conversations.js";
+import { relativeTime, renderConversations, titleOf } from "./conversations.js";
 import { byId } from "./dom.js";
-import { clearSession, loadSession, saveSession, subjectOf } from "./session.js";
+import { renderExamples } from "./examples.js";
+import { markWords, messageElement } from "./highlight.js";
+import { closeMenu, openMenu } from "./menu.js";
+import { matchedWords, Search } from "./search.js";
+import {
+  clearSession,
+  loadSession,
+  rememberConversation,
+  saveSession,
+  subjectOf,
+  watchSession,
+} from "./session.js";
 import { renderTasks } from "./tasks.js";
+import "./theme.js";
 import { Thread } from "./thread.js";
 
 // The server marks the page it serves when POST /auth/dev-token exists (`serve --dev`).
@@ -19,6 +32,11 @@ const ui = {
   app: byId("app"),
   conversations: byId("conversation-list"),
   more: byId("more-conversations"),
+  listHeading: byId("list-heading"),
+  listView: byId("list-view"),
+  showArchived: byId("show-archived"),
+  searchResults: byId("search-results"),
+  examples: byId("examples"),
   title: byId("title"),
   rename: byId("rename"),
   renameForm: byId("rename-form"),
@@ -36,9 +54,11 @@ const state = {
   api: null,
   conversations: [], // the pages loaded so far, newest first
   nextCursor: null,
+  archived: false, // the list shows the archived conversations instead of the others
   current: null, // the open conversation, or null for a new one
   messages: [], // the open conversation's loaded messages, oldest first
   hasMore: false,
+  loaded: false, // the open conversation's messages have arrived
   turn: null, // { controller, conversationId, live, stopping } while a turn streams in
 };
 
@@ -48,6 +68,20 @@ const thread = new Thread(byId("thread"), {
   onRegenerate: (seq) => regenerate(seq, newKey()),
   onVersion: showVersion,
 });
+
+const search = new Search(
+  { input: byId("search"), results: ui.searchResults, note: byId("search-note") },
+  {
+    api: () => state.api,
+    onActive: (active) => {
+      // While the box holds a query, its results stand in for the list.
+      ui.searchResults.hidden = !active;
+      ui.listView.hidden = active;
+    },
+    onOpen: openHit,
+    onError: report,
+  },
+);
 
 const current = () => state.current?.id ?? null;
 
@@ -92,6 +126,7 @@ function start(session) {
   refreshTasks();
   if (session.conversationId) openConversation(session.conversationId);
   else newConversation();
+  ui.message.focus();
 }
 
 function signIn(session) {
@@ -100,19 +135,36 @@ function signIn(session) {
   start(session);
 }
 
-function signOut(note = null) {
+/** Forget the signed-in user: nothing of theirs may stay on screen for the next one. */
+function reset() {
   leaveTurn();
-  clearSession();
-  // Nothing of this user may stay on screen for the next one; answers still on their way
-  // are dropped, as they belong to an Api that is no longer state.api.
+  endRename();
+  closeMenu();
+  search.clear();
+  // Answers still on their way are dropped, as they belong to an Api no longer state.api.
   Object.assign(state, { session: null, api: null, conversations: [], nextCursor: null });
-  Object.assign(state, { current: null, messages: [], hasMore: false });
+  Object.assign(state, { current: null, messages: [], hasMore: false, archived: false });
   thread.clear();
-  renderConversations(ui.conversations, [], null, openConversation);
+  showConversations();
   renderTasks(ui.tasks, []);
   hideBanner();
+}
+
+function signOut(note = null) {
+  clearSession(); // in every tab: the others hear of it through the storage event
+  reset();
   showSignIn(note);
 }
+
+// Another tab signed in or out; this one follows, keeping its conversation if the same
+// user signed in again.
+watchSession((session) => {
+  if (session?.token === state.session?.token) return;
+  const sameUser = session?.userId === state.session?.userId;
+  if (state.session !== null) reset();
+  if (session === null) showSignIn("You signed out in another tab.");
+  else start(sameUser ? session : { ...session, conversationId: null });
+});
 
 byId("dev-signin").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -144,12 +196,26 @@ byId("signout").addEventListener("click", () => signOut());
 function setCurrent(conversation) {
   state.current = conversation;
   state.session.conversationId = conversation?.id ?? null;
-  saveSession(state.session);
+  rememberConversation(state.session.conversationId);
   showConversations();
 }
 
 function showConversations() {
-  renderConversations(ui.conversations, state.conversations, current(), openConversation);
+  closeMenu(); // its row is drawn anew
+  // A row drawn anew keeps the keyboard's place: its button of the same kind is focused.
+  const focused = document.activeElement;
+  const row = ui.conversations.contains(focused) ? focused.closest(".conversation-row") : null;
+  renderConversations(
+    ui.conversations,
+    state.conversations,
+    current(),
+    { onOpen: openConversation, onMenu: showRowMenu },
+    { empty: state.archived ? "No archived conversations." : null },
+  );
+  if (row !== null) {
+    const again = `.conversation-row[data-id="${CSS.escape(row.dataset.id)}"] .${focused.className}`;
+    ui.conversations.querySelector(again)?.focus();
+  }
   ui.more.hidden = state.nextCursor === null;
   ui.title.textContent = state.current === null ? "New conversation" : titleOf(state.current);
   showBusy();
@@ -157,9 +223,10 @@ function showConversations() {
 
 async function refreshConversations() {
   const api = state.api;
+  const archived = state.archived;
   try {
-    const page = await api.conversations();
-    if (api !== state.api) return;
+    const page = await api.conversations(null, { archived });
+    if (api !== state.api || archived !== state.archived) return;
     state.conversations = page.items;
     state.nextCursor = page.next_cursor;
     state.current = page.items.find((c) => c.id === current()) ?? state.current;
@@ -172,8 +239,9 @@ async function refreshConversations() {
 async function moreConversations() {
   const api = state.api;
   try {
-    const page = await api.conversations(state.nextCursor);
-    if (api !== state.api) return;
+    const archived = state.archived;
+    const page = await api.conversations(state.nextCursor, { archived });
+    if (api !== state.api || archived !== state.archived) return;
     // A conversation updated meanwhile moved to the front: it is listed there already.
     const listed = new Set(state.conversations.map((c) => c.id));
     state.conversations.push(...page.items.filter((c) => !listed.has(c.id)));
@@ -186,6 +254,55 @@ async function moreConversations() {
 
 ui.more.addEventListener("click", moreConversations);
 
+ui.showArchived.addEventListener("click", () => {
+  state.archived = !state.archived;
+  ui.showArchived.setAttribute("aria-pressed", String(state.archived));
+  ui.listHeading.textContent = state.archived ? "Archived" : "Chats";
+  state.conversations = [];
+  state.nextCursor = null;
+  showConversations();
+  refreshConversations();
+});
+
+/** Change `fields` of conversation `id` (pinned, archived), then list them anew. */
+async function updateConversation(id, fields) {
+  const api = state.api;
+  try {
+    const conversation = await api.update(id, fields);
+    if (api !== state.api) return;
+    if (current() === id) setCurrent(conversation);
+    await refreshConversations();
+  } catch (error) {
+    report(error, () => updateConversation(id, fields));
+  }
+}
+
+async function renameFromList(id) {
+  if (current() !== id && !(await openConversation(id))) return;
+  if (current() === id && state.turn === null) startRename();
+}
+
+function showRowMenu(conversation, button) {
+  const { id, pinned, archived } = conversation;
+  openMenu(button, [
+    { label: pinned ? "Unpin" : "Pin", run: () => updateConversation(id, { pinned: !pinned }) },
+    { label: "Rename", run: () => renameFromList(id) },
+    {
+      label: archived ? "Unarchive" : "Archive",
+      run: () => updateConversation(id, { archived: !archived }),
+    },
+    { label: "Delete", run: () => deleteConversation(conversation), danger: true },
+  ]);
+}
+
+// Relative times ("5 min. ago") age while the page stays open.
+setInterval(() => {
+  const now = new Date();
+  for (const time of ui.conversations.querySelectorAll("time")) {
+    time.textContent = relativeTime(new Date(time.dateTime), now);
+  }
+}, 60_000);
+
 // -- the open conversation ---------------------------------------------------------------
 
 async function openConversation(id) {
@@ -197,6 +314,8 @@ async function openConversation(id) {
   setCurrent(listed ?? { id, title: null });
   state.messages = [];
   state.hasMore = false;
+  state.loaded = false;
+  showExamples();
   thread.loading();
   try {
     // A conversation not in the pages loaded (the one restored after a reload, say) is
@@ -205,19 +324,49 @@ async function openConversation(id) {
       api.messages(id),
       listed ? null : api.conversation(id),
     ]);
-    if (api !== state.api || current() !== id) return;
+    if (api !== state.api || current() !== id) return false;
     if (conversation) setCurrent(conversation);
     state.messages = page.items;
     state.hasMore = page.has_more;
+    state.loaded = true;
     thread.show(state.messages, { hasMore: state.hasMore });
+    showExamples();
   } catch (error) {
-    if (api !== state.api || current() !== id) return;
+    if (api !== state.api || current() !== id) return false;
     if (error instanceof ApiError && error.status === 404) newConversation();
     report(error, () => openConversation(id));
-    return;
+    return false;
   }
   // A reply still being written (the page was reloaded, or the turn began elsewhere).
   follow(id);
+  return true;
+}
+
+/**
+ * Open a search hit's conversation at its message, marked. A message older than the
+ * latest page is loaded back to, a page at a time, as "Load earlier" would.
+ */
+async function openHit(hit) {
+  const id = hit.conversation_id;
+  // The conversation open with a reply streaming in stays as it is; otherwise it is read
+  // anew, as the hit may be newer than what is shown.
+  if ((current() !== id || state.turn === null) && !(await openConversation(id))) return;
+  const api = state.api;
+  const shown = () => api === state.api && current() === id;
+  while (shown() && !state.messages.some((m) => m.seq === hit.seq)) {
+    if (!state.hasMore || state.messages.length === 0 || state.messages[0].seq < hit.seq) break;
+    if (!(await loadEarlier())) return;
+  }
+  if (!shown()) return;
+  const element = messageElement(byId("thread"), state.messages, hit.seq);
+  if (element === null) {
+    // Edited away: the hit is on a branch the conversation has left.
+    showBanner("That message is no longer on this conversation's current branch.");
+    return;
+  }
+  markWords(element, matchedWords(hit));
+  element.classList.add("found");
+  element.scrollIntoView({ block: "center" });
 }
 
 function newConversation() {
@@ -227,8 +376,17 @@ function newConversation() {
   setCurrent(null);
   state.messages = [];
   state.hasMore = false;
+  state.loaded = true;
   thread.clear();
+  showExamples();
 }
+
+/** Example prompts in a conversation with no messages, until a turn starts. */
+function showExamples() {
+  ui.examples.hidden = !(state.loaded && state.messages.length === 0 && state.turn === null);
+}
+
+renderExamples(byId("example-prompts"), (text) => submit(text));
 
 byId("new-conversation").addEventListener("click", () => {
   newConversation();
@@ -240,12 +398,14 @@ async function loadEarlier() {
   const id = current();
   try {
     const page = await api.messages(id, { before: state.messages[0].seq });
-    if (api !== state.api || current() !== id) return;
+    if (api !== state.api || current() !== id) return false;
     state.messages = [...page.items, ...state.messages];
     state.hasMore = page.has_more;
     thread.show(state.messages, { hasMore: state.hasMore, keepPlace: true });
+    return true;
   } catch (error) {
     report(error, loadEarlier);
+    return false;
   }
 }
 
@@ -272,6 +432,7 @@ async function syncThread(id, live) {
     }
     live?.remove();
     thread.show(state.messages, { hasMore: state.hasMore });
+    showExamples();
   } catch (error) {
     report(error, () => syncThread(id, live));
   }
@@ -304,29 +465,33 @@ async function rename(id, title) {
   }
 }
 
-async function deleteConversation(id) {
-  if (!confirm(`Delete “${titleOf(state.current)}” and all of its messages?`)) return;
+async function deleteConversation(conversation) {
+  if (!confirm(`Delete “${titleOf(conversation)}” and all of its messages?`)) return;
   const api = state.api;
+  const { id } = conversation;
   try {
     await api.delete(id);
     if (api !== state.api) return;
     if (current() === id) newConversation();
     await refreshConversations();
   } catch (error) {
-    report(error, () => deleteConversation(id));
+    report(error, () => deleteConversation(conversation));
   }
 }
 
 ui.rename.addEventListener("click", startRename);
 byId("rename-cancel").addEventListener("click", endRename);
 ui.renameInput.addEventListener("keydown", (event) => {
-  if (event.key === "Escape") endRename();
+  if (event.key === "Escape") {
+    event.preventDefault(); // cancels the rename, stops no reply
+    endRename();
+  }
 });
 ui.renameForm.addEventListener("submit", (event) => {
   event.preventDefault();
   rename(current(), ui.renameInput.value);
 });
-ui.delete.addEventListener("click", () => deleteConversation(current()));
+ui.delete.addEventListener("click", () => deleteConversation(state.current));
 
 // -- a turn ------------------------------------------------------------------------------
 
@@ -337,6 +502,7 @@ function showBusy() {
   // Stopping needs a turn that runs: the stream's first event says it does.
   ui.stop.disabled = turn === null || !turn.started || turn.stopping;
   ui.rename.disabled = ui.delete.disabled = current() === null || turn !== null;
+  showExamples();
 }
 
 /** Stop following the turn that streams in; the turn itself goes on at the server. */
@@ -595,13 +761,18 @@ async function stop() {
 
 ui.stop.addEventListener("click", stop);
 
-ui.composer.addEventListener("submit", (event) => {
-  event.preventDefault();
-  const text = ui.message.value;
-  if (state.turn !== null || text.trim() === "") return;
-  ui.message.value = "";
+/** Send `text` as a new turn, unless one is running; the composer keeps the focus. */
+function submit(text) {
+  if (state.turn !== null || text.trim() === "") return false;
   hideBanner();
   send(text, newKey());
+  ui.message.focus();
+  return true;
+}
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (submit(ui.message.value)) ui.message.value = "";
 });
 
 ui.message.addEventListener("keydown", (event) => {
@@ -645,6 +816,25 @@ for (const name of PANELS) {
     byId(`toggle-${name}`).setAttribute("aria-expanded", String(open));
   });
 }
+
+// -- keyboard shortcuts ------------------------------------------------------------------
+
+document.addEventListener("keydown", (event) => {
+  // Keys a menu, the search box or the rename field used are theirs alone.
+  if (state.session === null || event.defaultPrevented || event.isComposing) return;
+  if ((event.ctrlKey || event.metaKey) && event.shiftKey && event.code === "KeyO") {
+    event.preventDefault(); // as in ChatGPT: a new chat
+    newConversation();
+    ui.message.focus();
+  } else if (event.key === "Escape" && event.shiftKey) {
+    event.preventDefault();
+    closePanels();
+    ui.message.focus();
+  } else if (event.key === "Escape" && !ui.stop.hidden && !ui.stop.disabled) {
+    event.preventDefault();
+    ui.stop.click();
+  }
+});
 
 // -- start -------------------------------------------------------------------------------
 
