@@ -149,8 +149,15 @@ async def show_reply(
         response = await client.post("/v1/conversations", json={"items": items})
         response.raise_for_status()
     conversation_id = response.json()["id"].removeprefix("conv_")
-    session = {"token": token, "userId": user_id, "conversationId": conversation_id}
+    # Signed in as the page keeps it (session.js): the user in localStorage, the
+    # conversation the tab shows in sessionStorage.
     await page.goto(server.base_url)
-    await page.evaluate("s => sessionStorage.setItem('chatledger.session', s)", json.dumps(session))
+    await page.evaluate(
+        """([session, conversationId]) => {
+            localStorage.setItem("chatledger.session", session);
+            sessionStorage.setItem("chatledger.conversation", conversationId);
+        }""",
+        [json.dumps({"token": token, "userId": user_id}), conversation_id],
+    )
     await page.reload()
     await expect(page.locator(".message.assistant")).to_have_count(1)
