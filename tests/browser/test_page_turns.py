@@ -182,3 +182,76 @@ async def test_a_second_tab_on_the_conversation_shows_the_reply_as_it_is_written
     ]
     stored = await stored_thread(slow_server, "twotabs")
     assert texts == [stored[-1]["content"]] * 2
+
+
+async def api_headers(server: ServerProcess, user_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {await dev_token(server, user_id)}"}
+
+
+@pytest.mark.parametrize(
+    "text", ["add \x1b[31mred\x1b[0m", "add " + "x" * 32_000], ids=["control", "too-long"]
+)
+async def test_an_edit_the_server_refuses_says_why_stores_nothing_and_leaves_the_page_usable(
+    open_page: OpenPage, server: ServerProcess, text: str
+) -> None:
+    user = f"refused-edit-{len(text)}"
+    page = await open_page()
+    await sign_in(page, server.base_url, user)
+    await send(page, "add buy milk")
+    await page.get_by_role("button", name="Edit").click()
+    await page.get_by_label("Edit message").fill(text)
+    await page.get_by_label("Edit message").press("Enter")
+    await expect(page.locator("#banner")).to_be_visible()
+    await idle(page)
+
+    stored = await stored_thread(server, user)
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["add buy milk"]
+    assert stored[0]["sibling_count"] == 1
+    await expect(page.locator(".message.user")).to_have_text(["add buy milk"])
+    # The page goes on: the next message is sent and answered.
+    await send(page, "add tea")
+    await expect(page.locator(".message.assistant").last).to_have_text('Added task 2: "tea".')
+
+
+async def test_load_earlier_stays_on_the_shown_branch_when_the_head_moved_elsewhere(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    """The page shows a branch whose earlier messages are not loaded yet; meanwhile another
+    tab (or client) shows another version. "Load earlier" must continue the branch shown,
+    without a gap, not take the earlier messages of the branch the head is on now."""
+    user = "earlier-branch"
+    headers = await api_headers(server, user)
+    items = [
+        {"type": "message", "role": role, "content": f"{role} {n}"}
+        for n in range(1, 31)
+        for role in ("user", "assistant")
+    ]
+    async with server.client(headers=headers) as client:
+        # The Conversations API takes at most 20 items a request.
+        created = await client.post("/v1/conversations", json={"items": items[:20]})
+        created.raise_for_status()
+        conversation_id = created.json()["id"]
+        for at in (20, 40):
+            more = items[at : at + 20]
+            added = await client.post(
+                f"/v1/conversations/{conversation_id}/items", json={"items": more}
+            )
+            added.raise_for_status()
+        conversation_id = conversation_id.removeprefix("conv_")
+        base = f"/api/{user}/conversations/{conversation_id}"
+        # A new version of "user 3" (seq 5): a branch of its own, seqs 61 and on.
+        edited = await client.post(f"{base}/messages/5/edit", json={"message": "add tea"})
+        edited.raise_for_status()
+        (await client.put(f"{base}/head", json={"seq": 60})).raise_for_status()
+
+    page = await open_page()
+    await sign_in(page, server.base_url, user)
+    await page.locator(".conversation").first.click()
+    await expect(page.locator(".message.assistant").last).to_have_text("assistant 30")
+    await expect(page.locator(".message.user").first).to_have_text("user 6")
+
+    async with server.client(headers=headers) as client:
+        (await client.put(f"{base}/head", json={"seq": 61})).raise_for_status()
+    await page.get_by_role("button", name="Load earlier").click()
+    await expect(page.locator(".message.user")).to_have_count(30)
+    await expect(page.locator(".message.user")).to_have_text([f"user {n}" for n in range(1, 31)])
