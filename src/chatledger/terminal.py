@@ -109,18 +109,36 @@ class RemoteChat:
             if response.status_code != 200:
                 await response.aread()
                 raise _refusal(response)
-            async for event in _server_sent_events(response.aiter_lines()):
-                if event.name == "error":
-                    raise ChatLedgerError(
-                        event.data.get("message", "the turn failed"), code=event.data.get("code")
-                    )
-                yield event
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise not_chatledger(self.client, "no event stream")
+            ended = False
+            try:
+                async for event in _server_sent_events(response.aiter_lines()):
+                    if event.name == "error":
+                        message = event.data.get("message", "the turn failed")
+                        raise ChatLedgerError(message, code=event.data.get("code"))
+                    ended = event.name == "done"
+                    yield event
+            except (ValueError, AttributeError):  # an event's data not a JSON object
+                raise not_chatledger(self.client, "an event that is not JSON") from None
+            if not ended:
+                # The turn goes on at the server, or not: either way this reply is cut off.
+                raise ChatLedgerError(
+                    "the connection broke before the reply was complete", code="incomplete"
+                )
 
     async def stop(self, conversation_id: str) -> None:
         await self._call("POST", f"conversations/{conversation_id}/stop")
 
     async def conversations(self, *, limit: int) -> list[Conversation]:
         page = await self._call("GET", "conversations", params={"limit": limit})
+        try:
+            return self._listed(page)
+        except (KeyError, TypeError, ValueError):
+            raise not_chatledger(self.client, "not a list of conversations") from None
+
+    @staticmethod
+    def _listed(page: Any) -> list[Conversation]:
         return [
             Conversation(
                 id=item["id"],
@@ -142,7 +160,10 @@ class RemoteChat:
             raise _unreachable(self.client, error) from None
         if response.status_code >= 400:
             raise _refusal(response)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise not_chatledger(self.client, "an answer that is not JSON") from None
 
     @contextlib.asynccontextmanager
     async def _stream(
@@ -163,6 +184,15 @@ def _unreachable(client: httpx.AsyncClient, error: Exception) -> ChatLedgerError
     return ChatLedgerError(
         f"cannot reach the server at {client.base_url}: {error or type(error).__name__}",
         code="unreachable",
+    )
+
+
+def not_chatledger(client: httpx.AsyncClient, answer: str) -> ChatLedgerError:
+    """Whatever answers at `client`'s base URL (another web app, say) is no chatledger
+    server: it gave `answer`."""
+    return ChatLedgerError(
+        f"the server at {client.base_url} is not a chatledger server (it sent {answer})",
+        code="not_chatledger",
     )
 
 

@@ -255,3 +255,82 @@ async def test_load_earlier_stays_on_the_shown_branch_when_the_head_moved_elsewh
     await page.get_by_role("button", name="Load earlier").click()
     await expect(page.locator(".message.user")).to_have_count(30)
     await expect(page.locator(".message.user")).to_have_text([f"user {n}" for n in range(1, 31)])
+
+
+async def test_regenerate_while_another_browser_runs_a_turn_says_so_and_follows_that_turn(
+    open_page: OpenPage, slow_server: ServerProcess
+) -> None:
+    user = "busy-regenerate"
+    first = await open_page()
+    await sign_in(first, slow_server.base_url, user)
+    await first.get_by_label("Message").fill("tell me a long story")
+    await first.get_by_label("Message").press("Enter")
+    await expect(first.get_by_role("button", name="Stop")).to_be_enabled()
+    await first.get_by_role("button", name="Stop").click()
+    await idle(first)
+    # Another browser (no BroadcastChannel between them), on the same conversation.
+    second = await open_page()
+    await sign_in(second, slow_server.base_url, user)
+    await second.locator(".conversation").first.click()
+    await expect(second.locator(".message.assistant")).to_have_count(1)
+
+    await first.get_by_label("Message").fill("another one")
+    await first.get_by_label("Message").press("Enter")
+    await expect(first.locator(".message.assistant").nth(1)).to_contain_text("Part 1 of")
+    await second.get_by_role("button", name="Regenerate").click()
+    await expect(second.locator("#banner")).to_be_visible()
+    # The refused page shows the turn that runs, and can stop it.
+    await expect(second.locator(".message.assistant").last).to_contain_text("Part 2 of")
+    await expect(second.get_by_role("button", name="Stop")).to_be_enabled()
+    await second.get_by_role("button", name="Stop").click()
+    for page in (first, second):
+        await idle(page)
+        await expect(page.locator(".message.user")).to_have_text(
+            ["tell me a long story", "another one"]
+        )
+    stored = await stored_thread(slow_server, user)
+    assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
+    assert all(m["sibling_count"] == 1 for m in stored)
+
+
+async def test_a_server_gone_in_the_middle_of_an_edit_leaves_the_page_usable(
+    open_page: OpenPage, slow_server: ServerProcess
+) -> None:
+    page = await open_page()
+    await sign_in(page, slow_server.base_url, "server-gone")
+    await page.get_by_label("Message").fill("tell me a long story")
+    await page.get_by_label("Message").press("Enter")
+    await expect(page.get_by_role("button", name="Stop")).to_be_enabled()
+    await page.get_by_role("button", name="Stop").click()
+    await idle(page)
+    await page.get_by_role("button", name="Edit").click()
+    await page.get_by_label("Edit message").fill("tell me another story")
+    await page.get_by_label("Edit message").press("Enter")
+    await expect(page.locator(".message.assistant").last).to_contain_text("Part 2 of")
+    await slow_server.kill()
+
+    await idle(page)
+    await expect(page.locator("#banner")).to_be_visible()
+    await expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    await expect(page.get_by_label("Message")).to_be_editable()
+
+
+async def test_a_message_sent_after_showing_an_older_version_continues_that_version(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    user = "older-version"
+    page = await open_page()
+    await sign_in(page, server.base_url, user)
+    await send(page, "add apples")
+    await page.get_by_role("button", name="Edit").click()
+    await page.get_by_label("Edit message").fill("add pears")
+    await page.get_by_label("Edit message").press("Enter")
+    await expect(page.locator(".message.user")).to_have_text(["add pears"])
+    await idle(page)
+    await page.get_by_role("button", name="Previous version").first.click()
+    await expect(page.locator(".message.user")).to_have_text(["add apples"])
+    await send(page, "add plums")
+    await expect(page.locator(".message.user")).to_have_text(["add apples", "add plums"])
+    stored = await stored_thread(server, user)
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["add apples", "add plums"]
+    assert stored[0]["sibling_count"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sys
 import uuid
@@ -477,3 +478,50 @@ async def test_piped_chat_writes_no_control_character_a_model_sent(tmp_path: Pat
     for stream in (finished.stdout, finished.stderr):
         assert CONTROLS.search(stream) is None, stream
     assert "Hi" in finished.stdout and "there" in finished.stdout and "red" in finished.stdout
+
+
+@contextlib.asynccontextmanager
+async def not_chatledger(body: bytes, content_type: str) -> AsyncIterator[str]:
+    """A web server on 127.0.0.1 that answers every request 200 with `body`, as a web
+    app's catch-all route does; yields its base URL."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.lower().splitlines()
+             if line.startswith(b"content-length:")),
+            0,
+        )  # fmt: skip
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type.encode()
+            + b"\r\nContent-Length: " + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n" + body
+        )  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<!doctype html><title>Another app</title>", "text/html"),
+        (b'{"items": [], "token": "t"}', "application/json"),
+    ],
+    ids=["html", "json"],
+)
+@pytest.mark.parametrize("token", [None, "t"], ids=["dev-token", "token"])
+async def test_chat_with_a_server_that_is_not_chatledger_is_a_one_line_error(
+    body: bytes, content_type: str, token: str | None, tmp_path: Path
+) -> None:
+    async with not_chatledger(body, content_type) as url:
+        finished = await run(
+            "chat", "--user", "alice", "--server", url, cwd=tmp_path,
+            env=child_env(**({"TOKEN": token} if token else {})), stdin="hello\n",
+        )  # fmt: skip
+    assert_one_line_error(finished)
+    assert url in finished.stderr, finished.stderr
