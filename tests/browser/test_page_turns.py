@@ -394,3 +394,51 @@ async def test_an_edit_saved_while_a_reply_is_written_is_not_dropped_unsaid(
     sent = any(m["content"] == "tell me a short story" for m in stored)
     kept = await page.get_by_label("Edit message").count() == 1
     assert sent or kept
+
+
+async def test_an_edited_message_with_markup_shows_as_the_text_typed(
+    open_page: OpenPage, server: ServerProcess
+) -> None:
+    hostile = '<img src=x onerror="window.pwned=1"> **not bold** [link](javascript:alert(1))'
+    page = await open_page()
+    await sign_in(page, server.base_url, "edit-markup")
+    await send(page, "hello")
+    await page.get_by_role("button", name="Edit").click()
+    await page.get_by_label("Edit message").fill(hostile)
+    await page.get_by_label("Edit message").press("Enter")
+    await expect(page.locator(".message.user")).to_have_text([hostile])
+    await idle(page)
+    await page.get_by_role("button", name="Edit").click()
+    await expect(page.get_by_label("Edit message")).to_have_value(hostile)
+    await page.get_by_label("Edit message").press("Escape")
+    user = page.locator(".message.user")
+    assert await user.locator("img, a, strong, script").count() == 0
+    assert await page.evaluate("window.pwned") is None
+
+
+async def test_a_reload_during_an_edits_reply_shows_it_coming_on_the_new_branch(
+    open_page: OpenPage, slow_server: ServerProcess
+) -> None:
+    user = "reload-edit"
+    page = await open_page()
+    await sign_in(page, slow_server.base_url, user)
+    await page.get_by_label("Message").fill("tell me a long story")
+    await page.get_by_label("Message").press("Enter")
+    await expect(page.get_by_role("button", name="Stop")).to_be_enabled()
+    await page.get_by_role("button", name="Stop").click()
+    await idle(page)
+    await page.get_by_role("button", name="Edit").click()
+    await page.get_by_label("Edit message").fill("tell me another story")
+    await page.get_by_label("Edit message").press("Enter")
+    reply = page.locator(".message.assistant")
+    await expect(reply).to_contain_text("Part 2 of")
+    await page.reload()
+    await expect(page.locator(".message.user")).to_have_text(["tell me another story"])
+    await expect(reply).to_have_count(1)
+    await expect(reply).to_contain_text("Part 4 of")
+    await page.get_by_role("button", name="Stop").click()
+    await idle(page)
+    await expect(page.locator(".message-actions.user .version-count")).to_have_text(["2/2"])
+    stored = await stored_thread(slow_server, user)
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["tell me another story"]
+    assert stored[-1]["metadata"] == {"status": "stopped"}
