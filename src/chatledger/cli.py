@@ -30,6 +30,7 @@ from chatledger.terminal import (
     RemoteChat,
     Screen,
     converse,
+    not_chatledger,
     show_conversations,
 )
 
@@ -303,7 +304,12 @@ async def _dev_token(client: httpx.AsyncClient, user_id: str) -> str:
         raise ChatLedgerError(
             "set CHATLEDGER_TOKEN to a token for this user (`chatledger token USER` prints one)"
         )
-    token: str = response.json()["token"]
+    try:
+        token = response.json()["token"]
+    except (ValueError, KeyError, TypeError):
+        raise not_chatledger(client, "no dev token") from None
+    if not isinstance(token, str):
+        raise not_chatledger(client, "no dev token")
     return token
 
 

@@ -14,6 +14,7 @@ import codecs
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -39,6 +40,10 @@ _VALUE_CHARS: Final = 40
 _LINE_CHARS: Final = 100
 # The server sends a keep-alive comment every 15 s while a turn is quiet.
 _STREAM_READ_TIMEOUT: Final = 60.0
+# What a terminal acts on instead of showing: C0 controls but newline and tab, DEL, C1. A
+# model's text (or a tool name it makes up, or a server's error) carrying them could set the
+# window title, clear the screen, or write over what was shown; they are shown as U+FFFD.
+_UNSHOWN: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class ChatBackend(Protocol):
@@ -104,18 +109,36 @@ class RemoteChat:
             if response.status_code != 200:
                 await response.aread()
                 raise _refusal(response)
-            async for event in _server_sent_events(response.aiter_lines()):
-                if event.name == "error":
-                    raise ChatLedgerError(
-                        event.data.get("message", "the turn failed"), code=event.data.get("code")
-                    )
-                yield event
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise not_chatledger(self.client, "no event stream")
+            ended = False
+            try:
+                async for event in _server_sent_events(response.aiter_lines()):
+                    if event.name == "error":
+                        message = event.data.get("message", "the turn failed")
+                        raise ChatLedgerError(message, code=event.data.get("code"))
+                    ended = event.name == "done"
+                    yield event
+            except (ValueError, AttributeError):  # an event's data not a JSON object
+                raise not_chatledger(self.client, "an event that is not JSON") from None
+            if not ended:
+                # The turn goes on at the server, or not: either way this reply is cut off.
+                raise ChatLedgerError(
+                    "the connection broke before the reply was complete", code="incomplete"
+                )
 
     async def stop(self, conversation_id: str) -> None:
         await self._call("POST", f"conversations/{conversation_id}/stop")
 
     async def conversations(self, *, limit: int) -> list[Conversation]:
         page = await self._call("GET", "conversations", params={"limit": limit})
+        try:
+            return self._listed(page)
+        except (KeyError, TypeError, ValueError):
+            raise not_chatledger(self.client, "not a list of conversations") from None
+
+    @staticmethod
+    def _listed(page: Any) -> list[Conversation]:
         return [
             Conversation(
                 id=item["id"],
@@ -137,7 +160,10 @@ class RemoteChat:
             raise _unreachable(self.client, error) from None
         if response.status_code >= 400:
             raise _refusal(response)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise not_chatledger(self.client, "an answer that is not JSON") from None
 
     @contextlib.asynccontextmanager
     async def _stream(
@@ -158,6 +184,15 @@ def _unreachable(client: httpx.AsyncClient, error: Exception) -> ChatLedgerError
     return ChatLedgerError(
         f"cannot reach the server at {client.base_url}: {error or type(error).__name__}",
         code="unreachable",
+    )
+
+
+def not_chatledger(client: httpx.AsyncClient, answer: str) -> ChatLedgerError:
+    """Whatever answers at `client`'s base URL (another web app, say) is no chatledger
+    server: it gave `answer`."""
+    return ChatLedgerError(
+        f"the server at {client.base_url} is not a chatledger server (it sent {answer})",
+        code="not_chatledger",
     )
 
 
@@ -222,7 +257,7 @@ class Screen:
     def tool(self, name: str, arguments: Any, result: Any) -> None:
         """One line for a tool call: its name, its arguments in brief, ok or the error."""
         self.end_reply()
-        call = f"{name}({_brief_arguments(arguments)})"
+        call = f"{_printable(name)}({_brief_arguments(arguments)})"
         if isinstance(result, Mapping) and "error" in result:
             outcome = self.style(f"error: {_brief(str(result['error']), _LINE_CHARS)}", "red")
         elif result is None:
@@ -233,10 +268,11 @@ class Screen:
 
     def note(self, text: str) -> None:
         self.end_reply()
-        self._write(self.style(text, "yellow") + "\n")
+        self._write(self.style(_printable(text), "yellow") + "\n")
 
     def error(self, message: str) -> None:
         self.end_reply()
+        message = _printable(message)
         colour = self.colour and sys.stderr.isatty()
         typer.echo(typer.style(f"error: {message}", fg="red") if colour else f"error: {message}",
                    err=True, color=colour)  # fmt: skip
@@ -251,8 +287,13 @@ class Screen:
             self._at_line_start = text.endswith("\n")
 
 
+def _printable(text: str) -> str:
+    """`text` without anything a terminal would act on (a CRLF line end is a newline)."""
+    return _UNSHOWN.sub("\ufffd", text.replace("\r\n", "\n"))
+
+
 def _brief(text: str, limit: int) -> str:
-    text = " ".join(text.split())
+    text = _printable(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -389,7 +430,7 @@ class _Reply:
             self.conversation_id = event.data["conversation_id"]
             self._start_stop()
         elif event.name == "delta":
-            self.screen.text(event.data["text"])
+            self.screen.text(_printable(event.data["text"]))
         elif event.name == "tool_call":
             self.calls[event.data["id"]] = (event.data["name"], event.data.get("arguments"))
         elif event.name == "tool_result":
@@ -472,5 +513,5 @@ def show_conversations(screen: Screen, conversations: list[Conversation]) -> Non
     """One line per conversation: its id, when it was last updated (local time), its title."""
     for conversation in conversations:
         when = conversation.updated_at.astimezone().strftime("%Y-%m-%d %H:%M")
-        title = conversation.title or screen.style("(untitled)", dim=True)
+        title = _printable(conversation.title or "") or screen.style("(untitled)", dim=True)
         screen.text(f"{conversation.id}  {when}  {title}\n")

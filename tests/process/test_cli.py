@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +19,14 @@ from sqlalchemy.engine import make_url
 
 from chatledger.domain import TaskFilter
 from chatledger.store import SQLAlchemyStore
-from chatledger.testing import FakeModelServer, ModelReply, ModelRequest, Text
+from chatledger.testing import (
+    FakeModelServer,
+    FunctionCall,
+    ModelReply,
+    ModelRequest,
+    Text,
+    ToolCalls,
+)
 from tests.conftest import TABLES, _create_database, _drop_database
 from tests.process.conftest import StartServer
 from tests.process.servers import SECRET, child_env, free_port
@@ -27,6 +36,8 @@ pytestmark = pytest.mark.slow
 # Starting Python and importing the store takes about a second; a hung command must not
 # hang the test run.
 COMMAND_WITHIN = 60.0
+# What a terminal would act on rather than show: C0 (but newline and tab) and C1 controls, DEL.
+CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -443,3 +454,74 @@ async def test_chat_honours_the_context_budget_and_closes_its_agent(tmp_path: Pa
         assert sum(len(text) for _, text in request.messages) < len(long) / 2
     # The agent's HTTP client was closed on the way out: no warning about it.
     assert "Unclosed" not in finished.stderr and "ResourceWarning" not in finished.stderr
+
+
+async def test_piped_chat_writes_no_control_character_a_model_sent(tmp_path: Path) -> None:
+    """A model's text (and a tool name it makes up) can carry escape sequences: a title
+    change, a screen clear, a carriage return that writes over what was shown. Piped or
+    not, they are shown as text, never written to the output as they came."""
+    hostile = "\x1b]0;pwned\x07Hi \x1b[2Jthere\rover \x9b31mred\x1b[0m."
+
+    def reply(request: ModelRequest) -> ModelReply:
+        if not request.tool_outputs:
+            return ToolCalls([FunctionCall("\x1b[2Jwipe", {"title": "\x9b2Jtea\x1b[0m"})])
+        return Text(hostile)
+
+    async with FakeModelServer(reply) as model:
+        env = child_env(AGENT="openai")
+        env.update(OPENAI_BASE_URL=model.base_url, OPENAI_API_KEY="test")
+        finished = await run(
+            "chat", "--user", "alice", "--database-url", f"sqlite:///{tmp_path / 'chat.db'}",
+            cwd=tmp_path, env=env, stdin="hello\n",
+        )  # fmt: skip
+    assert finished.status == 0, finished
+    for stream in (finished.stdout, finished.stderr):
+        assert CONTROLS.search(stream) is None, stream
+    assert "Hi" in finished.stdout and "there" in finished.stdout and "red" in finished.stdout
+
+
+@contextlib.asynccontextmanager
+async def not_chatledger(body: bytes, content_type: str) -> AsyncIterator[str]:
+    """A web server on 127.0.0.1 that answers every request 200 with `body`, as a web
+    app's catch-all route does; yields its base URL."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.lower().splitlines()
+             if line.startswith(b"content-length:")),
+            0,
+        )  # fmt: skip
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type.encode()
+            + b"\r\nContent-Length: " + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n" + body
+        )  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<!doctype html><title>Another app</title>", "text/html"),
+        (b'{"items": [], "token": "t"}', "application/json"),
+    ],
+    ids=["html", "json"],
+)
+@pytest.mark.parametrize("token", [None, "t"], ids=["dev-token", "token"])
+async def test_chat_with_a_server_that_is_not_chatledger_is_a_one_line_error(
+    body: bytes, content_type: str, token: str | None, tmp_path: Path
+) -> None:
+    async with not_chatledger(body, content_type) as url:
+        finished = await run(
+            "chat", "--user", "alice", "--server", url, cwd=tmp_path,
+            env=child_env(**({"TOKEN": token} if token else {})), stdin="hello\n",
+        )  # fmt: skip
+    assert_one_line_error(finished)
+    assert url in finished.stderr, finished.stderr

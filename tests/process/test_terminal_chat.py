@@ -265,3 +265,31 @@ async def _run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
             await process.wait()
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_ctrl_c_twice_during_a_reply_leaves_and_the_conversation_goes_on_later(
+    terminal: Callable[..., Terminal], sqlite_url: str
+) -> None:
+    async with FakeModelServer(slow_model) as model:
+        env = model_env(model, AGENT="openai")
+        chat = terminal("chat", "--user", "alice", "--database-url", sqlite_url, env=env)
+        await chat.expect(PROMPT)
+        await chat.type("think hard", "\r")
+        await chat.expect(FIRST_PIECE)
+        await chat.type(CTRL_C, CTRL_C)
+        await chat.expect("resume: ")
+        assert await chat.exit_status() == 0
+        assert "Traceback" not in chat.output_so_far()
+        [conversation_id] = re.findall(r"--conversation (\S+)", chat.output_so_far())
+
+        again = terminal("chat", "--user", "alice", "--database-url", sqlite_url,
+                         "--conversation", conversation_id, env=env)  # fmt: skip
+        await again.expect(PROMPT)
+        await again.type("hello", "\r")
+        await again.expect("Hi there.")
+        await again.expect(PROMPT)
+        await again.type(CTRL_D)
+        assert await again.exit_status() == 0
+    messages = await stored_messages(sqlite_url, "alice")
+    assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT, Role.USER, Role.ASSISTANT]
+    assert messages[1].metadata.get("status") in ("stopped", "failed"), messages[1]

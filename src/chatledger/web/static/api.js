@@ -109,10 +109,14 @@ export class Api {
     await this.#request(`/conversations/${encodeURIComponent(id)}`, { method: "DELETE" });
   }
 
-  /** The latest messages, or those before seq `before`, oldest first: `{ items, has_more }`. */
-  messages(id, { before = null } = {}) {
+  /**
+   * The latest messages, or those before seq `before`, oldest first: `{ items, has_more }`;
+   * of the head's branch, or of the branch ending at seq `head`.
+   */
+  messages(id, { before = null, head = null } = {}) {
     const query = new URLSearchParams({ limit: "50" });
     if (before !== null) query.set("before", String(before));
+    if (head !== null) query.set("head", String(head));
     return this.#json(`/conversations/${encodeURIComponent(id)}/messages?${query}`);
   }
 

@@ -397,7 +397,10 @@ async function loadEarlier() {
   const api = state.api;
   const id = current();
   try {
-    const page = await api.messages(id, { before: state.messages[0].seq });
+    // The branch shown, which the head may have left meanwhile (another tab showed
+    // another version): the head's branch before that seq could skip part of this one.
+    const head = state.messages.at(-1).seq;
+    const page = await api.messages(id, { before: state.messages[0].seq, head });
     if (api !== state.api || current() !== id) return false;
     state.messages = [...page.items, ...state.messages];
     state.hasMore = page.has_more;
