@@ -100,15 +100,15 @@ async def sign_in(page: Page, base_url: str, user_id: str) -> None:
 
 async def begin_turn(page: Page, text: str) -> None:
     """Send `text`, not waiting for the turn to end."""
-    await page.get_by_label("Message").fill(text)
-    await page.get_by_label("Message").press("Enter")
+    await page.get_by_label("Message", exact=True).fill(text)
+    await page.get_by_label("Message", exact=True).press("Enter")
 
 
 async def send(page: Page, text: str) -> None:
     """Send `text` and wait until the turn is over (the page then shows the stored thread)."""
     sent = await page.locator(".message.user").count()
-    await page.get_by_label("Message").fill(text)
-    await page.get_by_label("Message").press("Enter")
+    await page.get_by_label("Message", exact=True).fill(text)
+    await page.get_by_label("Message", exact=True).press("Enter")
     await expect(page.locator(".message.user")).to_have_count(sent + 1)
     await expect(page.get_by_role("button", name="Send")).to_be_visible()
 

@@ -185,8 +185,8 @@ async def test_a_reply_streaming_in_shows_its_markdown_even_cut_off_in_a_code_bl
 
     await page.route("**/chat/stream", stream)
     await page.route("**/messages?*", hold)
-    await page.get_by_label("Message").fill("how?")
-    await page.get_by_label("Message").press("Enter")
+    await page.get_by_label("Message", exact=True).fill("how?")
+    await page.get_by_label("Message", exact=True).press("Enter")
 
     reply = page.locator(".message.assistant .markdown")
     await expect(reply.locator("li")).to_have_text(["one", "two"])

@@ -164,7 +164,7 @@ async def test_a_phone_sized_screen_has_no_horizontal_scrolling_and_can_chat(
     assert await page.evaluate(overflow) == 0
     await page.get_by_role("button", name="Chats").click()
     await page.locator(".conversation").click()
-    await expect(page.get_by_label("Message")).to_be_visible()
+    await expect(page.get_by_label("Message", exact=True)).to_be_visible()
     assert await page.evaluate(overflow) == 0
 
 
@@ -197,11 +197,11 @@ async def test_a_refused_message_shows_why_and_comes_back_to_be_edited(
 ) -> None:
     page = await open_page()
     await sign_in(page, server.base_url, "verbose")
-    await page.get_by_label("Message").fill("x" * 40_000)
-    await page.get_by_label("Message").press("Enter")
+    await page.get_by_label("Message", exact=True).fill("x" * 40_000)
+    await page.get_by_label("Message", exact=True).press("Enter")
     await expect(page.get_by_role("alert")).to_contain_text("longer than")
     await expect(page.get_by_role("button", name="Retry")).to_be_hidden()
-    await expect(page.get_by_label("Message")).to_have_value("x" * 40_000)
+    await expect(page.get_by_label("Message", exact=True)).to_have_value("x" * 40_000)
     await expect(page.locator(".message")).to_have_count(0)
 
 

@@ -311,7 +311,7 @@ async def test_signing_out_in_one_tab_signs_out_the_other_and_signing_in_reaches
 
     await sign_in(second, server.base_url, "twotabs-again")
     await expect(first.locator("#user")).to_have_text("twotabs-again")
-    await expect(first.get_by_label("Message")).to_be_visible()
+    await expect(first.get_by_label("Message", exact=True)).to_be_visible()
     assert errors == []
 
 
@@ -320,7 +320,7 @@ async def test_keyboard_shortcuts_start_a_chat_and_focus_the_composer(
 ) -> None:
     page = await open_page(viewport=WIDE)
     await sign_in(page, server.base_url, "typist")
-    composer = page.get_by_label("Message")
+    composer = page.get_by_label("Message", exact=True)
     await expect(composer).to_be_focused()  # after sign-in
     await composer.fill("add practise scales")
     await page.get_by_role("button", name="Send").click()
@@ -343,8 +343,8 @@ async def test_escape_stops_a_running_reply(
 ) -> None:
     page = await open_page(viewport=WIDE)
     await sign_in(page, slow_server.base_url, "impatient")
-    await page.get_by_label("Message").fill("tell me a long story")
-    await page.get_by_label("Message").press("Enter")
+    await page.get_by_label("Message", exact=True).fill("tell me a long story")
+    await page.get_by_label("Message", exact=True).press("Enter")
     reply = page.locator(".message.assistant")
     await expect(reply).to_contain_text("Part 2 of")
     await expect(page.get_by_role("button", name="Stop")).to_be_enabled()
@@ -403,7 +403,7 @@ async def test_example_prompts_send_and_the_rules_agent_answers_each(
         await expect(page.locator("#examples")).to_be_hidden()
         await expect(page.locator(".message.assistant")).to_contain_text(reply)
         await expect(page.get_by_role("button", name="Send")).to_be_visible()
-        await expect(page.get_by_label("Message")).to_be_focused()
+        await expect(page.get_by_label("Message", exact=True)).to_be_focused()
         await page.get_by_role("button", name="New conversation").click()
         await expect(page.locator("#examples")).to_be_visible()
     await expect(page.locator("#task-list .task[data-completed='true']")).to_have_count(1)

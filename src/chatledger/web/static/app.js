@@ -505,6 +505,7 @@ function showBusy() {
   // Stopping needs a turn that runs: the stream's first event says it does.
   ui.stop.disabled = turn === null || !turn.started || turn.stopping;
   ui.rename.disabled = ui.delete.disabled = current() === null || turn !== null;
+  thread.busy = turn !== null;
   showExamples();
 }
 

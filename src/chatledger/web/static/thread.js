@@ -60,7 +60,13 @@ function versionSwitch(message, onVersion) {
   const arrow = (label, symbol, to) => {
     const button = h(
       "button",
-      { type: "button", class: "version-arrow", "aria-label": label, disabled: !(to in seqs) },
+      {
+        type: "button",
+        class: "version-arrow",
+        "aria-label": label,
+        disabled: !(to in seqs),
+        "data-end": !(to in seqs),
+      },
       symbol,
     );
     button.addEventListener("click", () => onVersion(seqs[to]));
@@ -321,6 +327,7 @@ export class Thread {
   expanded = new Set();
 
   #actions;
+  #busy = false;
 
   /** `actions`: `onEdit(seq, text)`, `onRegenerate(seq)`, `onVersion(seq)`. */
   constructor(element, { onLoadEarlier, ...actions }) {
@@ -349,8 +356,25 @@ export class Thread {
     if (messages.length === 0 && this.#live === null) {
       this.#element.append(h("p", { class: "empty" }, "Say hello, or ask to add a task."));
     }
+    this.#disableActions();
     const { scrollHeight } = this.#element;
     this.#element.scrollTop = keepPlace ? scrollHeight - fromBottom : scrollHeight;
+  }
+
+  /**
+   * While a turn runs, a message's actions (Edit, Save, Regenerate, the version arrows)
+   * are disabled: the conversation takes no other turn, and the head does not move.
+   */
+  set busy(busy) {
+    this.#busy = busy;
+    this.#disableActions();
+  }
+
+  #disableActions() {
+    const actions = this.#element.querySelectorAll(
+      ".message-actions button, .edit-form button[type=submit]",
+    );
+    for (const button of actions) button.disabled = this.#busy || "end" in button.dataset;
   }
 
   /** An empty thread, for a new conversation. */
