@@ -31,8 +31,9 @@ CHROMIUM_ARGS: Final = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DESKTOP: Final = ViewportSize(width=1280, height=800)
-PHONE: Final = ViewportSize(width=360, height=740)
+# The sizes issue 15 names: a laptop, and a phone.
+DESKTOP: Final = ViewportSize(width=1440, height=900)
+PHONE: Final = ViewportSize(width=390, height=844)
 SLOW_SERVER: Final = Path(__file__).with_name("slow_server.py")
 
 

@@ -17,14 +17,14 @@ from typing import Final, Literal
 
 from playwright.async_api import Browser, ViewportSize, expect
 
-from tests.browser.harness import chromium, send, serve_rules, sign_in
+from tests.browser.harness import DESKTOP, PHONE, chromium, send, serve_rules, sign_in
 
 DOCS: Final = Path(__file__).parents[2] / "docs"
 # File name, viewport, colour scheme.
 SHOTS: Final[tuple[tuple[str, ViewportSize, Literal["light", "dark"]], ...]] = (
-    ("screenshot.png", ViewportSize(width=1440, height=900), "light"),
-    ("screenshot-dark.png", ViewportSize(width=1440, height=900), "dark"),
-    ("screenshot-mobile.png", ViewportSize(width=390, height=844), "light"),
+    ("screenshot.png", DESKTOP, "light"),
+    ("screenshot-dark.png", DESKTOP, "dark"),
+    ("screenshot-mobile.png", PHONE, "light"),
 )
 TURNS: Final = (
     "add buy milk: 2 litres, organic",

@@ -10,13 +10,11 @@ import pytest
 from playwright.async_api import Page, Route, ViewportSize, expect
 
 from tests.browser.conftest import OpenPage
-from tests.browser.harness import dev_token, show_reply, sign_in
+from tests.browser.harness import DESKTOP, PHONE, dev_token, show_reply, sign_in
 from tests.process.servers import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-LAPTOP: Final = ViewportSize(width=1440, height=900)
-PHONE: Final = ViewportSize(width=390, height=844)
 CODE: Final = 'def greet(name):\n    return f"<b>Hello, {name}</b>"  # ' + "x" * 200
 REPLY: Final = f"""# Plan
 
@@ -51,7 +49,7 @@ mail <mailto:ada@example.com>, or [this](javascript:alert(1)).
 OVERFLOW: Final = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
-@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["1440x900", "390x844"])
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1440x900", "390x844"])
 async def test_a_reply_in_markdown_shows_as_elements_that_fit_the_screen(
     open_page: OpenPage, server: ServerProcess, viewport: ViewportSize
 ) -> None:

@@ -13,13 +13,11 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from tests.browser.conftest import OpenPage
-from tests.browser.harness import dev_token, send, sign_in
+from tests.browser.harness import DESKTOP, PHONE, dev_token, send, sign_in
 from tests.process.servers import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-WIDE = ViewportSize(width=1440, height=900)
-NARROW = ViewportSize(width=390, height=844)
 XSS = "<img src=x onerror=window.__xss=1>"
 
 
@@ -68,7 +66,7 @@ def group(page: Page, name: str) -> Any:
 # -- search --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("viewport", [WIDE, NARROW], ids=["1440x900", "390x844"])
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1440x900", "390x844"])
 async def test_a_search_hit_opens_its_conversation_at_the_message_with_the_word_marked(
     open_page: OpenPage, server: ServerProcess, viewport: ViewportSize
 ) -> None:
@@ -106,7 +104,7 @@ async def test_a_search_hit_opens_its_conversation_at_the_message_with_the_word_
 async def test_search_snippets_stay_text_and_a_query_of_no_words_gets_a_quiet_note(
     open_page: OpenPage, server: ServerProcess
 ) -> None:
-    page = await open_page(viewport=WIDE)
+    page = await open_page(viewport=DESKTOP)
     await sign_in(page, server.base_url, "snooper")
     await send(page, f"add zebra {XSS}")
     box = page.get_by_label("Search conversations")
@@ -180,7 +178,7 @@ async def test_conversations_are_grouped_by_the_day_they_were_updated_in_the_bro
 async def test_a_new_conversation_is_listed_under_today_with_its_time(
     open_page: OpenPage, server: ServerProcess
 ) -> None:
-    page = await open_page(viewport=WIDE)
+    page = await open_page(viewport=DESKTOP)
     await sign_in(page, server.base_url, "today")
     await send(page, "add feed the cat")
     await expect(group(page, "Today")).to_have_text(["add feed the cat"])
@@ -194,7 +192,7 @@ async def test_a_new_conversation_is_listed_under_today_with_its_time(
 async def test_pinning_from_the_row_menu_by_keyboard_lists_it_first_after_a_reload(
     open_page: OpenPage, server: ServerProcess
 ) -> None:
-    page = await open_page(viewport=WIDE)
+    page = await open_page(viewport=DESKTOP)
     await sign_in(page, server.base_url, "pinner")
     await send(page, "add first")
     await page.get_by_role("button", name="New conversation").click()
@@ -230,7 +228,7 @@ async def test_pinning_from_the_row_menu_by_keyboard_lists_it_first_after_a_relo
 async def test_archiving_moves_a_conversation_to_the_archived_view_and_back(
     open_page: OpenPage, server: ServerProcess
 ) -> None:
-    page = await open_page(viewport=WIDE)
+    page = await open_page(viewport=DESKTOP)
     await sign_in(page, server.base_url, "archivist")
     await send(page, "add old stuff")
     await page.get_by_role("button", name="New conversation").click()
@@ -263,7 +261,7 @@ async def test_archiving_moves_a_conversation_to_the_archived_view_and_back(
 async def test_the_theme_toggle_sets_data_theme_and_is_remembered(
     open_page: OpenPage, server: ServerProcess
 ) -> None:
-    page = await open_page(viewport=WIDE)
+    page = await open_page(viewport=DESKTOP)
     await sign_in(page, server.base_url, "painter")
     html = page.locator("html")
     background = "getComputedStyle(document.body).backgroundColor"
@@ -299,7 +297,7 @@ async def test_signing_out_in_one_tab_signs_out_the_other_and_signing_in_reaches
     open_page: OpenPage, server: ServerProcess
 ) -> None:
     errors: list[str] = []
-    first = await open_page(viewport=WIDE)
+    first = await open_page(viewport=DESKTOP)
     await sign_in(first, server.base_url, "twotabs")
     second = watch(await first.context.new_page(), errors)
     await second.goto(server.base_url)
@@ -318,7 +316,7 @@ async def test_signing_out_in_one_tab_signs_out_the_other_and_signing_in_reaches
 async def test_keyboard_shortcuts_start_a_chat_and_focus_the_composer(
     open_page: OpenPage, server: ServerProcess
 ) -> None:
-    page = await open_page(viewport=WIDE)
+    page = await open_page(viewport=DESKTOP)
     await sign_in(page, server.base_url, "typist")
     composer = page.get_by_label("Message", exact=True)
     await expect(composer).to_be_focused()  # after sign-in
@@ -341,7 +339,7 @@ async def test_keyboard_shortcuts_start_a_chat_and_focus_the_composer(
 async def test_escape_stops_a_running_reply(
     open_page: OpenPage, slow_server: ServerProcess
 ) -> None:
-    page = await open_page(viewport=WIDE)
+    page = await open_page(viewport=DESKTOP)
     await sign_in(page, slow_server.base_url, "impatient")
     await page.get_by_label("Message", exact=True).fill("tell me a long story")
     await page.get_by_label("Message", exact=True).press("Enter")
@@ -356,7 +354,7 @@ async def test_escape_stops_a_running_reply(
 async def test_list_menu_and_composer_buttons_are_touch_sized_on_a_phone(
     open_page: OpenPage, server: ServerProcess
 ) -> None:
-    page = await open_page(viewport=NARROW)
+    page = await open_page(viewport=PHONE)
     await sign_in(page, server.base_url, "thumbs")
     await send(page, "add water the ferns")
     heights = "els => els.map(e => [e.id || e.getAttribute('role') || e.className, e.offsetHeight])"
@@ -380,7 +378,7 @@ async def test_list_menu_and_composer_buttons_are_touch_sized_on_a_phone(
 async def test_example_prompts_send_and_the_rules_agent_answers_each(
     open_page: OpenPage, server: ServerProcess
 ) -> None:
-    page = await open_page(viewport=WIDE)
+    page = await open_page(viewport=DESKTOP)
     await sign_in(page, server.base_url, "newcomer")
     examples = page.locator("#examples .example")
     await expect(examples).to_have_text(
