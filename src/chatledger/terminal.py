@@ -27,6 +27,7 @@ import typer
 
 from chatledger.domain import Conversation, StreamEvent
 from chatledger.errors import ChatLedgerError, NotFoundError
+from chatledger.terminal_markdown import MarkdownStyler
 
 if TYPE_CHECKING:
     import httpx
@@ -43,6 +44,7 @@ _STREAM_READ_TIMEOUT: Final = 60.0
 # What a terminal acts on instead of showing: C0 controls but newline and tab, DEL, C1. A
 # model's text (or a tool name it makes up, or a server's error) carrying them could set the
 # window title, clear the screen, or write over what was shown; they are shown as U+FFFD.
+_STYLE_CODES: Final = re.compile("\x1b\\[[0-9;]*m")
 _UNSHOWN: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -241,6 +243,8 @@ class Screen:
     out: TextIO
     colour: bool
     _at_line_start: bool = True
+    # A reply's markdown, styled as it streams in (in colour only: elsewhere as written).
+    _markdown: MarkdownStyler = field(default_factory=MarkdownStyler)
 
     @classmethod
     def for_stdout(cls) -> Screen:
@@ -250,7 +254,13 @@ class Screen:
     def text(self, text: str) -> None:
         self._write(text)
 
+    def reply(self, text: str) -> None:
+        """The next piece of a reply, printable already."""
+        self._write(self._markdown.feed(text) if self.colour else text)
+
     def end_reply(self) -> None:
+        if self.colour:
+            self._write(self._markdown.finish())
         if not self._at_line_start:
             self._write("\n")
 
@@ -284,7 +294,9 @@ class Screen:
         if text:
             self.out.write(text)
             self.out.flush()
-            self._at_line_start = text.endswith("\n")
+            # Style codes after a newline leave the cursor where the newline put it.
+            if shown := _STYLE_CODES.sub("", text):
+                self._at_line_start = shown.endswith("\n")
 
 
 def _printable(text: str) -> str:
@@ -430,7 +442,7 @@ class _Reply:
             self.conversation_id = event.data["conversation_id"]
             self._start_stop()
         elif event.name == "delta":
-            self.screen.text(_printable(event.data["text"]))
+            self.screen.reply(_printable(event.data["text"]))
         elif event.name == "tool_call":
             self.calls[event.data["id"]] = (event.data["name"], event.data.get("arguments"))
         elif event.name == "tool_result":

@@ -156,7 +156,7 @@ async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_says_how_to_resum
     await chat.type("\r")  # an empty line does nothing: the chat goes on
     await chat.expect(PROMPT)
     await chat.type("show my tasks", "\r")
-    await chat.expect("- #1 tea")
+    await chat.expect("• #1 tea")  # the reply's markdown list, styled on a terminal
     await chat.expect(PROMPT)
     await chat.type(CTRL_D)
     await chat.expect("resume: chatledger chat --user alice --conversation ")
