@@ -439,3 +439,27 @@ async def test_a_reload_during_an_edits_reply_shows_it_coming_on_the_new_branch(
     stored = await stored_thread(slow_server, user)
     assert [m["content"] for m in stored if m["role"] == "user"] == ["tell me another story"]
     assert stored[-1]["metadata"] == {"status": "stopped"}
+
+
+async def test_a_reply_begun_in_another_browser_shows_when_the_page_comes_back_into_view(
+    open_page: OpenPage, slow_server: ServerProcess
+) -> None:
+    here = await open_page()
+    await sign_in(here, slow_server.base_url, "elsewhere")
+    await begin_turn(here, "hello")  # a conversation to share; its slow reply stopped
+    await expect(here.get_by_role("button", name="Stop")).to_be_enabled()
+    await here.get_by_role("button", name="Stop").click()
+    await idle(here)
+    there = await open_page()  # another browser: no tab of this one hears of its turns
+    await sign_in(there, slow_server.base_url, "elsewhere")
+    await there.locator(".conversation").first.click()
+    await begin_turn(there, "and now a story")
+    await expect(there.locator(".message.assistant").nth(1)).to_contain_text("Part 2 of")
+
+    await here.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    await expect(here.locator(".message.assistant").nth(1)).to_contain_text("Part 3 of")
+    await here.get_by_role("button", name="Stop").click()
+    await expect(there.locator(".message.assistant").nth(1).locator(".mark")).to_have_text(
+        "stopped"
+    )
+    await idle(here)

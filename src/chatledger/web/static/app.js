@@ -56,7 +56,7 @@ const state = {
   messages: [], // the open conversation's loaded messages, oldest first
   hasMore: false,
   loaded: false, // the open conversation's messages have arrived
-  turn: null, // { controller, conversationId, live, stopping } while a turn streams in
+  turn: null, // the turn shown while it runs (turns.js, newTurn)
 };
 
 const current = () => state.current?.id ?? null;

@@ -284,6 +284,15 @@ export function createTurns(ctx) {
     if (shown && state.turn === null) follow(data.conversationId);
   });
 
+  // A turn begun elsewhere (another browser, the terminal) tells no tab here: it shows
+  // when the conversation is opened, or when the page comes back into view.
+  document.addEventListener("visibilitychange", () => {
+    const id = current();
+    if (document.visibilityState === "visible" && state.api && id !== null && !state.turn) {
+      follow(id);
+    }
+  });
+
   async function stop() {
     const turn = state.turn;
     if (turn === null) return; // a retry after the turn ended
