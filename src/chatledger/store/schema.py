@@ -96,10 +96,20 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def utc_of_text(value: str) -> datetime:
-    """The aware UTC datetime of the naive UTC text `UTCDateTime` stores on SQLite."""
-    # Parsed with its offset written out: a third of the time of parsing it naive and then
-    # replacing the time zone, which matters at fifty of these per history read.
-    return datetime.fromisoformat(value + "+00:00")
+    """The aware UTC datetime of the naive UTC text `UTCDateTime` stores on SQLite (or of
+    any other form of a time the column may hold: a date alone, or a time with an offset,
+    written by plain SQL)."""
+    if len(value) == _STORED_CHARS:
+        # As `UTCDateTime` writes it: parsed with its offset written out, a third of the
+        # time of parsing it naive and then replacing the time zone, which matters at fifty
+        # of these per history read.
+        return datetime.fromisoformat(value + "+00:00")
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# "2026-12-07 16:16:52.498173": what `UTCDateTime` writes, microseconds always.
+_STORED_CHARS = len("YYYY-MM-DD HH:MM:SS.ffffff")
 
 
 class JSONValue(TypeDecorator[Any]):
