@@ -106,11 +106,13 @@ async def test_an_unauthenticated_body_is_refused_before_it_is_sent(
     # A long body deadline: the 401 must come from the token check, not from the deadline.
     env = child_env(JWT_SECRET=SECRET, REQUEST_BODY_TIMEOUT="60")
     server = await serve(sqlite_url, env=env)
-    for headers in ({}, {"Authorization": "Bearer not-a-token"}, auth("mallory")):
+    # One token for mallory: a second one minted a second later would differ from it.
+    mallory = auth("mallory")
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}, mallory):
         started = time.monotonic()
         answer = await slow_body(server.port, headers)
         assert time.monotonic() - started < 3
-        status = 403 if headers == auth("mallory") else 401
+        status = 403 if headers is mallory else 401
         assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:80]
     # Under /v1 the user is whoever the token says: a bad token is refused alike.
     for headers in ({}, {"Authorization": "Bearer not-a-token"}):
