@@ -29,6 +29,15 @@ async def conversation(server: ServerProcess, user_id: str) -> dict[str, Any]:
         return found
 
 
+async def stopped_story(page: Page) -> None:
+    """Begin the slow agent's long story and stop it once it runs: the conversation then
+    holds one stopped reply, and takes the next turn."""
+    await begin_turn(page, "tell me a long story")
+    await expect(page.get_by_role("button", name="Stop")).to_be_enabled()
+    await page.get_by_role("button", name="Stop").click()
+    await idle(page)
+
+
 async def idle(page: Page) -> None:
     """Wait until no turn is shown running."""
     await expect(page.get_by_role("button", name="Send")).to_be_visible()
@@ -149,10 +158,7 @@ async def test_a_second_tab_on_the_conversation_shows_the_reply_as_it_is_written
 ) -> None:
     first = await open_page()
     await sign_in(first, slow_server.base_url, "twotabs")
-    await begin_turn(first, "tell me a long story")
-    await expect(first.get_by_role("button", name="Stop")).to_be_enabled()
-    await first.get_by_role("button", name="Stop").click()
-    await idle(first)
+    await stopped_story(first)
 
     # A second tab of the same browser (signed in already: tabs share it), on that
     # conversation.
@@ -261,11 +267,7 @@ async def test_regenerate_while_another_browser_runs_a_turn_says_so_and_follows_
     user = "busy-regenerate"
     first = await open_page()
     await sign_in(first, slow_server.base_url, user)
-    await first.get_by_label("Message", exact=True).fill("tell me a long story")
-    await first.get_by_label("Message", exact=True).press("Enter")
-    await expect(first.get_by_role("button", name="Stop")).to_be_enabled()
-    await first.get_by_role("button", name="Stop").click()
-    await idle(first)
+    await stopped_story(first)
     # Another browser (no BroadcastChannel between them), on the same conversation.
     second = await open_page()
     await sign_in(second, slow_server.base_url, user)
@@ -296,11 +298,7 @@ async def test_a_server_gone_in_the_middle_of_an_edit_leaves_the_page_usable(
 ) -> None:
     page = await open_page()
     await sign_in(page, slow_server.base_url, "server-gone")
-    await page.get_by_label("Message", exact=True).fill("tell me a long story")
-    await page.get_by_label("Message", exact=True).press("Enter")
-    await expect(page.get_by_role("button", name="Stop")).to_be_enabled()
-    await page.get_by_role("button", name="Stop").click()
-    await idle(page)
+    await stopped_story(page)
     await page.get_by_role("button", name="Edit").click()
     await page.get_by_label("Edit message").fill("tell me another story")
     await page.get_by_label("Edit message").press("Enter")
@@ -370,10 +368,7 @@ async def test_a_messages_actions_wait_while_a_reply_is_written(
     user = "edit-during-turn"
     page = await open_page()
     await sign_in(page, slow_server.base_url, user)
-    await begin_turn(page, "tell me a long story")
-    await expect(page.get_by_role("button", name="Stop")).to_be_enabled()
-    await page.get_by_role("button", name="Stop").click()
-    await idle(page)
+    await stopped_story(page)
     await page.get_by_role("button", name="Edit").click()  # open before the next turn
     await page.get_by_label("Edit message").fill("tell me a short story")
 
@@ -419,11 +414,7 @@ async def test_a_reload_during_an_edits_reply_shows_it_coming_on_the_new_branch(
     user = "reload-edit"
     page = await open_page()
     await sign_in(page, slow_server.base_url, user)
-    await page.get_by_label("Message", exact=True).fill("tell me a long story")
-    await page.get_by_label("Message", exact=True).press("Enter")
-    await expect(page.get_by_role("button", name="Stop")).to_be_enabled()
-    await page.get_by_role("button", name="Stop").click()
-    await idle(page)
+    await stopped_story(page)
     await page.get_by_role("button", name="Edit").click()
     await page.get_by_label("Edit message").fill("tell me another story")
     await page.get_by_label("Edit message").press("Enter")
