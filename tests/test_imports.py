@@ -49,3 +49,22 @@ def test_the_blocker_really_blocks() -> None:
     result = _import_with_blocker("import chatledger.store")
     assert result.returncode != 0
     assert "blocked in this test" in result.stderr
+
+
+def test_minting_a_token_imports_neither_the_server_nor_an_sdk() -> None:
+    # `chatledger token` imports `chatledger.api.auth`; the package must not bring the
+    # whole server with it (seconds of imports in every CLI process).
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, chatledger.api.auth, chatledger.cli\n"
+            "print(sorted({'chatledger.api.app', 'agents', 'chatkit', 'mcp', 'fastapi'}"
+            " & sys.modules.keys()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
