@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -51,20 +52,30 @@ def test_the_blocker_really_blocks() -> None:
     assert "blocked in this test" in result.stderr
 
 
-def test_minting_a_token_imports_neither_the_server_nor_an_sdk() -> None:
-    # `chatledger token` imports `chatledger.api.auth`; the package must not bring the
-    # whole server with it (seconds of imports in every CLI process).
+def _imported(statement: str, modules: set[str]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after `statement`."""
+    report = f"import json, sys\nprint(json.dumps(sorted({modules!r} & sys.modules.keys())))"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, chatledger.api.auth, chatledger.cli\n"
-            "print(sorted({'chatledger.api.app', 'agents', 'chatkit', 'mcp', 'fastapi'}"
-            " & sys.modules.keys()))",
-        ],
+        [sys.executable, "-c", f"{statement}\n{report}"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    imported: list[str] = json.loads(result.stdout)
+    return imported
+
+
+def test_minting_a_token_imports_neither_the_server_nor_an_sdk() -> None:
+    # `chatledger token` imports `chatledger.api.auth`; the package must not bring the
+    # whole server with it (seconds of imports in every CLI process).
+    heavy = {"chatledger.api.app", "agents", "chatkit", "mcp", "fastapi"}
+    assert _imported("import chatledger.api.auth, chatledger.cli", heavy) == []
+
+
+def test_the_server_imports_chatkit_and_the_agents_sdk_only_when_asked() -> None:
+    # Serving `/chatkit` needs the ChatKit SDK, which imports the Agents SDK and openai:
+    # imported on the first ChatKit request, not by every `chatledger serve`.
+    sdks = {"agents", "chatkit", "openai"}
+    assert _imported("import chatledger.api.app", sdks) == []
+    assert _imported("import chatledger.api.chatkit_requests", sdks) == sorted(sdks)

@@ -38,7 +38,6 @@ from chatledger.api.routes import (
 from chatledger.api.routes.transfer import IMPORT_PATH
 from chatledger.compose import AgentSetup, compose, purge
 from chatledger.errors import UnavailableError
-from chatledger.integrations.chatkit import ChatLedgerChatKitServer, ChatLedgerStore
 from chatledger.settings import Settings
 from chatledger.store import SQLAlchemyStore
 from chatledger.tools import AnyToolset
@@ -113,7 +112,6 @@ def create_app(
         ) as parts:
             app.state.store = parts.store
             app.state.service = parts.service
-            app.state.chatkit = ChatLedgerChatKitServer(ChatLedgerStore(parts.store), parts.service)
             chores = [
                 asyncio.create_task(_purge(parts.store, settings)),
                 asyncio.create_task(_close_dead_turns(parts.store, settings)),
