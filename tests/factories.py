@@ -86,6 +86,41 @@ def count_statements(engine: Engine) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
+@contextmanager
+def count_round_trips(engine: Engine) -> Iterator[list[str]]:
+    """What a client sends through `engine`, one entry per round trip to the server: each
+    statement (its first words), and the BEGIN and COMMIT of a transaction. A connection
+    in autocommit (reads, `Connector.write_statement`) sends neither.
+
+    Counted on a warm connection: the first use of a statement on a PostgreSQL connection
+    also prepares it (one more round trip), which later uses skip.
+    """
+    sent: list[str] = []
+
+    def transacts(conn: Any) -> bool:
+        return bool(conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT")
+
+    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
+        sent.append(" ".join(text.split()[:3]))
+
+    def begin(conn: Any) -> None:
+        if transacts(conn):
+            sent.append("BEGIN")
+
+    def commit(conn: Any) -> None:
+        if transacts(conn):
+            sent.append("COMMIT")
+
+    listeners = {"before_cursor_execute": statement, "begin": begin, "commit": commit}
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    try:
+        yield sent
+    finally:
+        for name, listener in listeners.items():
+            event.remove(engine, name, listener)
+
+
 def tool_exchange(call_id: str, name: str = "add_task", result: str = "{}") -> list[ChatMessage]:
     """An assistant tool call followed by its result."""
     return [
