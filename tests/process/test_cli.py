@@ -389,7 +389,7 @@ async def test_chat_holds_a_conversation_offline_and_continues_it(tmp_path: Path
         await store.close()
 
 
-@pytest.mark.parametrize("conversation", ["no-such-id", str(uuid.uuid4())])
+@pytest.mark.parametrize("conversation", ["no-such-id", "3f6c1c2e-8d0a-4b7e-9c55-0d4a2b7e1f90"])
 async def test_chat_with_an_unknown_conversation_is_a_one_line_error(
     conversation: str, tmp_path: Path
 ) -> None:
