@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from hypothesis import settings
 from sqlalchemy import Engine, event, text
 
 from chatledger.domain import Branch, ChatMessage, Message, Role, ToolCall, TurnStatus
@@ -68,6 +69,13 @@ async def snapshot(db: Connector, user_id: str) -> dict[str, list[tuple[Any, ...
         }
 
     return await db.read(work)
+
+
+def examples(count: int) -> int:
+    """A test's own Hypothesis example count, scaled as the running profile scales the
+    default of 100 (`make check` runs a tenth; `make test` all of them)."""
+    default = settings.get_profile("default").max_examples
+    return max(1, count * settings().max_examples // default)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 from chatledger.context import ContextWindow, build, plan_fold
 from chatledger.domain import ChatMessage, Message, Role, ToolCall
 from chatledger.tokens import count_message_tokens
+from tests.factories import examples
 
 SYSTEM = "You manage the user's tasks."
 SUMMARY_HEADER = "Summary of the earlier conversation (its messages are not shown):\n\n"
@@ -274,7 +275,7 @@ def check_window(
         assert window.tokens + dropped_leaders[-1].token_count > budget, "room was left unused"
 
 
-@settings(max_examples=300, deadline=None)  # deadline: huge messages on a shared machine
+@settings(max_examples=examples(300), deadline=None)  # deadline: huge messages on a shared machine
 @given(
     history=histories(),
     system_prompt=texts(),
@@ -290,7 +291,7 @@ def test_every_rule_holds_for_any_history_and_budget(
     check_window(window, history, system_prompt=system_prompt, summary=summary, budget=budget)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     history=histories(),
     system_prompt=st.none() | texts(),

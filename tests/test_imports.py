@@ -7,6 +7,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+# Each test starts a fresh interpreter that imports much of the package.
+pytestmark = pytest.mark.slow
+
 BLOCKER = textwrap.dedent(
     """
     import sys

@@ -69,6 +69,7 @@ async def _conversation_of(store: SQLAlchemyStore, length: int) -> str:
     return conversation.id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("branched", [False, True], ids=["linear", "branched"])
 async def test_a_turn_costs_the_same_at_100_000_messages_as_at_100(
     database_url: str, connector, branched: bool
@@ -105,6 +106,7 @@ async def test_a_turn_costs_the_same_at_100_000_messages_as_at_100(
         await store.close()
 
 
+@pytest.mark.slow
 async def test_summaries_fold_each_message_in_exactly_once(store: SQLAlchemyStore) -> None:
     service = ChatService(store, RulesAgent(), context_tokens=1500)
     conversation_id = None
@@ -146,6 +148,7 @@ async def test_summaries_fold_each_message_in_exactly_once(store: SQLAlchemyStor
     assert "errand 2" in answer.response
 
 
+@pytest.mark.slow
 async def test_the_openai_agent_on_a_long_conversation_with_a_small_budget(
     store: SQLAlchemyStore,
 ) -> None:

@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from chatledger.domain import MAX_JSON_DEPTH, check_metadata, json_depth
 from chatledger.errors import ValidationError
+from tests.factories import examples
 
 # Text that the shortcuts could be fooled by: NUL, lone surrogates, a backslash followed
 # by "u0000" (the escape, but written out), brackets inside strings.
@@ -75,7 +76,7 @@ def _nested(levels: int, inner: Any) -> Any:
     return inner
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(value=st.dictionaries(_TEXT, _values(12), max_size=4), levels=st.integers(0, 40))
 def test_it_refuses_exactly_what_a_plain_walk_refuses(value: dict[str, Any], levels: int) -> None:
     value = {**value, "deep": _nested(levels, value.get("x", "leaf"))}

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from chatledger.terminal_markdown import MarkdownStyler
+from tests.factories import examples
 
 BOLD, DIM, CODE, RESET = "\x1b[0m\x1b[1m", "\x1b[0m\x1b[2m", "\x1b[0m\x1b[36m", "\x1b[0m"
 _CODES = re.compile("\x1b\\[[0-9;]*m")
@@ -46,7 +47,7 @@ _PIECES = st.sampled_from(["#", "# ", "-", " ", "*", "**", "`", "```", "\n", "> 
 _TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=5)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.lists(st.one_of(_PIECES, _TEXT), max_size=40), st.data())
 def test_pieces_of_any_size_show_as_the_whole_does(parts: list[str], data: st.DataObject) -> None:
     text = "".join(parts)

@@ -137,6 +137,7 @@ async def test_tool_arguments_nested_too_deep_are_shown_as_their_text(
     assert response.json()["tool_calls"][0]["arguments"] == arguments
 
 
+@pytest.mark.slow
 async def test_1250_tasks_page_whole_and_the_tool_says_what_it_left_out(
     make_server: Callable[..., Any],
 ) -> None:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -30,6 +31,7 @@ def families(text: str) -> dict[str, set[tuple[str, str]]]:
     return seen
 
 
+@pytest.mark.slow
 async def test_thirty_thousand_requests_with_made_up_methods_and_paths_leave_metrics_small(
     make_server: Callable[..., Any],
 ) -> None:

@@ -26,6 +26,7 @@ from chatledger.domain import ChatMessage
 from chatledger.store import SQLAlchemyStore
 from chatledger.testing import CallTool, Say, ScriptedAgent
 from tests.api.conftest import SECRET, Server, auth, settings_for, token_for
+from tests.factories import examples
 
 USER: Final = "alice"
 CHECKS: Final = [
@@ -65,7 +66,7 @@ schema = schemathesis.openapi.from_dict(create_app(settings_for("sqlite://")).op
 schema.app = current
 schema.config.update(parameters={"path.user_id": USER})
 schema.config.checks.update(included_check_names=CHECKS)
-schema.config.generation.update(max_examples=25, deterministic=True, database="none")
+schema.config.generation.update(max_examples=examples(25), deterministic=True, database="none")
 
 
 # A fresh token for every request (a token made at import could expire before the test

@@ -38,7 +38,7 @@ from chatledger.testing import (
     Text,
     ToolCalls,
 )
-from tests.factories import assert_invariants, snapshot
+from tests.factories import assert_invariants, examples, snapshot
 from tests.integrations.items_examples import EXAMPLES, sdk_item_types
 
 USER = "alice"
@@ -136,7 +136,9 @@ async def _play(session: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(ops=_OPS, limit=st.sampled_from([None, 2]))
 def test_any_sequence_of_operations_gives_what_sqlite_session_gives(

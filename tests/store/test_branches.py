@@ -28,8 +28,8 @@ from chatledger.domain import Branch, ChatMessage, Message, Role
 from chatledger.errors import ConflictError, NotFoundError, ValidationError
 from chatledger.storage import Lease
 from chatledger.store import SQLAlchemyStore
-from tests.conftest import _truncate
-from tests.factories import assert_invariants, count_statements, tool_exchange, whole_turn
+from tests.conftest import empty_postgres
+from tests.factories import assert_invariants, count_statements, examples, tool_exchange, whole_turn
 
 MINUTE = timedelta(minutes=1)
 
@@ -424,7 +424,7 @@ class BranchMachine(RuleBasedStateMachine):
             shutil.copy(template, database_url.removeprefix("sqlite:///"))
         self.loop = asyncio.new_event_loop()
         if template is None:
-            self.loop.run_until_complete(_truncate(database_url))
+            self.loop.run_until_complete(empty_postgres(database_url))
         self.store = SQLAlchemyStore.from_url(database_url)
         self.id = self.loop.run_until_complete(self.store.create_conversation("alice")).id
         self.tree = Tree()
@@ -532,7 +532,7 @@ def test_branches_match_the_model(database_url: str, request: pytest.FixtureRequ
     run_state_machine_as_test(
         lambda: BranchMachine(database_url, template),
         settings=settings(
-            max_examples=25,
+            max_examples=examples(25),
             stateful_step_count=25,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

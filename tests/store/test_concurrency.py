@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chatledger.domain import ChatMessage
 from chatledger.store import SQLAlchemyStore
 from tests.factories import message_seqs
@@ -45,6 +47,7 @@ async def test_concurrent_batches_stay_contiguous(store: SQLAlchemyStore) -> Non
         assert batch == [f"{owner}.{part}" for part in range(3)]
 
 
+@pytest.mark.slow
 async def test_two_processes_appending_to_one_conversation(
     database_url: str, store: SQLAlchemyStore, connector
 ) -> None:

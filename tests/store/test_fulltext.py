@@ -21,6 +21,7 @@ from chatledger.store.fulltext import (
     words,
 )
 from chatledger.store.unicode_marks import MARKS, marks_class
+from tests.factories import examples
 from tests.search_queries import HOSTILE_QUERIES
 
 _FTS5 = re.compile(r'"(?:[^"]|"")+"\*?(?: AND "(?:[^"]|"")+"\*?)*')
@@ -45,7 +46,7 @@ def test_each_hostile_query_is_words_or_refused_as_specified(query: str, code: s
 
 
 @given(st.text(max_size=600))
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 def test_any_text_is_a_query_of_quoted_words_or_a_422(query: str) -> None:
     try:
         parsed = parse_query(query)
@@ -101,7 +102,7 @@ def test_what_is_indexed_is_bounded() -> None:
     assert set(indexed.split()) == {"word"}
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.text(st.characters(max_codepoint=127), max_size=500))
 def test_ascii_text_is_indexed_as_its_words_are(content: str) -> None:
     # index_terms takes a shortcut for ASCII text: it must keep what `words` finds.
@@ -114,7 +115,7 @@ _GLUE = st.sampled_from([" ", "  ", "\n", ", ", "-", "_", "…", "<b>", "😀", 
 
 
 @given(st.lists(st.tuples(_WORDS, _GLUE), max_size=120), _WORDS, st.booleans())
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_a_snippet_is_the_text_with_the_words_it_looks_for_marked(
     parts: list[tuple[str, str]], looked_for: str, prefix: bool
 ) -> None:

@@ -68,6 +68,7 @@ async def test_purge_deletes_what_is_due_and_nothing_else(
     assert (await row_counts(connector, "bob"))["messages"] == 0
 
 
+@pytest.mark.slow
 async def test_many_replicas_purging_at_once_delete_each_conversation_once(
     store: SQLAlchemyStore, connector: Connector, database_url: str
 ) -> None:

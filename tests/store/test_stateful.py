@@ -26,7 +26,8 @@ from hypothesis.stateful import (
 from chatledger.domain import ChatMessage
 from chatledger.errors import NotFoundError, ValidationError
 from chatledger.store import SQLAlchemyStore
-from tests.conftest import _truncate
+from tests.conftest import empty_postgres
+from tests.factories import examples
 
 USERS = st.sampled_from(["alice", "bob"])
 # Text people write: anything storable but control characters other than newline and tab
@@ -54,7 +55,7 @@ class StoreMachine(RuleBasedStateMachine):
             shutil.copy(template, database_url.removeprefix("sqlite:///"))
         self.loop = asyncio.new_event_loop()
         if template is None:
-            self.loop.run_until_complete(_truncate(database_url))
+            self.loop.run_until_complete(empty_postgres(database_url))
         self.store = SQLAlchemyStore.from_url(database_url)
         self.model: dict[str, ModelConversation] = {}
         self.clock = 0
@@ -170,7 +171,7 @@ def test_store_matches_the_model(database_url: str, request: pytest.FixtureReque
     run_state_machine_as_test(
         lambda: StoreMachine(database_url, template),
         settings=settings(
-            max_examples=30,
+            max_examples=examples(30),
             stateful_step_count=30,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

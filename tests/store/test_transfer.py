@@ -17,7 +17,7 @@ from chatledger.domain import Branch, ChatMessage, Message, ToolCall
 from chatledger.errors import ValidationError
 from chatledger.store import Connector, SQLAlchemyStore
 from chatledger.store.transfer import ImportReport, imported_conversation_id
-from tests.factories import row_counts, snapshot, whole_turn
+from tests.factories import examples, row_counts, snapshot, whole_turn
 
 MINUTE = timedelta(minutes=1)
 
@@ -271,7 +271,7 @@ def scripts(draw: st.DrawFn) -> list[list[tuple[str, int, bool]]]:
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 @settings(
-    max_examples=15,
+    max_examples=examples(15),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
