@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint bench postgres chromium clean
+.PHONY: run check test lint bench postgres chromium clean
 
 # Stamps re-run the install whenever pyproject.toml changes.
 $(BIN)/python:
@@ -33,8 +33,21 @@ postgres:
 chromium:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 
+# Tests run in parallel: each worker has its own SQLite files and PostgreSQL database
+# (tests/conftest.py) and takes whole files, so a module's browser or server starts once.
+# More workers than cores, because many tests wait on processes, browsers and sleeps.
+JOBS ?= 3
+# Bytecode caches on, even where the environment turns them off: otherwise every test
+# process compiles the sources again, and pytest rewrites ~440 modules in every worker.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
+
+# The quick loop while changing code: all but the slow tests (processes, browsers,
+# 100,000-message cases), with a tenth of the Hypothesis examples.
+check: $(VENV)/.dev-deps postgres
+	$(PYTEST) -m "not slow" --hypothesis-profile=check
+
 test: $(VENV)/.dev-deps postgres chromium
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check src tests bench examples
