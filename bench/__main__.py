@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("store", "server", "context", "scrub", "search")
+BENCHMARKS = ("store", "server", "context", "scrub", "search", "startup")
 
 
 def main(argv: list[str]) -> None:
