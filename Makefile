@@ -39,15 +39,19 @@ chromium:
 JOBS ?= 3
 # Bytecode caches on, even where the environment turns them off: otherwise every test
 # process compiles the sources again, and pytest rewrites ~440 modules in every worker.
-PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
+PARALLEL := -n $(JOBS) --dist loadfile
 
 # The quick loop while changing code: all but the slow tests (processes, browsers,
 # 100,000-message cases), with a tenth of the Hypothesis examples.
 check: $(VENV)/.dev-deps postgres
-	$(PYTEST) -m "not slow" --hypothesis-profile=check
+	$(PYTEST) $(PARALLEL) -m "not slow and not alone" --hypothesis-profile=check
 
+# Tests marked `alone` bound a server's answer in time under load they make themselves:
+# they run after the others, when nothing else competes for the 2 cores.
 test: $(VENV)/.dev-deps postgres chromium
-	$(PYTEST)
+	$(PYTEST) $(PARALLEL) -m "not alone"
+	$(PYTEST) -m alone
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check src tests bench examples

@@ -45,6 +45,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.relative_to(here).parts[0] in _SLOW_DIRECTORIES:
             item.add_marker(pytest.mark.slow)
+    # Slow tests first (in their order): parallel workers start on the longest files, and
+    # the many short ones fill in at the end instead of one long file running on alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _admin_dsn() -> str:

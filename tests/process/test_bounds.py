@@ -129,6 +129,7 @@ async def stream_status(client: httpx.AsyncClient, method: str, url: str, **kwar
         return response.status_code
 
 
+@pytest.mark.alone
 async def test_streams_per_user_are_capped_and_given_back(
     serve: StartServer, sqlite_url: str
 ) -> None:

@@ -301,6 +301,7 @@ def _exists(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+@pytest.mark.alone
 async def test_two_worker_processes_serve_turns(serve: StartServer, sqlite_url: str) -> None:
     server = await serve(sqlite_url, workers=2)
     workers = _workers_of(server.process.pid)
