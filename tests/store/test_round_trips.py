@@ -40,21 +40,16 @@ async def test_a_read_of_the_latest_messages_is_one_round_trip(store: SQLAlchemy
 
 # A turn with one task tool call: the claim (user message, lease, turn), the context
 # read, the tool's own statements with its recorded pair, and the finish (reply, lease
-# freed, turn ended). Three write transactions and two reads.
+# freed, turn ended). Three write transactions and two reads; each append in them is one
+# statement that reserves the seqs, uses the lease and stores the rows.
 TURN_WITH_A_TOOL = [
-    *["BEGIN", "UPDATE conversations SET", "INSERT INTO messages", "INSERT INTO message_search"],
-    *["INSERT INTO turns", "INSERT INTO turn_events", "COMMIT"],
+    *["BEGIN", "WITH reserved AS", "INSERT INTO turns", "INSERT INTO turn_events", "COMMIT"],
     *["SELECT conversations.head_seq, conversations.head_run_start,"],
     *["SELECT messages.conversation_id, messages.seq,"],
-    *["BEGIN", "INSERT INTO task_counters", "INSERT INTO tasks", "UPDATE conversations SET"],
-    *[
-        "INSERT INTO messages",
-        "INSERT INTO message_search",
-        "SELECT conversations.lease_id, conversations.lease_expires_at",
-    ],
+    *["BEGIN", "INSERT INTO task_counters", "INSERT INTO tasks", "WITH reserved AS"],
+    *["SELECT conversations.lease_id, conversations.lease_expires_at"],
     *["INSERT INTO turn_events", "COMMIT"],
-    *["BEGIN", "UPDATE conversations SET", "INSERT INTO messages", "INSERT INTO message_search"],
-    *["UPDATE turns SET", "INSERT INTO turn_events", "COMMIT"],
+    *["BEGIN", "WITH reserved AS", "UPDATE turns SET", "INSERT INTO turn_events", "COMMIT"],
 ]
 
 
@@ -70,4 +65,4 @@ async def test_a_turn_with_a_tool_call_sends_exactly_its_transcript(
     finally:
         await service.drain()
     assert sent == TURN_WITH_A_TOOL
-    assert len(sent) == 25
+    assert len(sent) == 19

@@ -1,13 +1,21 @@
 """What every part of the store shares: ids and clocks (from `chatledger.storage`), row
-types and argument checks."""
+types, argument checks, and what an append does with a conversation's lease."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from enum import Enum
 from typing import Any, Final, TypeAlias
 
 from sqlalchemy import Row
 
-from chatledger.domain import check_metadata, check_text, check_written_text
+from chatledger.domain import (
+    MAX_JSON_DEPTH,
+    check_metadata,
+    check_text,
+    check_written_text,
+    json_depth,
+)
 from chatledger.errors import NotFoundError, ValidationError
 from chatledger.storage import new_id, utcnow
 
@@ -17,6 +25,7 @@ __all__ = [
     "MAX_CONVERSATION_TITLE_CHARS",
     "UNSET",
     "AnyRow",
+    "LeaseUse",
     "Unset",
     "check_conversation_id",
     "check_conversation_metadata",
@@ -24,6 +33,7 @@ __all__ = [
     "check_limit",
     "check_user_id",
     "new_id",
+    "readable_metadata",
     "utcnow",
 ]
 
@@ -76,3 +86,21 @@ def check_conversation_title(title: object) -> str | None:
 
 def check_conversation_metadata(metadata: object) -> dict[str, Any]:
     return check_metadata("metadata", metadata, max_chars=MAX_CONVERSATION_METADATA_CHARS)
+
+
+class LeaseUse(Enum):
+    """What an append does with the conversation's lease."""
+
+    NONE = "none"  # an append outside any turn: refused while a turn runs
+    TAKE = "take"  # a turn's first append: takes the free lease
+    HOLD = "hold"  # an append of the turn holding the lease: keeps and renews it
+    RELEASE = "release"  # the turn's last append: gives it up
+
+
+def readable_metadata(metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Stored metadata as it can be returned. Versions before 0.2 stored metadata nested
+    any depth, which no response can carry; such a value is replaced by a note (the row
+    is left as it is, and a new value can be set)."""
+    if json_depth(metadata) <= MAX_JSON_DEPTH:
+        return metadata
+    return {"unreadable": f"stored nested deeper than {MAX_JSON_DEPTH} levels; set it anew"}

@@ -1,7 +1,8 @@
-"""The hot path, on the driver: an append outside any turn, and a read of the head's run.
+"""The hot path, on the driver: every append, and a read of the head's run.
 
 These are the two statements of an agent session's turn (`ChatLedgerSession`, the `/v1`
-Conversations API: read the latest items, add the new ones), and of every history read.
+Conversations API: read the latest items, add the new ones), of every history read, and
+the appends of a chat turn (its user message, each tool pair, its reply: `ledger.Writer`).
 They are sent as the driver's own SQL (`Connection.exec_driver_sql`, in the same unit of
 work): not compiled, and their rows not processed, by SQLAlchemy, whose statement and
 result machinery cost more than the database does (docs/benchmarks.md, "Issue 13");
@@ -9,10 +10,11 @@ errors and events stay SQLAlchemy's. Everything else, and every case these leave
 conversation that is missing or held by a turn, a window that reaches past the head's
 run), goes through SQLAlchemy Core in `ledger.py`; the store's suite runs through both.
 
-- The append is the seq-reserving UPDATE of `ledger._RESERVE[LeaseUse.NONE]` and the
-  messages' and search entries' INSERTs: on PostgreSQL one statement (data-modifying
-  CTEs over the batch given as arrays), sent without BEGIN or COMMIT: one round trip; on
-  SQLite the same three statements as `ledger.Writer.append`, each one call.
+- The append is an UPDATE of the conversation that reserves the seqs (and takes, keeps or
+  gives up its lease, as `use` says: `_LEASE_USES`) and the messages' and search
+  entries' INSERTs: on PostgreSQL one statement (data-modifying CTEs over the batch given
+  as arrays), which outside a turn is sent without BEGIN or COMMIT: one round trip; on
+  SQLite three statements, each one call.
 - The read joins the conversation's head to a range scan of its run (`ledger.read_path`
   for a branch never edited, in one statement) and decodes only what a `Message` holds.
 """
@@ -27,8 +29,7 @@ from typing import Any, Final
 from sqlalchemy import Connection
 
 from chatledger.domain import MAX_JSON_DEPTH, Message, Role, ToolCall
-from chatledger.store.core import MAX_BIGINT
-from chatledger.store.ledger import readable_metadata
+from chatledger.store.core import MAX_BIGINT, LeaseUse, readable_metadata
 from chatledger.store.schema import utc_of_text
 from chatledger.store.search import document_of, index_body, row_keys
 
@@ -66,17 +67,46 @@ _HEAD_RUN_SQLITE: Final = (
     )
 )
 
-_APPEND_PG: Final = """
-WITH reserved AS (
+# What each use of the lease adds to the reserving UPDATE: the row it may touch, and the
+# columns it sets besides the seqs (a stop request belongs to the turn it was made for).
+# `{lease}` and `{expires}` are the parameters after the append's own.
+_LEASE_USES: Final = {
+    LeaseUse.NONE: ("lease_id IS NULL", ""),
+    LeaseUse.TAKE: (
+        "lease_id IS NULL",
+        ", lease_id = {lease}, lease_expires_at = {expires}, stop_requested = false",
+    ),
+    LeaseUse.HOLD: ("lease_id = {lease}", ", lease_expires_at = {expires}"),
+    LeaseUse.RELEASE: (
+        "lease_id = {lease}",
+        ", lease_id = NULL, lease_expires_at = NULL, stop_requested = false",
+    ),
+}
+# How many of the lease's parameters (its id, its expiry) each use sends: a prepared
+# statement on PostgreSQL takes exactly the parameters it names.
+_LEASE_PARAMS: Final = {LeaseUse.NONE: 0, LeaseUse.TAKE: 2, LeaseUse.HOLD: 2, LeaseUse.RELEASE: 1}
+
+
+def _reserve(use: LeaseUse, *, count: str, now: str, user: str, conversation: str) -> str:
+    # Every value is computed from the row as it was (SQL evaluates all of SET against the
+    # old row), and RETURNING gives the new one: the appended messages' run, and the
+    # parent of that run's first message, come back with the seqs. Appending right after
+    # the newest message extends the head's run; after any other (an edit, a
+    # regeneration, an older head) it starts a new one.
+    where, also = _LEASE_USES[use]
+    return f"""
     UPDATE conversations
-    SET next_seq = next_seq + $3,
-        head_seq = next_seq + $3 - 1,
+    SET next_seq = next_seq + {count},
+        head_seq = next_seq + {count} - 1,
         head_run_start = CASE WHEN head_seq = next_seq - 1 THEN head_run_start ELSE next_seq END,
         head_run_parent = CASE WHEN head_seq = next_seq - 1 THEN head_run_parent ELSE head_seq END,
-        updated_at = $4
-    WHERE user_id = $1 AND id = $2 AND lease_id IS NULL
-    RETURNING next_seq - $3 AS first_seq, head_run_start, head_run_parent
-),
+        updated_at = {now}{also}
+    WHERE user_id = {user} AND id = {conversation} AND {where}
+    RETURNING next_seq - {count} AS first_seq, head_run_start, head_run_parent
+"""
+
+
+_APPEND_PG_TAIL: Final = """),
 batch AS (
     SELECT r.first_seq + b.ord - 1 AS seq,
            CASE WHEN b.ord > 1 THEN r.first_seq + b.ord - 2
@@ -105,18 +135,22 @@ indexed AS (
 )
 SELECT first_seq, head_run_start, head_run_parent FROM reserved
 """
+_APPEND_PG: Final = {
+    use: "WITH reserved AS ("
+    + _reserve(use, count="$3", now="$4", user="$1", conversation="$2").format(
+        lease="$14", expires="$15"
+    )
+    + _APPEND_PG_TAIL
+    for use in LeaseUse
+}
 # The UPDATE's RETURNING gives the row as updated: the next free seq, and the run the
 # batch continues (SQL evaluates all of SET against the row as it was).
-_RESERVE_SQLITE: Final = """
-UPDATE conversations
-SET next_seq = next_seq + :count,
-    head_seq = next_seq + :count - 1,
-    head_run_start = CASE WHEN head_seq = next_seq - 1 THEN head_run_start ELSE next_seq END,
-    head_run_parent = CASE WHEN head_seq = next_seq - 1 THEN head_run_parent ELSE head_seq END,
-    updated_at = :now
-WHERE user_id = :user AND id = :conversation AND lease_id IS NULL
-RETURNING next_seq - :count, head_run_start, head_run_parent
-"""
+_RESERVE_SQLITE: Final = {
+    use: _reserve(
+        use, count=":count", now=":now", user=":user", conversation=":conversation"
+    ).format(lease=":lease", expires=":expires")
+    for use in LeaseUse
+}
 _INSERT_SQLITE: Final = """
 INSERT INTO messages (user_id, conversation_id, seq, id, role, content, tool_calls,
                       tool_call_id, name, metadata, token_count, created_at, parent_seq,
@@ -229,26 +263,34 @@ def append_batch(
     batch: Sequence[Message],
     *,
     now: datetime,
+    use: LeaseUse = LeaseUse.NONE,
+    lease_id: str | None = None,
+    lease_expires_at: datetime | None = None,
 ) -> tuple[int, int, int | None] | None:
-    """Reserve seqs for `batch` (messages not numbered yet) at the head of a conversation
-    no turn holds, and store them with their search entries, all or none.
+    """Reserve seqs for `batch` (messages not numbered yet) at the head of a conversation,
+    doing with its lease what `use` says, and store them with their search entries, all
+    or none.
 
     On PostgreSQL this is one statement, atomic by itself: run it outside a transaction
     (`Connector.write_statement`), or in one that has already begun.
 
     Returns:
         The first seq, the run the batch continues and that run's parent; None, with
-        nothing stored, when the conversation is not this user's or a turn holds it
-        (live or dead): `ledger.Writer.append` says which, and closes a dead turn first.
+        nothing stored, when the conversation is not this user's, or its lease is not as
+        `use` needs it (held by a turn, live or dead; not held by `lease_id`):
+        `ledger.Writer.append` says which, and closes a dead turn first.
     """
     if conn.dialect.name == "sqlite":
-        return _append_sqlite(conn, user_id, conversation_id, batch, now)
+        return _append_sqlite(
+            conn, user_id, conversation_id, batch, now, use, lease_id, lease_expires_at
+        )
+    lease = (lease_id, lease_expires_at)[: _LEASE_PARAMS[use]]
     arrays: list[list[Any]] = [[] for _ in range(9)]
     for m in batch:
         for array, value in zip(arrays, (*_values(m), document_of(m)), strict=True):
             array.append(value)
-    params = (user_id, conversation_id, len(batch), now, *arrays)
-    reserved = conn.exec_driver_sql(_APPEND_PG, params).first()
+    params = (user_id, conversation_id, len(batch), now, *arrays, *lease)
+    reserved = conn.exec_driver_sql(_APPEND_PG[use], params).first()
     return None if reserved is None else (reserved[0], reserved[1], reserved[2])
 
 
@@ -258,10 +300,20 @@ def _append_sqlite(
     conversation_id: str,
     batch: Sequence[Message],
     now: datetime,
+    use: LeaseUse,
+    lease_id: str | None,
+    lease_expires_at: datetime | None,
 ) -> tuple[int, int, int | None] | None:
     stamp = _sqlite_time(now)
-    reserve = {"user": user_id, "conversation": conversation_id, "count": len(batch), "now": stamp}
-    reserved = conn.exec_driver_sql(_RESERVE_SQLITE, reserve).first()
+    reserve = {
+        "user": user_id,
+        "conversation": conversation_id,
+        "count": len(batch),
+        "now": stamp,
+        "lease": lease_id,
+        "expires": None if lease_expires_at is None else _sqlite_time(lease_expires_at),
+    }
+    reserved = conn.exec_driver_sql(_RESERVE_SQLITE[use], reserve).first()
     if reserved is None:
         return None
     first_seq, run_start, run_parent = reserved

@@ -19,15 +19,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from enum import Enum
 from types import MappingProxyType
 from typing import Any, Final
 
-from sqlalchemy import Connection, Integer, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, Integer, bindparam, func, insert, select, update
 
 from chatledger.domain import (
     INTERRUPTED_TOOL_RESULT,
-    MAX_JSON_DEPTH,
     ChatMessage,
     Message,
     Role,
@@ -36,12 +34,12 @@ from chatledger.domain import (
     TurnResult,
     TurnStatus,
     check_new_message,
-    json_depth,
     tool_call_records,
 )
 from chatledger.errors import ConflictError, NotFoundError, ValidationError
 from chatledger.storage import event_id, new_id
-from chatledger.store.core import AnyRow
+from chatledger.store.core import AnyRow, LeaseUse, readable_metadata
+from chatledger.store.hot import append_batch
 from chatledger.store.schema import (
     conversations,
     idempotency_keys,
@@ -99,55 +97,8 @@ _NO_METADATA: Final[Mapping[str, Any]] = MappingProxyType({})
 _TURN_MESSAGES: Final = 10_000
 
 
-class LeaseUse(Enum):
-    """What an append does with the conversation's lease."""
-
-    NONE = "none"  # an append outside any turn: refused while a turn runs
-    TAKE = "take"  # a turn's first append: takes the free lease
-    HOLD = "hold"  # an append of the turn holding the lease: keeps and renews it
-    RELEASE = "release"  # the turn's last append: gives it up
-
-
-# Appending right after the newest message extends the head's run; after any other
-# message (an edit, a regeneration, an older head) it starts a new one.
-_HEAD_IS_NEWEST = _c.head_seq == _c.next_seq - 1
-
-
-def _reserve(condition: Any, **values: Any) -> Any:
-    # Every value is computed from the row as it was (SQL evaluates all of SET against
-    # the old row), and RETURNING gives the new one: the appended messages' run, and the
-    # parent of that run's first message, come back with the seqs in one statement.
-    return (
-        update(conversations)
-        .where(_c.user_id == bindparam("user"), _c.id == bindparam("conversation"), condition)
-        .values(
-            next_seq=_c.next_seq + bindparam("count"),
-            head_seq=_c.next_seq + bindparam("count") - 1,
-            head_run_start=case((_HEAD_IS_NEWEST, _c.head_run_start), else_=_c.next_seq),
-            head_run_parent=case((_HEAD_IS_NEWEST, _c.head_run_parent), else_=_c.head_seq),
-            updated_at=bindparam("now"),
-            **values,
-        )
-        .returning(_c.next_seq, _c.head_run_start, _c.head_run_parent)
-    )
-
-
 _FREE = _c.lease_id.is_(None)
 _HELD = _c.lease_id == bindparam("lease")
-# Built once, at import: built per call, each would be constructed and cache-keyed again
-# on every append.
-_RESERVE: Final = {
-    LeaseUse.NONE: _reserve(_FREE),
-    LeaseUse.TAKE: _reserve(
-        _FREE,
-        lease_id=bindparam("lease"),
-        lease_expires_at=bindparam("expires"),
-        # A stop request belongs to the turn it was made for.
-        stop_requested=False,
-    ),
-    LeaseUse.HOLD: _reserve(_HELD, lease_expires_at=bindparam("expires")),
-    LeaseUse.RELEASE: _reserve(_HELD, lease_id=None, lease_expires_at=None, stop_requested=False),
-}
 _INSERT_MESSAGES = insert(message_table)
 # Rows per INSERT when a fork or an import stores a long branch.
 _INSERT_BATCH: Final = 1_000
@@ -225,15 +176,6 @@ _LAST_EVENT = select(func.max(_e.seq)).where(
     _e.turn_id == bindparam("turn"),
 )
 _INSERT_EVENTS = insert(turn_events)
-
-
-def readable_metadata(metadata: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Stored metadata as it can be returned. Versions before 0.2 stored metadata nested
-    any depth, which no response can carry; such a value is replaced by a note (the row
-    is left as it is, and a new value can be set)."""
-    if json_depth(metadata) <= MAX_JSON_DEPTH:
-        return metadata
-    return {"unreadable": f"stored nested deeper than {MAX_JSON_DEPTH} levels; set it anew"}
 
 
 def message_of(row: AnyRow) -> Message:
@@ -532,15 +474,17 @@ class Writer:
             ConflictError: `conversation_busy` (a live turn holds the lease, with
                 `retry_after`), or `lease_lost` (`use` needs a lease no longer held).
         """
-        params = {
-            "user": user_id,
-            "conversation": conversation_id,
-            "now": now,
-            "count": len(prepared),
-            "lease": lease_id,
-            "expires": lease_expires_at,
-        }
-        reserved = conn.execute(_RESERVE[use], params).first()
+        batch = [unnumbered(conversation_id, m, i, t, now) for m, i, t in prepared]
+
+        def reserve() -> tuple[int, int, int | None] | None:
+            # On PostgreSQL one statement: the seqs, the lease, the rows and their search
+            # entries.
+            return append_batch(
+                conn, user_id, conversation_id, batch, now=now,
+                use=use, lease_id=lease_id, lease_expires_at=lease_expires_at,
+            )  # fmt: skip
+
+        reserved = reserve()
         if reserved is None:
             if use in (LeaseUse.HOLD, LeaseUse.RELEASE):
                 require_conversation(conn, user_id, conversation_id)
@@ -549,18 +493,14 @@ class Writer:
                     code="lease_lost",
                 )
             self.take_over(conn, user_id, conversation_id, now=now)
-            reserved = conn.execute(_RESERVE[use], params).first()
+            reserved = reserve()
             if reserved is None:
                 raise ConflictError(
                     "another turn is running in this conversation",
                     code="conversation_busy",
                     retry_after=1,
                 )
-        next_seq, run_start, run_parent = reserved
-        batch = [unnumbered(conversation_id, m, i, t, now) for m, i, t in prepared]
-        stored = numbered(batch, next_seq - len(prepared), run_start, run_parent)
-        insert_messages(conn, user_id, [(m, run_start) for m in stored])
-        return stored
+        return numbered(batch, *reserved)
 
     def move_head(
         self,

@@ -45,6 +45,7 @@ from chatledger.store.core import (
     MAX_BIGINT,
     UNSET,
     AnyRow,
+    LeaseUse,
     Unset,
     check_conversation_id,
     check_conversation_metadata,
@@ -52,6 +53,7 @@ from chatledger.store.core import (
     check_limit,
     check_user_id,
     new_id,
+    readable_metadata,
     utcnow,
 )
 from chatledger.store.cursor import (
@@ -65,7 +67,6 @@ from chatledger.store.hot import append_batch, read_head_run
 from chatledger.store.idempotency import IdempotencyStore
 from chatledger.store.ledger import (
     HEAD,
-    LeaseUse,
     Writer,
     copied,
     insert_messages,
@@ -73,7 +74,6 @@ from chatledger.store.ledger import (
     numbered,
     read_path,
     read_path_oldest_first,
-    readable_metadata,
     require_conversation,
     run_of,
     run_rows,

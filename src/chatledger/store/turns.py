@@ -28,9 +28,9 @@ from chatledger.domain import (
 )
 from chatledger.errors import ConflictError, NotFoundError, ValidationError
 from chatledger.storage import Ending, RunningTurn, utcnow
-from chatledger.store.core import check_conversation_id, check_user_id
+from chatledger.store.core import LeaseUse, check_conversation_id, check_user_id
 from chatledger.store.engine import Connector
-from chatledger.store.ledger import LeaseUse, Writer, user_message_at
+from chatledger.store.ledger import Writer, user_message_at
 from chatledger.store.schema import (
     MODEL_NAME_CHARS,
     conversations,

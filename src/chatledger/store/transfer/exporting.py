@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from chatledger.store.core import check_user_id, utcnow
+from chatledger.store.core import check_user_id, readable_metadata, utcnow
 from chatledger.store.engine import Connector
-from chatledger.store.ledger import MESSAGE_COLUMNS, message_of, readable_metadata
+from chatledger.store.ledger import MESSAGE_COLUMNS, message_of
 from chatledger.store.schema import conversations, messages as message_table, summaries, tasks
 from chatledger.store.transfer.lines import FORMAT, MESSAGE_PAGE, PAGE, VERSION
 
