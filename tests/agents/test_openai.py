@@ -50,6 +50,7 @@ from chatledger.testing import (
 from chatledger.tools import TASK_TOOLS, TaskTools, ToolSpec
 from chatledger.usage import UsageTotals
 from tests.factories import assert_invariants
+from tests.process.servers import eventually
 
 USER = "alice"
 
@@ -359,9 +360,21 @@ async def test_a_stalled_model_is_cancelled_cleanly_by_the_callers_timeout(
     toolbox: RecordingToolbox, api: str
 ) -> None:
     async with serve([Stall()], api) as (server, agent):
+
+        async def asked() -> bool:
+            return bool(server.requests)
+
+        async def expire_once_asked(deadline: asyncio.Timeout) -> None:
+            # The caller's deadline falls while the model stalls, not before the request
+            # is out (which takes longer than any fixed delay on a loaded machine).
+            await eventually(asked, within=20, what="the model is asked")
+            deadline.reschedule(asyncio.get_running_loop().time() + 0.05)
+
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.2):
+            async with asyncio.timeout(30) as deadline:
+                expiring = asyncio.create_task(expire_once_asked(deadline))
                 await run(agent, toolbox, ChatMessage.user("hi"))
+        await expiring
 
         # The SDK's run task is gone with the run: only this test's task is left.
         assert asyncio.all_tasks() == {asyncio.current_task()}
