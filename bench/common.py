@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import platform
+import socket
 import sqlite3
 import statistics
 import sys
@@ -23,7 +24,7 @@ from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -305,3 +306,30 @@ def parse_options(
     args = vars(parser.parse_args(argv))
     base = quick if args.pop("quick") else defaults
     return replace(base, **{name: value for name, value in args.items() if value is not None})
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free at the moment of asking."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+_TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its descendants so far (Linux /proc)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            # Fields after the parenthesised command name: utime and stime are 12th and 13th.
+            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(stat[11]) + int(stat[12])) / _TICKS
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue  # it exited meanwhile
+    return total

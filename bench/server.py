@@ -38,7 +38,6 @@ import importlib.metadata
 import itertools
 import os
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -60,6 +59,8 @@ from bench.common import (
     SQLITE,
     Options,
     Results,
+    cpu_seconds,
+    free_port,
     interleaved,
     log,
     machine,
@@ -156,32 +157,6 @@ class Contender:
         ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-_TICKS: Final = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process and its descendants so far (Linux /proc)."""
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            # Fields after the parenthesised command name: utime and stime are 12th and 13th.
-            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(stat[11]) + int(stat[12])) / _TICKS
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(child) for child in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue  # it exited meanwhile
-    return total
-
-
 @dataclass
 class Server:
     contender: Contender
@@ -193,7 +168,7 @@ class Server:
     @classmethod
     async def start(cls, contender: Contender, database_url: str | None, logs: Path) -> Server:
         """Start the server on a free port; `wait_ready` says when it answers."""
-        port = _free_port()
+        port = free_port()
         path = logs / f"{contender.database}-{contender.workers}.log"
         server_log = await asyncio.to_thread(path.open, "wb")
         process = await asyncio.create_subprocess_exec(

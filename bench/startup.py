@@ -33,7 +33,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import interleaved, log, machine, markdown_table, median
+from bench.common import (
+    cpu_seconds,
+    free_port,
+    interleaved,
+    log,
+    machine,
+    markdown_table,
+    median,
+)
 
 _SECRET = "a-benchmark-secret-that-is-long-enough-for-hs256"
 
@@ -50,18 +58,6 @@ class Contender:
 class Timings:
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _answers(port: int, path: str) -> bool:
@@ -85,7 +81,7 @@ def _run(contender: Contender, directory: Path) -> tuple[float, float]:
     }
     if contender.source is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [contender.source, os.getcwd()]))
-    port = _free_port()
+    port = free_port()
     argv = [part.replace("{port}", str(port)) for part in contender.argv]
     started = time.perf_counter()
     if not contender.serves:
@@ -103,7 +99,7 @@ def _run(contender: Contender, directory: Path) -> tuple[float, float]:
                 error = process.stderr.read().decode() if process.stderr else ""
                 raise RuntimeError(f"{contender.name} exited: {error[-2000:]}")
             time.sleep(0.01)
-        return time.perf_counter() - started, _cpu_seconds(process.pid)
+        return time.perf_counter() - started, cpu_seconds(process.pid)
     finally:
         process.kill()
         process.wait()
