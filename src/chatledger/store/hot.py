@@ -143,8 +143,6 @@ _APPEND_PG: Final = {
     + _APPEND_PG_TAIL
     for use in LeaseUse
 }
-# The UPDATE's RETURNING gives the row as updated: the next free seq, and the run the
-# batch continues (SQL evaluates all of SET against the row as it was).
 _RESERVE_SQLITE: Final = {
     use: _reserve(
         use, count=":count", now=":now", user=":user", conversation=":conversation"
