@@ -30,13 +30,13 @@ BLOCKER = textwrap.dedent(
 )
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter, its output captured."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
 def _import_with_blocker(statement: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", BLOCKER + statement],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return _python(BLOCKER + statement)
 
 
 def test_the_core_needs_no_database_driver_web_framework_or_sdk() -> None:
@@ -60,12 +60,7 @@ def test_the_blocker_really_blocks() -> None:
 def _imported(statement: str, modules: set[str]) -> list[str]:
     """Which of `modules` a fresh interpreter has imported after `statement`."""
     report = f"import json, sys\nprint(json.dumps(sorted({modules!r} & sys.modules.keys())))"
-    result = subprocess.run(
-        [sys.executable, "-c", f"{statement}\n{report}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _python(f"{statement}\n{report}")
     assert result.returncode == 0, result.stderr
     imported: list[str] = json.loads(result.stdout)
     return imported
