@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -30,9 +31,10 @@ BLOCKER = textwrap.dedent(
 )
 
 
-def _python(code: str) -> subprocess.CompletedProcess[str]:
-    """`code` run by a fresh interpreter, its output captured."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+def _python(code: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter with `arguments`, its output captured."""
+    command = [sys.executable, "-c", code, *arguments]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
 def _import_with_blocker(statement: str) -> subprocess.CompletedProcess[str]:
@@ -79,3 +81,51 @@ def test_the_server_imports_chatkit_and_the_agents_sdk_only_when_asked() -> None
     sdks = {"agents", "chatkit", "openai"}
     assert _imported("import chatledger.api.app", sdks) == []
     assert _imported("import chatledger.api.chatkit_requests", sdks) == sorted(sdks)
+
+
+FIRST_CHATKIT_REQUEST = """
+import asyncio, sys, threading
+from datetime import timedelta
+
+import httpx
+
+from chatledger.api import create_app
+from chatledger.api.auth import Authenticator
+from chatledger.settings import Settings
+from chatledger.store import SQLAlchemyStore
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "chatkit":
+            print("main thread" if threading.current_thread() is threading.main_thread()
+                  else "worker thread")
+        return None
+
+async def main(url):
+    store = SQLAlchemyStore.from_url(url)
+    await store.migrate()
+    await store.close()
+    secret = "a-secret-that-is-long-enough-for-hs256-tokens"
+    app = create_app(Settings(database_url=url, jwt_secret=secret))
+    authenticator = Authenticator(secret=secret, algorithms=["HS256"])
+    token = authenticator.issue("alice", ttl=timedelta(minutes=5))[0]
+    sys.meta_path.insert(0, Watch())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            answer = await client.post(
+                "/chatkit", json={"type": "threads.list", "params": {}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+    print(answer.status_code)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_the_first_chatkit_request_imports_the_sdk_off_the_event_loop(tmp_path: Path) -> None:
+    # The SDKs take seconds to import: done on the event loop, the first ChatKit request
+    # would stall every other request and stream of the process meanwhile.
+    result = _python(FIRST_CHATKIT_REQUEST, f"sqlite:///{tmp_path / 'c.db'}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["worker", "thread", "200"]
