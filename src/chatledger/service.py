@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any, Final
 
@@ -412,7 +413,11 @@ class ChatService:
         text = None if message is None else message.content
         request_hash = _request_hash(conversation_id, text, branch)
         turn_id = new_id()
-        async with self._store.transaction() as tx:
+        # A transaction only where the start is more than `turns.start`, which is one
+        # unit by itself (on PostgreSQL one statement, without BEGIN or COMMIT).
+        alone = key is None and self._turn_limit is None and conversation_id is not None
+        unit = nullcontext(self._store) if alone else self._store.transaction()
+        async with unit as tx:
             if key is not None:
                 record = await tx.idempotency.claim(
                     user_id, key, request_hash=request_hash, expire_after=self._idempotency_ttl

@@ -148,6 +148,18 @@ class TurnRecords(Protocol):
         self, user_id: str, conversation_id: str, turn_id: str, *, expires_at: datetime
     ) -> bool | None: ...
 
+    async def record(
+        self,
+        user_id: str,
+        conversation_id: str,
+        turn_id: str,
+        messages: Sequence[ChatMessage],
+        named: Sequence[tuple[str, Any]],
+        *,
+        lease_expires_at: datetime,
+        first_seq: int,
+    ) -> tuple[list[Message], list[StreamEvent]]: ...
+
     async def add_events(
         self,
         user_id: str,

@@ -210,9 +210,10 @@ class Turn:
         """Run a tool whose effect is outside our database: the call is recorded before
         it runs and the result when it returns. Whatever the tool does wrong (raises,
         hangs past `tool_timeout`) becomes its error result, for the model to explain."""
-        async with self._writing, self.store.transaction() as tx:
+        # Each record is one unit of work by itself: no transaction around it.
+        async with self._writing:
             written = await self._write(
-                tx,
+                self.store,
                 [ChatMessage.assistant(self.unfinished_text(), tool_calls=[call])],
                 [_call_event(call, arguments)],
             )
@@ -239,8 +240,8 @@ class Turn:
             )
             result = {"error": "the tool failed", "code": "tool_failed"}
         result, message = _recorded(call, result, toolset.name)
-        async with self._writing, self.store.transaction() as tx:
-            written = await self._write(tx, [message], [_result_event(call, result)])
+        async with self._writing:
+            written = await self._write(self.store, [message], [_result_event(call, result)])
         self._written(written)
         self._open_call = None
         return result
@@ -252,12 +253,18 @@ class Turn:
         named: Sequence[tuple[str, Any]],
     ) -> tuple[list[Message], list[StreamEvent], int]:
         """Append `messages` under the turn's lease, and the stream events `named` after
-        the text streamed since the last write, in `tx`. Hand the outcome to `_written`
-        once `tx` has committed: events reach the listener only once they are stored."""
-        stored = await tx.append(self.user_id, self.conversation_id, messages, lease=self.lease())
+        the text streamed since the last write, in `tx` (the store, or a transaction of
+        it). Hand the outcome to `_written` once `tx` has committed: events reach the
+        listener only once they are stored."""
         sent, consumed = self._pending(named)
-        events = await tx.turns.add_events(
-            self.user_id, self.conversation_id, self.id, sent, first_seq=self._next_event
+        stored, events = await tx.turns.record(
+            self.user_id,
+            self.conversation_id,
+            self.id,
+            messages,
+            sent,
+            lease_expires_at=self.lease().expires_at,
+            first_seq=self._next_event,
         )
         return stored, events, consumed
 

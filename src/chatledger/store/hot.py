@@ -22,18 +22,21 @@ run), goes through SQLAlchemy Core in `ledger.py`; the store's suite runs throug
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Final
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, CursorResult
 
-from chatledger.domain import MAX_JSON_DEPTH, Message, Role, ToolCall
+from chatledger.domain import MAX_JSON_DEPTH, Message, Role, StreamEvent, ToolCall
 from chatledger.store.core import MAX_BIGINT, LeaseUse, readable_metadata
 from chatledger.store.schema import utc_of_text
 from chatledger.store.search import document_of, index_body, row_keys
 
-__all__ = ["append_batch", "read_head_run"]
+__all__ = ["TurnEnd", "TurnStep", "append_batch", "read_head_run", "write_step"]
 
 _COLUMNS: Final = (
     "m.seq, m.id, m.role, m.content, m.tool_calls, m.tool_call_id, m.name, m.metadata,"
@@ -69,25 +72,21 @@ _HEAD_RUN_SQLITE: Final = (
 
 # What each use of the lease adds to the reserving UPDATE: the row it may touch, and the
 # columns it sets besides the seqs (a stop request belongs to the turn it was made for).
-# `{lease}` and `{expires}` are the parameters after the append's own.
 _LEASE_USES: Final = {
     LeaseUse.NONE: ("lease_id IS NULL", ""),
     LeaseUse.TAKE: (
         "lease_id IS NULL",
-        ", lease_id = {lease}, lease_expires_at = {expires}, stop_requested = false",
+        ", lease_id = :lease, lease_expires_at = :expires, stop_requested = false",
     ),
-    LeaseUse.HOLD: ("lease_id = {lease}", ", lease_expires_at = {expires}"),
+    LeaseUse.HOLD: ("lease_id = :lease", ", lease_expires_at = :expires"),
     LeaseUse.RELEASE: (
-        "lease_id = {lease}",
+        "lease_id = :lease",
         ", lease_id = NULL, lease_expires_at = NULL, stop_requested = false",
     ),
 }
-# How many of the lease's parameters (its id, its expiry) each use sends: a prepared
-# statement on PostgreSQL takes exactly the parameters it names.
-_LEASE_PARAMS: Final = {LeaseUse.NONE: 0, LeaseUse.TAKE: 2, LeaseUse.HOLD: 2, LeaseUse.RELEASE: 1}
 
 
-def _reserve(use: LeaseUse, *, count: str, now: str, user: str, conversation: str) -> str:
+def _reserve(use: LeaseUse) -> str:
     # Every value is computed from the row as it was (SQL evaluates all of SET against the
     # old row), and RETURNING gives the new one: the appended messages' run, and the
     # parent of that run's first message, come back with the seqs. Appending right after
@@ -96,17 +95,48 @@ def _reserve(use: LeaseUse, *, count: str, now: str, user: str, conversation: st
     where, also = _LEASE_USES[use]
     return f"""
     UPDATE conversations
-    SET next_seq = next_seq + {count},
-        head_seq = next_seq + {count} - 1,
+    SET next_seq = next_seq + :count,
+        head_seq = next_seq + :count - 1,
         head_run_start = CASE WHEN head_seq = next_seq - 1 THEN head_run_start ELSE next_seq END,
         head_run_parent = CASE WHEN head_seq = next_seq - 1 THEN head_run_parent ELSE head_seq END,
-        updated_at = {now}{also}
-    WHERE user_id = {user} AND id = {conversation} AND {where}
-    RETURNING next_seq - {count} AS first_seq, head_run_start, head_run_parent
+        updated_at = :now{also}
+    WHERE user_id = :user AND id = :conversation AND {where}
+    RETURNING next_seq - :count AS first_seq, head_run_start, head_run_parent
 """
 
 
-_APPEND_PG_TAIL: Final = """),
+class _Statement:
+    """SQL written with named parameters (`:name`), as each driver takes it: SQLite's
+    `sqlite3` takes the names; asyncpg takes `$1`, `$2`, … and exactly the parameters the
+    statement uses, so each name is numbered where it first appears."""
+
+    def __init__(self, text: str) -> None:
+        self.sqlite = text
+        self.names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match[1] not in self.names:
+                self.names.append(match[1])
+            return f"${self.names.index(match[1]) + 1}"
+
+        # Not a cast (`::text`): a name follows a single colon.
+        self.postgresql = re.sub(r"(?<![:\w]):([a-z_]+)", number, text)
+
+    def run(self, conn: Connection, params: dict[str, Any]) -> CursorResult[*tuple[Any, ...]]:
+        if conn.dialect.name == "sqlite":
+            return conn.exec_driver_sql(self.sqlite, params)
+        return conn.exec_driver_sql(self.postgresql, tuple(params[n] for n in self.names))
+
+    def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(self.sqlite, rows)
+        else:
+            conn.exec_driver_sql(self.postgresql, [tuple(r[n] for n in self.names) for r in rows])
+
+
+# The append on PostgreSQL, after the reservation: the batch comes as one array per
+# column, and each message's seq and parent follow from its place in it.
+_APPEND_PG: Final = """),
 batch AS (
     SELECT r.first_seq + b.ord - 1 AS seq,
            CASE WHEN b.ord > 1 THEN r.first_seq + b.ord - 2
@@ -116,8 +146,9 @@ batch AS (
            b.id, b.role, b.content, b.tool_calls, b.tool_call_id, b.name, b.metadata,
            b.token_count, b.document
     FROM reserved AS r,
-         unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                $11::text[], $12::integer[], $13::text[])
+         unnest(:ids::text[], :roles::text[], :contents::text[], :tool_calls::text[],
+                :tool_call_ids::text[], :names::text[], :metadata::text[],
+                :token_counts::integer[], :documents::text[])
            WITH ORDINALITY AS b(id, role, content, tool_calls, tool_call_id, name, metadata,
                                 token_count, document, ord)
 ),
@@ -125,30 +156,141 @@ stored AS (
     INSERT INTO messages (user_id, conversation_id, seq, id, role, content, tool_calls,
                           tool_call_id, name, metadata, token_count, created_at, parent_seq,
                           run_start)
-    SELECT $1, $2, seq, id, role, content, tool_calls::jsonb, tool_call_id, name,
-           metadata::jsonb, token_count, $4, parent_seq, run_start
+    SELECT :user, :conversation, seq, id, role, content, tool_calls::jsonb, tool_call_id,
+           name, metadata::jsonb, token_count, :now, parent_seq, run_start
     FROM batch
 ),
 indexed AS (
     INSERT INTO message_search (user_id, conversation_id, seq, role, document)
-    SELECT $1, $2, seq, role, document::tsvector FROM batch WHERE document IS NOT NULL
-)
-SELECT first_seq, head_run_start, head_run_parent FROM reserved
+    SELECT :user, :conversation, seq, role, document::tsvector FROM batch
+    WHERE document IS NOT NULL
+)"""
+_PG_ARRAYS: Final = (
+    "ids", "roles", "contents", "tool_calls", "tool_call_ids", "names", "metadata",
+    "token_counts", "documents",
+)  # fmt: skip
+
+# A turn's records (`TurnStep`). On PostgreSQL each is a further CTE of the append, done
+# only if the reservation was (`EXISTS`, or a join with `reserved`): so a turn's claim,
+# each of its tool steps and its finish are one statement each. Elsewhere, and for a
+# step that appends nothing, they are statements of their own after the append.
+_START_TURN: Final = """
+INSERT INTO turns (user_id, conversation_id, id, user_seq, idempotency_key, status, started_at)
+VALUES (:user, :conversation, :turn, :user_seq, :key, 'running', :now)
 """
-_APPEND_PG: Final = {
-    use: "WITH reserved AS ("
-    + _reserve(use, count="$3", now="$4", user="$1", conversation="$2").format(
-        lease="$14", expires="$15"
+_LINK_KEY: Final = """
+UPDATE idempotency_keys SET conversation_id = :conversation, turn_id = :turn
+WHERE user_id = :user AND key = :key
+"""
+_END_TURN: Final = """
+UPDATE turns
+SET status = :status, ended_at = :now, input_tokens = :input_tokens,
+    output_tokens = :output_tokens, usage_estimated = :usage_estimated, model = :model
+WHERE user_id = :user AND conversation_id = :conversation AND id = :turn
+"""
+_ANSWER_KEY: Final = """
+UPDATE idempotency_keys
+SET conversation_id = :conversation, status_code = :status_code, response = :response
+WHERE user_id = :user AND key = :key
+"""
+_ADD_EVENTS: Final = """
+INSERT INTO turn_events (user_id, conversation_id, turn_id, seq, name, data, created_at)
+VALUES (:user, :conversation, :turn, :seq, :name, :data, :now)
+"""
+_SEPARATE: Final = {
+    "start": _Statement(_START_TURN),
+    "link": _Statement(_LINK_KEY),
+    "end": _Statement(_END_TURN),
+    "answer": _Statement(_ANSWER_KEY),
+    "events": _Statement(_ADD_EVENTS),
+}
+_STEP_PG: Final = {
+    "start": """,
+started AS (
+    INSERT INTO turns (user_id, conversation_id, id, user_seq, idempotency_key, status,
+                       started_at)
+    SELECT :user, :conversation, :turn, first_seq, :key, 'running', :now FROM reserved
+),
+linked AS ("""
+    + _LINK_KEY
+    + """  AND EXISTS (SELECT FROM reserved)
+)""",
+    "end": """,
+ended AS ("""
+    + _END_TURN
+    + """  AND EXISTS (SELECT FROM reserved)
+),
+answered AS ("""
+    + _ANSWER_KEY.replace(":response", ":response::jsonb")
+    + """  AND EXISTS (SELECT FROM reserved)
+)""",
+    "events": """,
+evented AS (
+    INSERT INTO turn_events (user_id, conversation_id, turn_id, seq, name, data, created_at)
+    SELECT :user, :conversation, :turn, e.seq, e.name, e.data, :now
+    FROM reserved, unnest(:event_seqs::integer[], :event_names::text[], :event_data::text[])
+                     AS e(seq, name, data)
+)""",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnd:
+    """How a turn ended, as its row and its idempotency key record it."""
+
+    status: str
+    input_tokens: int | None
+    output_tokens: int | None
+    usage_estimated: bool | None
+    model: str | None
+    key_status: int
+    """The status code a retry with the turn's idempotency key is answered with."""
+    key_response: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStep:
+    """What a running turn records with the messages of one of its steps: the events it
+    streams, and at its start or its end its own row and its idempotency key's."""
+
+    turn_id: str
+    events: Sequence[StreamEvent]
+    first_event: int
+    """The number of the first of `events` on the turn's stream."""
+    starts: bool = False
+    """The turn starts here: its row is stored, its user message the append's first."""
+    ends: TurnEnd | None = None
+    idempotency_key: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"turn": self.turn_id, "key": self.idempotency_key}
+        if self.ends is not None:
+            end = self.ends
+            params.update(
+                status=end.status,
+                input_tokens=end.input_tokens,
+                output_tokens=end.output_tokens,
+                usage_estimated=end.usage_estimated,
+                model=end.model,
+                status_code=end.key_status,
+                response=_json_text(end.key_response),
+            )
+        return params
+
+
+@cache
+def _append_statement(use: LeaseUse, starts: bool, ends: bool, events: bool) -> _Statement:
+    wanted = {"start": starts, "end": ends, "events": events}
+    return _Statement(
+        "WITH reserved AS ("
+        + _reserve(use)
+        + _APPEND_PG
+        + "".join(text for part, text in _STEP_PG.items() if wanted[part])
+        + "\nSELECT first_seq, head_run_start, head_run_parent FROM reserved"
     )
-    + _APPEND_PG_TAIL
-    for use in LeaseUse
-}
-_RESERVE_SQLITE: Final = {
-    use: _reserve(
-        use, count=":count", now=":now", user=":user", conversation=":conversation"
-    ).format(lease=":lease", expires=":expires")
-    for use in LeaseUse
-}
+
+
+_RESERVE_SQLITE: Final = {use: _reserve(use) for use in LeaseUse}
 _INSERT_SQLITE: Final = """
 INSERT INTO messages (user_id, conversation_id, seq, id, role, content, tool_calls,
                       tool_call_id, name, metadata, token_count, created_at, parent_seq,
@@ -264,10 +406,11 @@ def append_batch(
     use: LeaseUse = LeaseUse.NONE,
     lease_id: str | None = None,
     lease_expires_at: datetime | None = None,
+    step: TurnStep | None = None,
 ) -> tuple[int, int, int | None] | None:
     """Reserve seqs for `batch` (messages not numbered yet) at the head of a conversation,
-    doing with its lease what `use` says, and store them with their search entries, all
-    or none.
+    doing with its lease what `use` says, and store them with their search entries and
+    the records of the turn `step` they belong to (if any), all or none.
 
     On PostgreSQL this is one statement, atomic by itself: run it outside a transaction
     (`Connector.write_statement`), or in one that has already begun.
@@ -278,38 +421,89 @@ def append_batch(
         `use` needs it (held by a turn, live or dead; not held by `lease_id`):
         `ledger.Writer.append` says which, and closes a dead turn first.
     """
+    params: dict[str, Any] = {
+        "user": user_id,
+        "conversation": conversation_id,
+        "count": len(batch),
+        "now": now,
+        "lease": lease_id,
+        "expires": lease_expires_at,
+    }
+    if step is not None:
+        params.update(step.params())
     if conn.dialect.name == "sqlite":
-        return _append_sqlite(
-            conn, user_id, conversation_id, batch, now, use, lease_id, lease_expires_at
-        )
-    lease = (lease_id, lease_expires_at)[: _LEASE_PARAMS[use]]
-    arrays: list[list[Any]] = [[] for _ in range(9)]
+        return _append_sqlite(conn, params, batch, use, step)
+    arrays: list[list[Any]] = [[] for _ in _PG_ARRAYS]
     for m in batch:
         for array, value in zip(arrays, (*_values(m), document_of(m)), strict=True):
             array.append(value)
-    params = (user_id, conversation_id, len(batch), now, *arrays, *lease)
-    reserved = conn.exec_driver_sql(_APPEND_PG[use], params).first()
+    params.update(zip(_PG_ARRAYS, arrays, strict=True))
+    if step is not None:
+        seqs, names, data = _event_columns(step)
+        params.update(event_seqs=seqs, event_names=names, event_data=data)
+    statement = _append_statement(
+        use,
+        starts=step is not None and step.starts,
+        ends=step is not None and step.ends is not None,
+        events=step is not None and bool(step.events),
+    )
+    reserved = statement.run(conn, params).first()
     return None if reserved is None else (reserved[0], reserved[1], reserved[2])
+
+
+def write_step(
+    conn: Connection,
+    user_id: str,
+    conversation_id: str,
+    step: TurnStep,
+    *,
+    user_seq: int | None,
+    now: datetime,
+) -> None:
+    """Store the records of a turn's step as statements of their own, in the unit of work
+    `conn` is in: for a step that appends nothing (a regeneration's start answers a user
+    message stored before: `user_seq`), and on SQLite after the append."""
+    params = {"user": user_id, "conversation": conversation_id, "now": now, **step.params()}
+    if conn.dialect.name == "sqlite":
+        params["now"] = _sqlite_time(now)
+    keyed = step.idempotency_key is not None
+    if step.starts:
+        _SEPARATE["start"].run(conn, {**params, "user_seq": user_seq})
+        if keyed:
+            _SEPARATE["link"].run(conn, params)
+    if step.ends is not None:
+        _SEPARATE["end"].run(conn, params)
+        if keyed:
+            _SEPARATE["answer"].run(conn, params)
+    if step.events:
+        rows = [
+            {**params, "seq": seq, "name": name, "data": data}
+            for seq, name, data in zip(*_event_columns(step), strict=True)
+        ]
+        _SEPARATE["events"].run_many(conn, rows)
+
+
+def _event_columns(step: TurnStep) -> tuple[list[int], list[str], list[str]]:
+    seqs = [step.first_event + offset for offset in range(len(step.events))]
+    names = [event.name for event in step.events]
+    data = [json.dumps(event.data, ensure_ascii=False) for event in step.events]
+    return seqs, names, data
 
 
 def _append_sqlite(
     conn: Connection,
-    user_id: str,
-    conversation_id: str,
+    params: dict[str, Any],
     batch: Sequence[Message],
-    now: datetime,
     use: LeaseUse,
-    lease_id: str | None,
-    lease_expires_at: datetime | None,
+    step: TurnStep | None,
 ) -> tuple[int, int, int | None] | None:
+    now: datetime = params["now"]
     stamp = _sqlite_time(now)
+    expires: datetime | None = params["expires"]
     reserve = {
-        "user": user_id,
-        "conversation": conversation_id,
-        "count": len(batch),
+        **params,
         "now": stamp,
-        "lease": lease_id,
-        "expires": None if lease_expires_at is None else _sqlite_time(lease_expires_at),
+        "expires": None if expires is None else _sqlite_time(expires),
     }
     reserved = conn.exec_driver_sql(_RESERVE_SQLITE[use], reserve).first()
     if reserved is None:
@@ -318,6 +512,7 @@ def _append_sqlite(
     first_parent = first_seq - 1 if run_start < first_seq else run_parent
     rows = []
     entries = []
+    user_id, conversation_id = params["user"], params["conversation"]
     keys = row_keys(user_id, conversation_id)
     for offset, m in enumerate(batch):
         seq = first_seq + offset
@@ -328,4 +523,6 @@ def _append_sqlite(
     conn.exec_driver_sql(_INSERT_SQLITE, rows)
     if entries:
         conn.exec_driver_sql(_INDEX_SQLITE, entries)
+    if step is not None:
+        write_step(conn, user_id, conversation_id, step, user_seq=first_seq, now=now)
     return first_seq, run_start, run_parent

@@ -39,7 +39,7 @@ from chatledger.domain import (
 from chatledger.errors import ConflictError, NotFoundError, ValidationError
 from chatledger.storage import event_id, new_id
 from chatledger.store.core import AnyRow, LeaseUse, readable_metadata
-from chatledger.store.hot import append_batch
+from chatledger.store.hot import TurnStep, append_batch
 from chatledger.store.schema import (
     conversations,
     idempotency_keys,
@@ -60,6 +60,7 @@ __all__ = [
     "insert_messages",
     "message_of",
     "numbered",
+    "numbered_events",
     "read_path",
     "readable_metadata",
     "require_conversation",
@@ -293,6 +294,16 @@ def unnumbered(
     )
 
 
+def numbered_events(
+    turn_id: str, named: Sequence[tuple[str, Any]], first_seq: int
+) -> list[StreamEvent]:
+    """Events of a turn's stream as they are sent, numbered from `first_seq`."""
+    return [
+        StreamEvent(event_id(turn_id, first_seq + offset), name, data)
+        for offset, (name, data) in enumerate(named)
+    ]
+
+
 def numbered(
     batch: Sequence[Message], first_seq: int, run_start: int, run_parent: int | None
 ) -> list[Message]:
@@ -450,6 +461,30 @@ class Writer:
         checked = [check_new_message(m, max_chars=self.max_message_chars) for m in messages]
         return [(m, new_id(), count_message_tokens(m, self.token_counter)) for m in checked]
 
+    def try_append(
+        self,
+        conn: Connection,
+        user_id: str,
+        conversation_id: str,
+        prepared: Sequence[tuple[ChatMessage, str, int]],
+        *,
+        now: datetime,
+        use: LeaseUse = LeaseUse.NONE,
+        lease_id: str | None = None,
+        lease_expires_at: datetime | None = None,
+        step: TurnStep | None = None,
+    ) -> list[Message] | None:
+        """`append` as one statement on PostgreSQL (`hot.append_batch`), run outside a
+        transaction with `Connector.write_statement`: None, with nothing stored, where
+        the conversation is missing or its lease is not as `use` needs it, which
+        `append`, in a transaction, says and (for a dead turn's lease) mends."""
+        batch = [unnumbered(conversation_id, m, i, t, now) for m, i, t in prepared]
+        reserved = append_batch(
+            conn, user_id, conversation_id, batch, now=now,
+            use=use, lease_id=lease_id, lease_expires_at=lease_expires_at, step=step,
+        )  # fmt: skip
+        return None if reserved is None else numbered(batch, *reserved)
+
     def append(
         self,
         conn: Connection,
@@ -461,9 +496,11 @@ class Writer:
         use: LeaseUse = LeaseUse.NONE,
         lease_id: str | None = None,
         lease_expires_at: datetime | None = None,
+        step: TurnStep | None = None,
     ) -> list[Message]:
         """Reserve a contiguous range of seq and insert `prepared` there, all or none,
-        with their entries in the search index.
+        with their entries in the search index and the records of the turn `step` they
+        belong to.
 
         Concurrent appends serialize on the conversation row, so seq stays gap-free. An
         append that needs a free conversation and finds a dead turn's lease closes that
@@ -474,18 +511,15 @@ class Writer:
             ConflictError: `conversation_busy` (a live turn holds the lease, with
                 `retry_after`), or `lease_lost` (`use` needs a lease no longer held).
         """
-        batch = [unnumbered(conversation_id, m, i, t, now) for m, i, t in prepared]
 
-        def reserve() -> tuple[int, int, int | None] | None:
-            # On PostgreSQL one statement: the seqs, the lease, the rows and their search
-            # entries.
-            return append_batch(
-                conn, user_id, conversation_id, batch, now=now,
-                use=use, lease_id=lease_id, lease_expires_at=lease_expires_at,
+        def attempt() -> list[Message] | None:
+            return self.try_append(
+                conn, user_id, conversation_id, prepared, now=now,
+                use=use, lease_id=lease_id, lease_expires_at=lease_expires_at, step=step,
             )  # fmt: skip
 
-        reserved = reserve()
-        if reserved is None:
+        stored = attempt()
+        if stored is None:
             if use in (LeaseUse.HOLD, LeaseUse.RELEASE):
                 require_conversation(conn, user_id, conversation_id)
                 raise ConflictError(
@@ -493,14 +527,14 @@ class Writer:
                     code="lease_lost",
                 )
             self.take_over(conn, user_id, conversation_id, now=now)
-            reserved = reserve()
-            if reserved is None:
+            stored = attempt()
+            if stored is None:
                 raise ConflictError(
                     "another turn is running in this conversation",
                     code="conversation_busy",
                     retry_after=1,
                 )
-        return numbered(batch, *reserved)
+        return stored
 
     def move_head(
         self,
@@ -696,10 +730,7 @@ class Writer:
         now: datetime,
     ) -> list[StreamEvent]:
         """Store events numbered from `first_seq`; returns them as sent."""
-        events = [
-            StreamEvent(event_id(turn_id, first_seq + offset), name, data)
-            for offset, (name, data) in enumerate(named)
-        ]
+        events = numbered_events(turn_id, named, first_seq)
         if events:
             conn.execute(
                 _INSERT_EVENTS,

@@ -63,7 +63,7 @@ from chatledger.store.cursor import (
     encode_cursor,
 )
 from chatledger.store.engine import Connector, connect
-from chatledger.store.hot import append_batch, read_head_run
+from chatledger.store.hot import read_head_run
 from chatledger.store.idempotency import IdempotencyStore
 from chatledger.store.ledger import (
     HEAD,
@@ -71,13 +71,11 @@ from chatledger.store.ledger import (
     copied,
     insert_messages,
     message_of,
-    numbered,
     read_path,
     read_path_oldest_first,
     require_conversation,
     run_of,
     run_rows,
-    unnumbered,
 )
 from chatledger.store.limits import RateLimitStore
 from chatledger.store.migrate import upgrade
@@ -617,14 +615,11 @@ class SQLAlchemyStore:
     ) -> list[Message] | None:
         """An append outside any turn on the hot path (`chatledger.store.hot`); None, with
         nothing stored, where that path leaves it to `Writer.append`."""
-        now = utcnow()
-        batch = [unnumbered(conversation_id, m, i, tokens, now) for m, i, tokens in prepared]
-
-        def work(conn: Connection) -> list[Message] | None:
-            reserved = append_batch(conn, user_id, conversation_id, batch, now=now)
-            return None if reserved is None else numbered(batch, *reserved)
-
-        return await self._db.write_statement(work)
+        return await self._db.write_statement(
+            lambda conn: self._writer.try_append(
+                conn, user_id, conversation_id, prepared, now=utcnow()
+            )
+        )
 
     async def request_stop(self, user_id: str, conversation_id: str) -> bool:
         """Ask the turn running in a conversation to stop, whichever process runs it.

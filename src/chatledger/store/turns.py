@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from chatledger.domain import (
     Branch,
@@ -30,22 +30,19 @@ from chatledger.errors import ConflictError, NotFoundError, ValidationError
 from chatledger.storage import Ending, RunningTurn, utcnow
 from chatledger.store.core import LeaseUse, check_conversation_id, check_user_id
 from chatledger.store.engine import Connector
-from chatledger.store.ledger import Writer, user_message_at
+from chatledger.store.hot import TurnEnd, TurnStep, write_step
+from chatledger.store.ledger import Writer, numbered_events, user_message_at
 from chatledger.store.schema import (
     MODEL_NAME_CHARS,
     conversations,
-    idempotency_keys,
     turn_events,
-    turns,
 )
 from chatledger.usage import TokenUsage
 
 __all__ = ["RunningTurn", "TurnStore"]
 
 _c = conversations.c
-_t = turns.c
 _e = turn_events.c
-_k = idempotency_keys.c
 
 _RENEW: Final = (
     update(conversations)
@@ -60,13 +57,7 @@ _RENEW: Final = (
 _LEASE: Final = select(_c.lease_id, _c.lease_expires_at).where(
     _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
 )
-_INSERT_TURN: Final = insert(turns)
 _UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
-_KEY_STARTS: Final = (
-    update(idempotency_keys)
-    .where(_k.user_id == bindparam("user"), _k.key == bindparam("idempotency_key"))
-    .values(conversation_id=bindparam("conversation"), turn_id=bindparam("turn"))
-)
 
 
 def _model_name(name: str | None) -> str | None:
@@ -119,65 +110,101 @@ class TurnStore:
         prepared = [] if message is None else self._writer.prepare([message])
         writer = self._writer
 
-        def work(conn: Connection) -> tuple[Message, StreamEvent]:
-            now = utcnow()
-            lease: dict[str, Any] = {
-                "now": now,
-                "lease_id": turn_id,
-                "lease_expires_at": lease_expires_at,
-            }
-            if branch is None:
-                [stored] = writer.append(
-                    conn, user_id, conversation_id, prepared, use=LeaseUse.TAKE, **lease
-                )
-            else:
-                origin = user_message_at(conn, user_id, conversation_id, branch.seq)
-                # The head moves to where the turn starts, and the lease is taken, in one
-                # statement that a running turn refuses.
-                start_at = origin.parent_seq if branch.edit else origin.seq
-                writer.move_head(
-                    conn, user_id, conversation_id, start_at, use=LeaseUse.TAKE, **lease
-                )
-                if branch.edit:
-                    [stored] = writer.append(
-                        conn, user_id, conversation_id, prepared, use=LeaseUse.HOLD, **lease
-                    )
-                else:
-                    stored = origin
-            conn.execute(
-                _INSERT_TURN,
-                {
-                    "user_id": user_id,
-                    "conversation_id": conversation_id,
-                    "id": turn_id,
-                    "user_seq": stored.seq,
-                    "idempotency_key": idempotency_key,
-                    "status": TurnStatus.RUNNING.value,
-                    "started_at": now,
-                },
-            )
-            if idempotency_key is not None:
-                conn.execute(
-                    _KEY_STARTS,
-                    {
-                        "user": user_id,
-                        "idempotency_key": idempotency_key,
-                        "conversation": conversation_id,
-                        "turn": turn_id,
-                    },
-                )
+        def step(user_message_id: str) -> tuple[TurnStep, StreamEvent]:
             started = {
                 "conversation_id": conversation_id,
                 "turn_id": turn_id,
-                "user_message_id": stored.id,
+                "user_message_id": user_message_id,
             }
-            [event] = self._writer.add_events(
-                conn, user_id, conversation_id, turn_id, [("conversation", started)],
-                first_seq=1, now=now,
+            events = numbered_events(turn_id, [("conversation", started)], 1)
+            first = TurnStep(
+                turn_id, events, first_event=1, starts=True, idempotency_key=idempotency_key
+            )
+            return first, events[0]
+
+        lease: dict[str, Any] = {"lease_id": turn_id, "lease_expires_at": lease_expires_at}
+        if branch is None:
+            # The common start, from the head: on PostgreSQL one statement, outside a
+            # transaction; the unit below only where it finds the conversation held.
+            first, event = step(prepared[0][1])
+            stored = await self._db.write_statement(
+                lambda conn: writer.try_append(
+                    conn, user_id, conversation_id, prepared,
+                    now=utcnow(), use=LeaseUse.TAKE, step=first, **lease,
+                )
+            )  # fmt: skip
+            if stored is not None:
+                return stored[0], event
+
+        def work(conn: Connection) -> tuple[Message, StreamEvent]:
+            now = utcnow()
+            if branch is None:
+                first, event = step(prepared[0][1])
+                [stored] = writer.append(
+                    conn, user_id, conversation_id, prepared,
+                    now=now, use=LeaseUse.TAKE, step=first, **lease,
+                )  # fmt: skip
+                return stored, event
+            origin = user_message_at(conn, user_id, conversation_id, branch.seq)
+            # The head moves to where the turn starts, and the lease is taken, in one
+            # statement that a running turn refuses.
+            start_at = origin.parent_seq if branch.edit else origin.seq
+            writer.move_head(
+                conn, user_id, conversation_id, start_at, now=now, use=LeaseUse.TAKE, **lease
+            )
+            if not branch.edit:  # a new reply to a user message stored before
+                first, event = step(origin.id)
+                write_step(conn, user_id, conversation_id, first, user_seq=origin.seq, now=now)
+                return origin, event
+            first, event = step(prepared[0][1])
+            [stored] = writer.append(
+                conn, user_id, conversation_id, prepared,
+                now=now, use=LeaseUse.HOLD, step=first, **lease,
             )  # fmt: skip
             return stored, event
 
         return await self._db.write(work)
+
+    async def record(
+        self,
+        user_id: str,
+        conversation_id: str,
+        turn_id: str,
+        messages: Sequence[ChatMessage],
+        named: Sequence[tuple[str, Any]],
+        *,
+        lease_expires_at: datetime,
+        first_seq: int,
+    ) -> tuple[list[Message], list[StreamEvent]]:
+        """Store a step of a running turn: its `messages` (renewing its lease until
+        `lease_expires_at`) and the events `named`, numbered from `first_seq`, on its
+        stream. On PostgreSQL one statement (outside a transaction, one round trip).
+
+        Raises:
+            ConflictError: `lease_lost`, the turn no longer holds the conversation (it
+                was closed, and its stream ended, by someone who found it dead).
+        """
+        prepared = self._writer.prepare(messages)
+        events = numbered_events(turn_id, named, first_seq)
+        step = TurnStep(turn_id, events, first_event=first_seq)
+        lease: dict[str, Any] = {
+            "use": LeaseUse.HOLD,
+            "lease_id": turn_id,
+            "lease_expires_at": lease_expires_at,
+            "step": step,
+        }
+        stored = await self._db.write_statement(
+            lambda conn: self._writer.try_append(
+                conn, user_id, conversation_id, prepared, now=utcnow(), **lease
+            )
+        )
+        if stored is None:  # `append` says why: the conversation, or the lease, is gone
+            stored = await self._db.write(
+                lambda conn: self._writer.append(
+                    conn, user_id, conversation_id, prepared, now=utcnow(), **lease
+                )
+            )
+        return stored, events
 
     async def finish(
         self,
@@ -195,7 +222,7 @@ class TurnStore:
     ) -> tuple[TurnResult, list[Message], list[StreamEvent]]:
         """End a running turn: store `closing` (its last messages; the last one is the
         reply), free the lease, mark the turn and record its `usage` (None: not known),
-        complete its key, end its stream.
+        complete its key, end its stream: on PostgreSQL one statement.
 
         Returns:
             The turn's result, the messages stored, and the events sent.
@@ -208,68 +235,52 @@ class TurnStore:
                 after its lease ran out): nothing is stored.
         """
         prepared = self._writer.prepare(closing)
-        ended: dict[str, Any] = {"status": ending.status.value}
-        if usage is not None:
-            ended.update(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                usage_estimated=usage.estimated,
-                model=_model_name(usage.model),
+        # Everything the statement stores is known before it runs: the messages' ids and
+        # text (only their seqs come from the database), so the result too.
+        messages = [*earlier, *(m for m, _, _ in prepared)]
+        result = TurnResult(
+            conversation_id=conversation_id,
+            response=prepared[-1][0].content,
+            tool_calls=tool_call_records(messages),
+            message_ids=[*(m.id for m in earlier), *(i for _, i, _ in prepared)],
+            turn_id=turn_id,
+            status=ending.status,
+        )
+        last: tuple[str, Any] = ("done", result.to_record())
+        if ending.error is not None:
+            last = ("error", dict(ending.error))
+        sent = numbered_events(turn_id, [*events, last], first_event_seq)
+        answer: tuple[int, Any] = (200, result.to_record())
+        if ending.error_status is not None:
+            answer = (ending.error_status, ending.error)
+        step = TurnStep(
+            turn_id,
+            sent,
+            first_event=first_event_seq,
+            ends=TurnEnd(
+                status=ending.status.value,
+                input_tokens=None if usage is None else usage.input_tokens,
+                output_tokens=None if usage is None else usage.output_tokens,
+                usage_estimated=None if usage is None else usage.estimated,
+                model=None if usage is None else _model_name(usage.model),
+                key_status=answer[0],
+                key_response=answer[1],
+            ),
+            idempotency_key=idempotency_key,
+        )
+        release: dict[str, Any] = {"use": LeaseUse.RELEASE, "lease_id": turn_id, "step": step}
+        stored = await self._db.write_statement(
+            lambda conn: self._writer.try_append(
+                conn, user_id, conversation_id, prepared, now=utcnow(), **release
             )
-
-        def work(conn: Connection) -> tuple[TurnResult, list[Message], list[StreamEvent]]:
-            now = utcnow()
-            stored = self._writer.append(
-                conn,
-                user_id,
-                conversation_id,
-                prepared,
-                now=now,
-                use=LeaseUse.RELEASE,
-                lease_id=turn_id,
-            )
-            conn.execute(
-                update(turns)
-                .where(
-                    _t.user_id == user_id,
-                    _t.conversation_id == conversation_id,
-                    _t.id == turn_id,
+        )
+        if stored is None:  # `append` says why: the conversation, or the lease, is gone
+            stored = await self._db.write(
+                lambda conn: self._writer.append(
+                    conn, user_id, conversation_id, prepared, now=utcnow(), **release
                 )
-                .values({**ended, "ended_at": now})
             )
-            messages = [*earlier, *stored]
-            result = TurnResult(
-                conversation_id=conversation_id,
-                response=stored[-1].content,
-                tool_calls=tool_call_records(messages),
-                message_ids=[m.id for m in messages],
-                turn_id=turn_id,
-                status=ending.status,
-            )
-            last: tuple[str, Any] = ("done", result.to_record())
-            if ending.error is not None:
-                last = ("error", dict(ending.error))
-            if idempotency_key is not None:
-                if ending.error_status is None:
-                    self._writer.complete_key(conn, user_id, idempotency_key, result)
-                else:
-                    conn.execute(
-                        update(idempotency_keys)
-                        .where(_k.user_id == user_id, _k.key == idempotency_key)
-                        .values(status_code=ending.error_status, response=ending.error)
-                    )
-            sent = self._writer.add_events(
-                conn,
-                user_id,
-                conversation_id,
-                turn_id,
-                [*events, last],
-                first_seq=first_event_seq,
-                now=now,
-            )
-            return result, stored, sent
-
-        return await self._db.write(work)
+        return result, stored, sent
 
     async def renew(
         self, user_id: str, conversation_id: str, turn_id: str, *, expires_at: datetime
