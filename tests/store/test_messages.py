@@ -238,10 +238,10 @@ async def test_history_is_one_query_whatever_the_length(store: SQLAlchemyStore) 
         await store.history("bob", conversation.id)
 
 
-async def test_a_turns_context_is_two_queries_with_or_without_a_summary(
+async def test_a_turns_context_is_one_query_with_or_without_a_summary(
     store: SQLAlchemyStore,
 ) -> None:
-    # The head with the newest summary of its run, then one range scan.
+    # The head with the newest summary of its run, and one range scan after it.
     conversation = await store.create_conversation("alice")
     await store.append("alice", conversation.id, [ChatMessage.user(str(n)) for n in range(500)])
     for summarized in (False, True):
@@ -249,7 +249,7 @@ async def test_a_turns_context_is_two_queries_with_or_without_a_summary(
             await store.summaries.save("alice", conversation.id, content="s", upto_seq=450)
         with count_statements(store.sync_engine) as statements:
             summary, window = await store.load_context("alice", conversation.id, limit=100)
-        assert len(statements) == 2
+        assert len(statements) == 1
         assert (summary is not None, window[0].seq) == (summarized, 451 if summarized else 401)
 
 

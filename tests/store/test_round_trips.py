@@ -39,15 +39,15 @@ async def test_a_read_of_the_latest_messages_is_one_round_trip(store: SQLAlchemy
 
 
 # A turn with one task tool call: the claim (user message, lease, turn, first event),
-# the context read, the tool's own statements with its recorded pair and events, and the
-# finish (reply, lease freed, turn ended, events). The claim and the finish are one
+# the context read (the head's run after its newest summary), the tool's own statements
+# with its recorded pair and events, and the finish (reply, lease freed, turn ended,
+# events). The claim and the finish are one
 # statement each (sent without BEGIN or COMMIT); the tool step is the one transaction,
 # which the tool's own statements need; each of those appends is one statement that
 # reserves the seqs, uses the lease and stores the rows and the turn's records.
 TURN_WITH_A_TOOL = [
     *["WITH reserved AS"],
-    *["SELECT conversations.head_seq, conversations.head_run_start,"],
-    *["SELECT messages.conversation_id, messages.seq,"],
+    *["WITH head AS"],
     *["BEGIN", "INSERT INTO task_counters", "INSERT INTO tasks", "WITH reserved AS", "COMMIT"],
     *["WITH reserved AS"],
 ]
@@ -65,4 +65,4 @@ async def test_a_turn_with_a_tool_call_sends_exactly_its_transcript(
     finally:
         await service.drain()
     assert sent == TURN_WITH_A_TOOL
-    assert len(sent) == 9
+    assert len(sent) == 8

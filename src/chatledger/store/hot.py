@@ -31,12 +31,19 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, CursorResult
 
-from chatledger.domain import MAX_JSON_DEPTH, Message, Role, StreamEvent, ToolCall
+from chatledger.domain import MAX_JSON_DEPTH, Message, Role, StreamEvent, Summary, ToolCall
 from chatledger.store.core import MAX_BIGINT, LeaseUse, readable_metadata
 from chatledger.store.schema import utc_of_text
 from chatledger.store.search import document_of, index_body, row_keys
 
-__all__ = ["TurnEnd", "TurnStep", "append_batch", "read_head_run", "write_step"]
+__all__ = [
+    "TurnEnd",
+    "TurnStep",
+    "append_batch",
+    "read_context_run",
+    "read_head_run",
+    "write_step",
+]
 
 _COLUMNS: Final = (
     "m.seq, m.id, m.role, m.content, m.tool_calls, m.tool_call_id, m.name, m.metadata,"
@@ -394,6 +401,71 @@ def read_head_run(
     if not rows:
         return None
     return messages, rows[0][11], rows[0][12]
+
+
+# A turn's context from the head's run: its newest summary in that run (if any), and the
+# newest `limit` messages after it. No row when there is no head, or no message after
+# the summary: `SQLAlchemyStore.load_context` reads those cases, and earlier runs.
+_CONTEXT_RUN: Final = _Statement(
+    """
+WITH head AS (
+    SELECT user_id, id, head_seq, head_run_start, head_run_parent FROM conversations
+    WHERE user_id = :user AND id = :conversation AND head_seq IS NOT NULL
+),
+summary AS (
+    SELECT s.upto_seq, s.content, s.token_count, s.updated_at
+    FROM head AS c JOIN summaries AS s
+      ON s.user_id = c.user_id AND s.conversation_id = c.id
+     AND s.upto_seq >= c.head_run_start AND s.upto_seq <= c.head_seq
+    ORDER BY s.upto_seq DESC
+    LIMIT 1
+)
+SELECT """
+    # JSON as its text on both databases (SQLite stores it so already).
+    + _COLUMNS.replace("m.tool_calls", "CAST(m.tool_calls AS TEXT)").replace(
+        "m.metadata", "CAST(m.metadata AS TEXT)"
+    )
+    + """, s.upto_seq, s.content, s.token_count, s.updated_at
+FROM head AS c
+LEFT JOIN summary AS s ON 1 = 1
+JOIN messages AS m
+  ON m.user_id = c.user_id AND m.conversation_id = c.id
+ AND m.seq >= CASE WHEN s.upto_seq IS NULL THEN c.head_run_start ELSE s.upto_seq + 1 END
+ AND m.seq <= c.head_seq
+ORDER BY m.seq DESC
+LIMIT :limit
+"""
+)
+
+
+def read_context_run(
+    conn: Connection, user_id: str, conversation_id: str, *, limit: int
+) -> tuple[list[Message], Summary | None, int | None] | None:
+    """What a turn's context takes from the head's run, in one statement: the newest
+    `limit` messages after the run's newest summary (newest first), that summary, and
+    the run's parent (where the context goes on, when the run holds fewer messages and
+    no summary).
+
+    Returns:
+        None when there is nothing to read this way: no such conversation, no head, or
+        no message after the summary.
+    """
+    params = {"user": user_id, "conversation": conversation_id, "limit": limit}
+    rows = _CONTEXT_RUN.run(conn, params).all()
+    if not rows:
+        return None
+    sqlite = conn.dialect.name == "sqlite"
+    messages = [
+        _message(conversation_id, row, utc_of_text(row[9]) if sqlite else row[9]) for row in rows
+    ]
+    upto_seq, content, token_count, updated_at = rows[0][13:17]
+    summary = None
+    if upto_seq is not None:
+        updated = utc_of_text(updated_at) if sqlite else updated_at
+        summary = Summary(
+            upto_seq=upto_seq, content=content, token_count=token_count, updated_at=updated
+        )
+    return messages, summary, rows[0][12]
 
 
 def append_batch(

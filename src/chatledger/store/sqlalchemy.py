@@ -63,7 +63,7 @@ from chatledger.store.cursor import (
     encode_cursor,
 )
 from chatledger.store.engine import Connector, connect
-from chatledger.store.hot import read_head_run
+from chatledger.store.hot import read_context_run, read_head_run
 from chatledger.store.idempotency import IdempotencyStore
 from chatledger.store.ledger import (
     HEAD,
@@ -764,14 +764,24 @@ class SQLAlchemyStore:
         key = {"user": user_id, "conversation": conversation_id}
 
         def work(conn: Connection) -> tuple[Summary | None, list[Message]]:
-            head = conn.execute(_HEAD_AND_SUMMARY, key).first()
-            if head is None:
-                raise NotFoundError("conversation not found")
-            seq: int | None = head.head_seq
-            run: tuple[int, int | None] | None = (head.head_run_start, head.head_run_parent)
-            found: Any = None if head.upto_seq is None else head
-            rows: list[Any] = []
-            while seq is not None and len(rows) < limit:
+            seq: int | None
+            run: tuple[int, int | None] | None
+            found: Any
+            # The head's run first, in one statement, for most conversations all there is.
+            hot = read_context_run(conn, user_id, conversation_id, limit=limit)
+            if hot is not None:
+                messages, summary, parent = hot
+                if summary is not None:
+                    return summary, messages[::-1]
+                seq, run, found = parent, None, None
+            else:
+                head = conn.execute(_HEAD_AND_SUMMARY, key).first()
+                if head is None:
+                    raise NotFoundError("conversation not found")
+                seq, run = head.head_seq, (head.head_run_start, head.head_run_parent)
+                found = None if head.upto_seq is None else head
+                messages = []
+            while seq is not None and len(messages) < limit:
                 if run is None:  # an earlier run: its summary is looked for in it
                     run = run_of(conn, user_id, conversation_id, seq)
                     found = conn.execute(
@@ -780,11 +790,12 @@ class SQLAlchemyStore:
                 run_start, parent = run
                 low = run_start if found is None else found.upto_seq + 1
                 if low <= seq:
-                    rows += run_rows(conn, user_id, conversation_id, low, seq, limit - len(rows))
+                    rows = run_rows(conn, user_id, conversation_id, low, seq, limit - len(messages))
+                    messages += map(message_of, rows)
                 if found is not None:
-                    return summary_of(found), [message_of(row) for row in reversed(rows)]
+                    return summary_of(found), messages[::-1]
                 seq, run = parent, None
-            return None, [message_of(row) for row in reversed(rows)]
+            return None, messages[::-1]
 
         return await self._db.read(work)
 
