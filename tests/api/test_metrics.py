@@ -31,8 +31,11 @@ def families(text: str) -> dict[str, set[tuple[str, str]]]:
     return seen
 
 
+# Requests that never reach a database: one is enough. 3,000 made-up paths and methods
+# would make the scrape many times its bound if any of them became a label.
 @pytest.mark.slow
-async def test_thirty_thousand_requests_with_made_up_methods_and_paths_leave_metrics_small(
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_three_thousand_requests_with_made_up_methods_and_paths_leave_metrics_small(
     make_server: Callable[..., Any],
 ) -> None:
     rng = random.Random(7)
@@ -46,7 +49,7 @@ async def test_thirty_thousand_requests_with_made_up_methods_and_paths_leave_met
                 sent.update((method, path))
                 await server.client.request(method, path)
 
-        await asyncio.gather(*(junk(3000) for _ in range(10)))
+        await asyncio.gather(*(junk(300) for _ in range(10)))
         scrape = await server.client.get("/metrics")
     assert scrape.status_code == 200
     assert len(scrape.content) < 64 * 1024, len(scrape.content)
