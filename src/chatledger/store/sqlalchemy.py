@@ -756,7 +756,7 @@ class SQLAlchemyStore:
         What a turn needs to build its agent's input. A summary of another branch (one
         made before an edit, say) is never used: it is looked for along the branch, in
         each run the window reads. The cost does not grow with the conversation: a
-        linear one takes two indexed queries.
+        linear one takes one statement (`hot.read_context_run`).
         """
         user_id = check_user_id(user_id)
         conversation_id = check_conversation_id(conversation_id)
