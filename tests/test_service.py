@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chatledger.domain import Role
+from chatledger.domain import ChatMessage, Role, ToolCall, tool_call_records
 from chatledger.errors import (
     AgentTimeoutError,
     ConflictError,
@@ -422,3 +422,39 @@ async def test_a_stop_request_for_someone_elses_conversation_is_not_found(
     bobs = await store.create_conversation("bob")
     with pytest.raises(NotFoundError):
         await make_service(ScriptedAgent([])).stop("alice", bobs.id)
+
+
+# A model may escape a NUL (or an unpaired surrogate) in its arguments' JSON text: the
+# text is stored as it came, but parsed, that JSON holds what no database stores, and a
+# turn's result (its idempotency answer, a JSONB column) must still be written.
+@pytest.mark.parametrize("key", [None, "k1"])
+async def test_arguments_escaping_a_nul_are_recorded_as_their_text(
+    store: SQLAlchemyStore, key: str | None
+) -> None:
+    arguments = '{"title": "milk\\u0000", "note": "\\ud800"}'
+    agent = ScriptedAgent([CallTool("add_task", arguments), Say("Nothing added.")])
+    service = ChatService(store, agent)
+    try:
+        result = await service.turn("alice", None, "add milk", idempotency_key=key)
+        [record] = result.tool_calls
+        assert (result.response, record.arguments) == ("Nothing added.", arguments)
+        assert record.result["code"] == "invalid_arguments"
+        if key is not None:
+            again = await service.turn("alice", None, "add milk", idempotency_key=key)
+            assert again.to_record() == result.to_record()
+    finally:
+        await service.drain()
+    messages = await store.history("alice", result.conversation_id)
+    assert messages[1].tool_calls[0].arguments == arguments
+    assert_invariants(messages)
+
+
+def test_a_tool_result_escaping_a_nul_is_recorded_as_its_text() -> None:
+    call = ToolCall(id="c1", name="lookup", arguments="{}")
+    content = '{"found": "a\\u0000b"}'
+    messages = [
+        ChatMessage.assistant("", tool_calls=[call]),
+        ChatMessage.tool(tool_call_id="c1", name="lookup", content=content),
+    ]
+    [record] = tool_call_records(messages)
+    assert record.result == {"output": content}

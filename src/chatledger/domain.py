@@ -98,12 +98,13 @@ class ToolCall:
 
     def parsed_arguments(self) -> Any:
         """The arguments as JSON, or `None` when the model sent text that is not JSON (or
-        JSON nested deeper than `MAX_JSON_DEPTH`, shown as the text it is)."""
+        JSON nested deeper than `MAX_JSON_DEPTH`, or holding text no database stores:
+        shown as the text it is)."""
         try:
             parsed = json.loads(self.arguments)
         except (ValueError, RecursionError):
             return None
-        return parsed if json_depth(parsed) <= MAX_JSON_DEPTH else None
+        return parsed if json_depth(parsed) <= MAX_JSON_DEPTH and storable(parsed) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,7 +287,9 @@ def _result_object(content: str) -> dict[str, Any]:
         parsed = json.loads(content)
     except ValueError:
         parsed = None
-    return parsed if isinstance(parsed, dict) else {"output": content}
+    if isinstance(parsed, dict) and storable(parsed):
+        return parsed
+    return {"output": content}
 
 
 def tool_call_records(messages: Sequence[ChatMessage]) -> list[ToolCallRecord]:
@@ -502,6 +505,21 @@ def check_metadata(
         _check_strings(field_name, value)
     check_text(field_name, encoded, max_chars=max_chars)
     return value
+
+
+def storable(value: object) -> bool:
+    """Whether a JSON value holds only text a database stores (no NUL, no unpaired
+    surrogate, keys included): JSON text may escape either (`\\u0000`, `\\ud800`), and a
+    record built from it (a turn's result) goes into a JSONB column."""
+    encoded = json.dumps(value, ensure_ascii=False)
+    if _FORBIDDEN.search(encoded) is not None:  # unpaired surrogates are kept as they are
+        return False
+    if "\\u0000" in encoded:  # NUL is escaped: its strings tell
+        try:
+            _check_strings("value", value)
+        except ValidationError:
+            return False
+    return True
 
 
 def _check_strings(field_name: str, value: object) -> None:

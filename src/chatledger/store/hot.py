@@ -280,7 +280,9 @@ class TurnStep:
                 usage_estimated=end.usage_estimated,
                 model=end.model,
                 status_code=end.key_status,
-                response=_json_text(end.key_response),
+                # Only with a key to answer: PostgreSQL casts it to JSONB even when the
+                # UPDATE finds no row.
+                response=None if self.idempotency_key is None else _json_text(end.key_response),
             )
         return params
 
