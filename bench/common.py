@@ -193,6 +193,26 @@ class Target:
         else:
             await asyncio.to_thread(self._load_sqlite, tables)
 
+    async def size(self) -> int:
+        """Bytes the database takes: the SQLite file with its write-ahead log folded in
+        (free pages left out), or PostgreSQL's `pg_database_size`."""
+        if self.database == POSTGRES:
+            connection = await asyncpg.connect(self.address)
+            try:
+                size: int = await connection.fetchval("SELECT pg_database_size(current_database())")
+                return size
+            finally:
+                await connection.close()
+        return await asyncio.to_thread(self._sqlite_size)
+
+    def _sqlite_size(self) -> int:
+        with closing(sqlite3.connect(self.address)) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            pages = connection.execute("PRAGMA page_count").fetchone()[0]
+            free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+            page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+            return int((pages - free) * page_size)
+
     def _load_sqlite(self, tables: Sequence[Table]) -> None:
         with closing(sqlite3.connect(self.address)) as connection, connection:
             for table in tables:

@@ -16,7 +16,14 @@ reply. Contenders, all in this process, on the same database server:
 Scenarios: sequential turns on one conversation; concurrent turns, one task per
 conversation; and history reads on conversations of 100, 10,000 and 100,000 messages,
 filled with bulk SQL. Each round opens every contender afresh, warms it up, runs each
-scenario for a time slice and closes it; the order rotates from round to round.
+scenario for a time slice and closes it; the order rotates from round to round. Turns
+report the CPU time this process spent per turn (its threads included: SQLite's work is
+done in them; PostgreSQL's server is not counted).
+
+After the rounds, each contender in turn writes `FOOTPRINT_TURNS` turns into a new
+conversation, and the database's growth over the messages written is its bytes stored per
+message: rows, indexes and (chatledger) search entries, as the database lays them out
+(the SQLite file without free pages; `pg_database_size`, in whole pages).
 
 The floors are sized like chatledger's defaults: on SQLite 4 worker threads (4
 connections for aiosqlite) with writers queued on an asyncio lock, on PostgreSQL up to 20
@@ -32,8 +39,10 @@ import os
 import sqlite3
 import tempfile
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -59,6 +68,7 @@ from bench.common import (
     log,
     machine,
     markdown_table,
+    median,
     names,
     numbers,
     parse_options,
@@ -75,6 +85,10 @@ HISTORY_LIMIT = 50
 # Conversations of the turn scenarios start with more than a read returns, so every
 # read in them is a full one.
 SEED_MESSAGES = 60
+# Turns written to measure the bytes a message takes: 1,000 messages, enough that page
+# granularity (4 KiB on SQLite, 8 KiB on PostgreSQL) is a few percent at most.
+FOOTPRINT_TURNS = 250
+MESSAGES_PER_TURN = 4  # the user's, the call, its result, the reply
 SQLITE_THREADS = 4
 POSTGRES_POOL = (10, 20)
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON")
@@ -717,19 +731,65 @@ async def measure(settings: Settings) -> str:
             for contender in contenders:
                 await contender.prepare()
                 conversations[contender] = await Conversations.fill(contender, settings)
-            results = Results()
+            results, cpu = Results(), CpuPerTurn()
             for contender in interleaved(settings.rounds, contenders):
-                await _round(contender, conversations[contender], settings, results)
+                await _round(contender, conversations[contender], settings, results, cpu)
+            log("measuring bytes per message")
+            footprints = {contender: await _footprint(contender) for contender in contenders}
     # Other work shares the machine; its load is part of what the figures mean.
     setup = (
         f"{machine()}; {', '.join(versions)}. Load average {load_at_start:.1f} when the run "
         f"started, {os.getloadavg()[0]:.1f} when it ended."
     )
-    return report(settings, contenders, results, setup)
+    return report(settings, contenders, results, cpu, footprints, setup)
+
+
+class CpuPerTurn(defaultdict[tuple[str, "Contender"], list[float]]):
+    """Milliseconds of this process's CPU per turn, each slice's, by (scenario, contender)."""
+
+    def __init__(self) -> None:
+        super().__init__(list)
+
+    def median_ms(self, scenario: str, contender: Contender) -> float:
+        return median(self[scenario, contender])
+
+
+async def _timed_turns(
+    scenario: str,
+    contender: Contender,
+    keys: Sequence[str],
+    settings: Settings,
+    results: Results,
+    cpu: CpuPerTurn,
+) -> None:
+    started = time.process_time()
+    turns = await run_for(settings.seconds, contender.turn, keys)
+    spent = time.process_time() - started
+    results.add(scenario, contender, turns)
+    cpu[scenario, contender].append(1000 * spent / len(turns.latencies))
+
+
+async def _footprint(contender: Contender) -> float:
+    """Bytes the database grew by per message written, over `FOOTPRINT_TURNS` turns in a
+    new conversation."""
+    [key] = await contender.fill([0])
+    await contender.open()
+    try:
+        before = await contender.target.size()
+        for _ in range(FOOTPRINT_TURNS):
+            await contender.turn(key)
+    finally:
+        await contender.close()
+    grown = await contender.target.size() - before
+    return grown / (FOOTPRINT_TURNS * MESSAGES_PER_TURN)
 
 
 async def _round(
-    contender: Contender, conversations: Conversations, settings: Settings, results: Results
+    contender: Contender,
+    conversations: Conversations,
+    settings: Settings,
+    results: Results,
+    cpu: CpuPerTurn,
 ) -> None:
     await contender.open()
     try:
@@ -740,10 +800,12 @@ async def _round(
         for key in conversations.history:
             await contender.history(key)
 
-        turns = await run_for(settings.seconds, contender.turn, [conversations.sequential])
-        results.add("sequential", contender, turns)
-        turns = await run_for(settings.seconds, contender.turn, conversations.concurrent)
-        results.add("concurrent", contender, turns)
+        await _timed_turns(
+            "sequential", contender, [conversations.sequential], settings, results, cpu
+        )
+        await _timed_turns(
+            "concurrent", contender, conversations.concurrent, settings, results, cpu
+        )
         for size, key in zip(settings.sizes, conversations.history, strict=True):
             reads = await run_for(settings.read_seconds, contender.history, [key])
             results.add(f"history@{size}", contender, reads)
@@ -754,7 +816,14 @@ async def _round(
 # -- the report ----------------------------------------------------------------------------
 
 
-def report(settings: Settings, contenders: list[Contender], results: Results, setup: str) -> str:
+def report(
+    settings: Settings,
+    contenders: list[Contender],
+    results: Results,
+    cpu: CpuPerTurn,
+    footprints: dict[Contender, float],
+    setup: str,
+) -> str:
     """Markdown: the setup, a table per scenario, the ratios and the issue's targets."""
     out = [
         "## Store",
@@ -768,6 +837,7 @@ def report(settings: Settings, contenders: list[Contender], results: Results, se
         "are medians across rounds, ratios medians of the per-round ratios.",
     ]
     headers = ["database", "implementation", "turns/s", "range", "p50 ms", "p99 ms"]
+    headers.append("CPU ms per turn")
     for scenario, title in (
         ("sequential", "Sequential turns, one conversation"),
         ("concurrent", f"Concurrent turns, {settings.concurrency} conversations"),
@@ -783,9 +853,23 @@ def report(settings: Settings, contenders: list[Contender], results: Results, se
                     f"{min(rates):,.0f} - {max(rates):,.0f}",
                     results.latency_ms(scenario, contender, 50),
                     results.latency_ms(scenario, contender, 99),
+                    cpu.median_ms(scenario, contender),
                 ]
             )
         out += ["", f"### {title}", "", markdown_table(headers, rows)]
+
+    floors: dict[str, Contender] = {}
+    for contender in contenders:
+        if isinstance(contender, FLOORS):
+            floors.setdefault(contender.database, contender)  # the first: same rows
+    rows = []
+    for contender in contenders:
+        floor = floors.get(contender.database)
+        over = footprints[contender] / footprints[floor] if floor else float("nan")
+        rows.append([contender.database, contender.name, footprints[contender], over])
+    headers = ["database", "implementation", "bytes per message", "over the floor's"]
+    out += ["", f"### Bytes stored per message ({FOOTPRINT_TURNS * MESSAGES_PER_TURN:,})", ""]
+    out.append(markdown_table(headers, rows))
 
     smallest, largest = (f"history@{size}" for size in (settings.sizes[0], settings.sizes[-1]))
 
