@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chatledger.domain import ChatMessage, Role, ToolCall, tool_call_records
+from chatledger.domain import ChatMessage, Role, ToolCall, TurnStatus, tool_call_records
 from chatledger.errors import (
     AgentTimeoutError,
     ConflictError,
@@ -424,21 +424,28 @@ async def test_a_stop_request_for_someone_elses_conversation_is_not_found(
         await make_service(ScriptedAgent([])).stop("alice", bobs.id)
 
 
-# A model may escape a NUL (or an unpaired surrogate) in its arguments' JSON text: the
-# text is stored as it came, but parsed, that JSON holds what no database stores, and a
-# turn's result (its idempotency answer, a JSONB column) must still be written.
+# A model may escape a NUL (or an unpaired surrogate) in its arguments' JSON text, or
+# write a number JSON has no room for (NaN, 1e400, which Python parses as infinite): the
+# text is stored as it came, but parsed, it holds what no database stores, and a turn's
+# result (its idempotency answer, a JSONB column) must still be written.
+UNSTORABLE_ARGUMENTS = [
+    '{"title": "milk\\u0000", "note": "\\ud800"}',
+    '{"title": "milk", "count": NaN}',
+    '{"title": "milk", "count": 1e400}',
+]
+
+
+@pytest.mark.parametrize("arguments", UNSTORABLE_ARGUMENTS)
 @pytest.mark.parametrize("key", [None, "k1"])
-async def test_arguments_escaping_a_nul_are_recorded_as_their_text(
-    store: SQLAlchemyStore, key: str | None
+async def test_arguments_json_cannot_store_are_recorded_as_their_text(
+    store: SQLAlchemyStore, key: str | None, arguments: str
 ) -> None:
-    arguments = '{"title": "milk\\u0000", "note": "\\ud800"}'
     agent = ScriptedAgent([CallTool("add_task", arguments), Say("Nothing added.")])
     service = ChatService(store, agent)
     try:
         result = await service.turn("alice", None, "add milk", idempotency_key=key)
         [record] = result.tool_calls
         assert (result.response, record.arguments) == ("Nothing added.", arguments)
-        assert record.result["code"] == "invalid_arguments"
         if key is not None:
             again = await service.turn("alice", None, "add milk", idempotency_key=key)
             assert again.to_record() == result.to_record()
@@ -449,12 +456,38 @@ async def test_arguments_escaping_a_nul_are_recorded_as_their_text(
     assert_invariants(messages)
 
 
-def test_a_tool_result_escaping_a_nul_is_recorded_as_its_text() -> None:
+@pytest.mark.parametrize("content", ['{"found": "a\\u0000b"}', '{"found": NaN}'])
+def test_a_tool_result_json_cannot_store_is_recorded_as_its_text(content: str) -> None:
     call = ToolCall(id="c1", name="lookup", arguments="{}")
-    content = '{"found": "a\\u0000b"}'
     messages = [
         ChatMessage.assistant("", tool_calls=[call]),
         ChatMessage.tool(tool_call_id="c1", name="lookup", content=content),
     ]
     [record] = tool_call_records(messages)
     assert record.result == {"output": content}
+
+
+# How long a model talks is not the caller's error: a reply (or the text before a tool
+# call) longer than a message may be is stored cut to that length, marked, and the turn
+# ends as it went.
+@pytest.mark.parametrize("before_the_call", [False, True])
+async def test_a_model_text_longer_than_a_message_is_cut_and_the_turn_ends(
+    store: SQLAlchemyStore, before_the_call: bool
+) -> None:
+    too_long = "x" * (store.max_message_chars + 10)
+    script = (
+        [Say(too_long), CallTool("list_tasks"), Say("Done.")]
+        if before_the_call
+        else [Say(too_long)]
+    )
+    service = ChatService(store, ScriptedAgent(script))
+    try:
+        result = await service.turn("alice", None, "talk")
+        assert result.status is TurnStatus.COMPLETED
+    finally:
+        await service.drain()
+    messages = await store.history("alice", result.conversation_id)
+    cut = messages[1]
+    assert (len(cut.content), cut.metadata) == (store.max_message_chars, {"truncated": True})
+    assert (await store.turns.running("alice", result.conversation_id)) is None
+    assert_invariants(messages)

@@ -98,7 +98,7 @@ class ToolCall:
 
     def parsed_arguments(self) -> Any:
         """The arguments as JSON, or `None` when the model sent text that is not JSON (or
-        JSON nested deeper than `MAX_JSON_DEPTH`, or holding text no database stores:
+        JSON nested deeper than `MAX_JSON_DEPTH`, or holding what no database stores:
         shown as the text it is)."""
         try:
             parsed = json.loads(self.arguments)
@@ -508,10 +508,14 @@ def check_metadata(
 
 
 def storable(value: object) -> bool:
-    """Whether a JSON value holds only text a database stores (no NUL, no unpaired
-    surrogate, keys included): JSON text may escape either (`\\u0000`, `\\ud800`), and a
-    record built from it (a turn's result) goes into a JSONB column."""
-    encoded = json.dumps(value, ensure_ascii=False)
+    """Whether a JSON value is one a database stores: no NUL, no unpaired surrogate (keys
+    included), which JSON text may escape (`\\u0000`, `\\ud800`); and no NaN or infinity,
+    which Python's parser takes (`NaN`, `1e400`) and JSON does not. A record built from it
+    (a turn's result) goes into a JSONB column."""
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return False
     if _FORBIDDEN.search(encoded) is not None:  # unpaired surrogates are kept as they are
         return False
     if "\\u0000" in encoded:  # NUL is escaped: its strings tell

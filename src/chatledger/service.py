@@ -389,10 +389,10 @@ class ChatService:
             await asyncio.shield(self._close(turn, error))
             raise
         if turn.stopped:
-            reply = ChatMessage.assistant(turn.unfinished_text(), metadata={"status": "stopped"})
+            reply = turn.said(turn.unfinished_text(), metadata={"status": "stopped"})
             ending = Ending(TurnStatus.STOPPED)
         else:
-            reply = ChatMessage.assistant(turn.reply())
+            reply = turn.said(turn.reply())
             ending = Ending(TurnStatus.COMPLETED)
         try:
             await turn.end(reply, ending)
@@ -517,7 +517,7 @@ class ChatService:
             )
         else:
             ending = Ending(TurnStatus.INTERRUPTED, error=event)
-        closing = ChatMessage.assistant(
+        closing = turn.said(
             turn.unfinished_text(), metadata={"status": ending.status.value, "code": event["code"]}
         )
         try:

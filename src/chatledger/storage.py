@@ -234,6 +234,11 @@ class Store(Protocol):
     @property
     def summaries(self) -> Summaries: ...
 
+    @property
+    def max_message_chars(self) -> int:
+        """The longest content a message may have."""
+        ...
+
     def transaction(self) -> AbstractAsyncContextManager[Store]:
         """A store whose methods share one write transaction, committed on exit."""
         ...

@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
@@ -146,6 +146,21 @@ class Turn:
         """Everything said since the last tool call, the message in progress included."""
         return "\n\n".join([*self._said, *([self._partial] if self._partial else [])])
 
+    def said(
+        self,
+        text: str,
+        *,
+        tool_calls: Sequence[ToolCall] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ChatMessage:
+        """An assistant message of the agent's `text`, cut to the longest a message may
+        have (marked `truncated`): how long a model talks is not the caller's error, and
+        the turn must still end."""
+        limit = self.store.max_message_chars
+        if len(text) > limit:
+            text, metadata = text[:limit], {**(metadata or {}), "truncated": True}
+        return ChatMessage.assistant(text, tool_calls=tool_calls, metadata=metadata)
+
     async def run_tool(self, call: ToolCall, toolset: AnyToolset | None) -> dict[str, Any]:
         """Run one tool call of the agent's and record it; returns the result.
 
@@ -196,7 +211,7 @@ class Turn:
             result, message = _recorded(call, await run(tx), toolset_name)
             written = await self._write(
                 tx,
-                [ChatMessage.assistant(self.unfinished_text(), tool_calls=[call]), message],
+                [self.said(self.unfinished_text(), tool_calls=[call]), message],
                 [_call_event(call, arguments), _result_event(call, result)],
             )
         self._written(written)
@@ -214,7 +229,7 @@ class Turn:
         async with self._writing:
             written = await self._write(
                 self.store,
-                [ChatMessage.assistant(self.unfinished_text(), tool_calls=[call])],
+                [self.said(self.unfinished_text(), tool_calls=[call])],
                 [_call_event(call, arguments)],
             )
         self._written(written)
