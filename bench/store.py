@@ -9,9 +9,11 @@ reply. Contenders, all in this process, on the same database server:
   running the same turn as `get_items(limit=50)` and three `add_items`, with the items the
   SDK's runner saves. One engine per slice, one session object per conversation.
 - chatledger's `ChatLedgerSession` (issue 13), the SDK sessions' turn on chatledger's store.
-- The floor: exactly the statements chatledger sends, hand-written on the raw driver
-  against chatledger's schema: asyncpg; aiosqlite (a thread hop per statement); and
-  sqlite3 with one thread hop per unit of work, which is how chatledger runs SQLite.
+- The floor: the same work on the raw driver against chatledger's schema, search entries
+  included (their text made by chatledger's own functions): on asyncpg, chatledger's
+  one append statement; on aiosqlite (a thread hop per statement) and on sqlite3 (one
+  thread hop per unit of work, which is how chatledger runs SQLite), a transaction of the
+  reservation, the messages and their search entries.
 
 Scenarios: sequential turns on one conversation; concurrent turns, one task per
 conversation; and history reads on conversations of 100, 10,000 and 100,000 messages,
@@ -78,6 +80,8 @@ from bench.common import (
 from chatledger.domain import ChatMessage, ToolCall
 from chatledger.integrations.agents import ChatLedgerSession
 from chatledger.store import SQLAlchemyStore
+from chatledger.store.hot import append_statement_pg
+from chatledger.store.search import document_of, index_body, row_keys
 from chatledger.tokens import count_message_tokens
 
 USER_ID = "bench-user"
@@ -229,18 +233,13 @@ SQLITE_INSERT = (
     f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})"
 )
+SQLITE_INDEX = (
+    "INSERT INTO message_search (body, keys, user_id, conversation_id, seq, role) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 POSTGRES_HISTORY = (
     f"SELECT {_READ_COLUMNS} FROM messages WHERE user_id = $1 AND conversation_id = $2 AND "
     f"{_HEAD_RUN.format(user='$1', key='$2')} ORDER BY seq DESC LIMIT $3"
-)
-POSTGRES_RESERVE = (
-    f"UPDATE conversations SET next_seq = next_seq + $1, {_HEAD_MOVES.format(count='$1')}, "
-    f"updated_at = $2 WHERE user_id = $3 AND id = $4 AND {_LEASE_FREE.format(now='$2')} "
-    f"{_RESERVED}"
-)
-POSTGRES_INSERT = (
-    f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "
-    f"VALUES ({', '.join(f'${n}' for n in range(1, len(MESSAGE_COLUMNS) + 1))})"
 )
 
 
@@ -359,6 +358,18 @@ def _rows(
     ]  # fmt: skip
 
 
+def _entries(
+    key: str, rows: list[tuple[Any, ...]], search: list[str | None]
+) -> list[tuple[Any, ...]]:
+    """The SQLite search index's rows for an append's `rows`, as chatledger writes them."""
+    keys = row_keys(USER_ID, key)
+    return [
+        (body, keys, USER_ID, key, row[2], row[4])
+        for row, body in zip(rows, search, strict=True)
+        if body is not None
+    ]
+
+
 def _decode(
     rows: Sequence[Sequence[Any]], parse_time: Callable[[Any], Any]
 ) -> list[tuple[Any, ...]]:
@@ -386,15 +397,30 @@ def _missing(key: str) -> RuntimeError:
 
 
 class Floor(LedgerSchema):
-    """Raw SQL: one history read, then three appends of two statements each."""
+    """Raw SQL: one history read, then the turn's three appends, each with the search
+    entries of its messages (`search`: each one's text for the index, or None)."""
 
     async def turn(self, key: str) -> None:
         await self.history(key)
-        for batch in message_values(new_call_id()):
-            await self.append(key, batch)
+        call_id = new_call_id()
+        for batch, messages in zip(message_values(call_id), chat_messages(call_id), strict=True):
+            await self.append(key, batch, [self.search_text(m) for m in messages])
+
+    def search_text(self, message: ChatMessage) -> str | None:
+        return index_body(message) if self.database == SQLITE else document_of(message)
 
     @abstractmethod
-    async def append(self, key: str, batch: list[MessageValues]) -> None: ...
+    async def append(
+        self, key: str, batch: list[MessageValues], search: list[str | None]
+    ) -> None: ...
+
+
+# chatledger's append on PostgreSQL: one statement, outside a transaction.
+_APPEND, _APPEND_PARAMS = append_statement_pg()
+_ARRAYS = (
+    "ids", "roles", "contents", "tool_calls", "tool_call_ids", "names", "metadata",
+    "token_counts", "documents",
+)  # fmt: skip
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -417,13 +443,17 @@ class AsyncpgFloor(Floor):
         rows = await self.pool.fetch(POSTGRES_HISTORY, USER_ID, key, HISTORY_LIMIT)
         return _decode(rows, lambda moment: moment)
 
-    async def append(self, key: str, batch: list[MessageValues]) -> None:
-        now = datetime.now(UTC)
-        async with self.pool.acquire() as connection, connection.transaction():
-            reserved = await connection.fetchrow(POSTGRES_RESERVE, len(batch), now, USER_ID, key)
-            if reserved is None:
-                raise _missing(key)
-            await connection.executemany(POSTGRES_INSERT, _rows(key, reserved, batch, now))
+    async def append(self, key: str, batch: list[MessageValues], search: list[str | None]) -> None:
+        columns = [[str(uuid.uuid4()) for _ in batch], *map(list, zip(*batch, strict=True))]
+        params = {
+            "user": USER_ID,
+            "conversation": key,
+            "count": len(batch),
+            "now": datetime.now(UTC),
+            **dict(zip(_ARRAYS, [*columns, search], strict=True)),
+        }
+        if await self.pool.fetchrow(_APPEND, *(params[name] for name in _APPEND_PARAMS)) is None:
+            raise _missing(key)
 
 
 class AiosqliteFloor(Floor):
@@ -455,7 +485,7 @@ class AiosqliteFloor(Floor):
             rows = await connection.execute_fetchall(SQLITE_HISTORY, (USER_ID, key, HISTORY_LIMIT))
         return _decode(list(rows), datetime.fromisoformat)
 
-    async def append(self, key: str, batch: list[MessageValues]) -> None:
+    async def append(self, key: str, batch: list[MessageValues], search: list[str | None]) -> None:
         now = _sqlite_time(datetime.now(UTC))
         async with self.write_lock, self.connection() as connection:
             await connection.execute("BEGIN IMMEDIATE")
@@ -465,7 +495,9 @@ class AiosqliteFloor(Floor):
                 )
                 if not reserved:
                     raise _missing(key)
-                await connection.executemany(SQLITE_INSERT, _rows(key, reserved[0], batch, now))
+                rows = _rows(key, reserved[0], batch, now)
+                await connection.executemany(SQLITE_INSERT, rows)
+                await connection.executemany(SQLITE_INDEX, _entries(key, rows, search))
             except BaseException:
                 await connection.execute("ROLLBACK")
                 raise
@@ -502,7 +534,7 @@ class Sqlite3Floor(Floor):
 
         return await asyncio.get_running_loop().run_in_executor(self.executor, read)
 
-    async def append(self, key: str, batch: list[MessageValues]) -> None:
+    async def append(self, key: str, batch: list[MessageValues], search: list[str | None]) -> None:
         def write() -> None:
             connection = self.local.connection
             now = _sqlite_time(datetime.now(UTC))
@@ -511,7 +543,9 @@ class Sqlite3Floor(Floor):
                 row = connection.execute(SQLITE_RESERVE, (len(batch), now, USER_ID, key)).fetchone()
                 if row is None:
                     raise _missing(key)
-                connection.executemany(SQLITE_INSERT, _rows(key, row, batch, now))
+                rows = _rows(key, row, batch, now)
+                connection.executemany(SQLITE_INSERT, rows)
+                connection.executemany(SQLITE_INDEX, _entries(key, rows, search))
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise

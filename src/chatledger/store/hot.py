@@ -40,6 +40,7 @@ __all__ = [
     "TurnEnd",
     "TurnStep",
     "append_batch",
+    "append_statement_pg",
     "read_context_run",
     "read_head_run",
     "write_step",
@@ -297,6 +298,14 @@ def _append_statement(use: LeaseUse, starts: bool, ends: bool, events: bool) -> 
         + "".join(text for part, text in _STEP_PG.items() if wanted[part])
         + "\nSELECT first_seq, head_run_start, head_run_parent FROM reserved"
     )
+
+
+def append_statement_pg() -> tuple[str, tuple[str, ...]]:
+    """The statement an append outside a turn sends on PostgreSQL, with the names of its
+    parameters in order (the arrays are one per column of `_PG_ARRAYS`): the store
+    benchmark's floor sends it on asyncpg."""
+    statement = _append_statement(LeaseUse.NONE, starts=False, ends=False, events=False)
+    return statement.postgresql, tuple(statement.names)
 
 
 _RESERVE_SQLITE: Final = {use: _reserve(use) for use in LeaseUse}
