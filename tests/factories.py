@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -226,3 +226,33 @@ def without_ids(export: str) -> list[dict[str, Any]]:
                 record.pop(key, None)
         records.append(record)
     return records
+
+
+@asynccontextmanager
+async def turns_refuse_updates(db: Connector, user_id: str) -> AsyncIterator[None]:
+    """While open, the database refuses (a trigger raises) any update of `user_id`'s
+    turns, so that closing one fails: a stand-in for any bug that does."""
+    user = user_id.replace("'", "''")
+    if db.dialect == "sqlite":
+        create = [
+            f"CREATE TRIGGER refuse BEFORE UPDATE ON turns WHEN NEW.user_id = '{user}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ]
+        drop = ["DROP TRIGGER IF EXISTS refuse"]
+    else:
+        create = [
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+            "CREATE TRIGGER refuse BEFORE UPDATE ON turns FOR EACH ROW "
+            f"WHEN (NEW.user_id = '{user}') EXECUTE FUNCTION refuse()",
+        ]
+        drop = ["DROP TRIGGER IF EXISTS refuse ON turns", "DROP FUNCTION IF EXISTS refuse()"]
+
+    def run(statements: list[str]) -> Callable[[Any], None]:
+        return lambda conn: [conn.exec_driver_sql(statement) for statement in statements]
+
+    await db.write(run(create))
+    try:
+        yield
+    finally:
+        await db.write(run(drop))

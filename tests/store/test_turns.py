@@ -15,7 +15,7 @@ from chatledger.errors import ConflictError, NotFoundError
 from chatledger.store import Connector, Lease, SQLAlchemyStore
 from chatledger.store.core import utcnow
 from chatledger.store.turns import Ending, RunningTurn
-from tests.factories import assert_invariants, tool_exchange
+from tests.factories import assert_invariants, tool_exchange, turns_refuse_updates
 
 MINUTE = timedelta(minutes=1)
 
@@ -177,6 +177,26 @@ async def test_of_many_that_find_one_dead_turn_exactly_one_closes_it(
     closings = [m for m in history if m.metadata.get("status") == "interrupted"]
     assert len(closings) == 1 and closings[0].seq == 2
     assert_invariants(history[:2])
+
+
+# A turn the database refuses to close (a stand-in for any bug that makes closing one
+# turn fail): the sweep still closes the others, then says which failed.
+async def test_a_dead_turn_that_cannot_be_closed_does_not_keep_the_others_open(
+    store: SQLAlchemyStore, connector: Connector
+) -> None:
+    dead = {}
+    for user in ("mallory", "alice", "bob"):
+        conversation = await store.create_conversation(user)
+        dead[user] = (conversation.id, await start(store, conversation.id, user=user, ttl=-MINUTE))
+    async with turns_refuse_updates(connector, "mallory"):
+        with pytest.raises(ExceptionGroup) as raised:
+            await store.turns.close_expired()
+        [error] = raised.value.exceptions
+        assert "refused" in str(error)
+        for user, (conversation_id, lease) in dead.items():
+            expected = "running" if user == "mallory" else "interrupted"
+            assert await turn_status(connector, conversation_id, lease.id) == expected
+    assert await store.turns.close_expired() == 1
 
 
 async def test_resolve_tells_running_from_dead(store: SQLAlchemyStore) -> None:

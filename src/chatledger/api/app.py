@@ -194,8 +194,15 @@ async def _close_dead_turns(store: SQLAlchemyStore, settings: Settings) -> None:
     keep_events = timedelta(seconds=settings.agent_timeout) + timedelta(minutes=5)
     while True:
         await asyncio.sleep(settings.lease_seconds / 2)
-        with contextlib.suppress(UnavailableError):
+        try:
             await store.turns.close_expired()
+        except UnavailableError:
+            continue
+        except Exception:
+            # A turn that cannot be closed is a bug to see in the log; it must not end
+            # this loop, which every other dead turn (and the purge below) waits on.
+            structlog.get_logger("chatledger.api").exception("closing dead turns failed")
+        with contextlib.suppress(UnavailableError):
             await store.turns.purge_events(older_than=keep_events)
 
 

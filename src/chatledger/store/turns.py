@@ -26,7 +26,7 @@ from chatledger.domain import (
     TurnStatus,
     tool_call_records,
 )
-from chatledger.errors import ConflictError, NotFoundError, ValidationError
+from chatledger.errors import ConflictError, NotFoundError, UnavailableError, ValidationError
 from chatledger.storage import Ending, RunningTurn, utcnow
 from chatledger.store.core import LeaseUse, check_conversation_id, check_user_id
 from chatledger.store.engine import Connector
@@ -411,9 +411,15 @@ class TurnStore:
 
         Every server runs this now and then, so a dead turn is closed within seconds
         even if nobody comes back to its conversation. Safe from many replicas at once.
+        A turn that cannot be closed (a bug) does not keep the others open: they are
+        closed, then its error is raised.
 
         Returns:
             How many turns were closed.
+
+        Raises:
+            UnavailableError: the database is away (the sweep stops there).
+            ExceptionGroup: the errors of the turns that could not be closed.
         """
         now = utcnow()
         expired = (
@@ -423,6 +429,7 @@ class TurnStore:
         )
         found = await self._db.read(lambda conn: conn.execute(expired).all())
         closed = 0
+        failures: list[Exception] = []
         for user_id, conversation_id in found:
 
             def work(conn: Connection, user_id: str = user_id, cid: str = conversation_id) -> bool:
@@ -431,7 +438,14 @@ class TurnStore:
                 except (ConflictError, NotFoundError):
                     return False  # renewed, or deleted, since it was found
 
-            closed += await self._db.write(work)
+            try:
+                closed += await self._db.write(work)
+            except UnavailableError:
+                raise
+            except Exception as error:  # raised below, with the others'
+                failures.append(error)
+        if failures:
+            raise ExceptionGroup("dead turns that could not be closed", failures)
         return closed
 
     async def purge_events(self, *, older_than: timedelta) -> int:
