@@ -256,3 +256,26 @@ async def turns_refuse_updates(db: Connector, user_id: str) -> AsyncIterator[Non
         yield
     finally:
         await db.write(run(drop))
+
+
+async def start_turn(
+    store: SQLAlchemyStore,
+    conversation_id: str,
+    *,
+    user: str = "alice",
+    ttl: timedelta = timedelta(minutes=1),
+    key: str | None = None,
+) -> Lease:
+    """Start a turn as the chat service does (claiming its key first); returns its lease."""
+    lease = Lease.new(ttl)
+    if key is not None:
+        assert await store.idempotency.claim(user, key, request_hash="h") is None
+    await store.turns.start(
+        user,
+        conversation_id,
+        ChatMessage.user("go"),
+        turn_id=lease.id,
+        lease_expires_at=lease.expires_at,
+        idempotency_key=key,
+    )
+    return lease

@@ -8,23 +8,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from chatledger.domain import ChatMessage
-from chatledger.storage import Lease
 from chatledger.store import Connector, SQLAlchemyStore
 from chatledger.testing import ScriptedAgent
-from tests.factories import turns_refuse_updates
+from tests.factories import start_turn, turns_refuse_updates
 
 
 async def _dead_turn(store: SQLAlchemyStore, user: str) -> str:
     conversation = await store.create_conversation(user)
-    lease = Lease.new(-timedelta(minutes=1))
-    await store.turns.start(
-        user,
-        conversation.id,
-        ChatMessage.user("go"),
-        turn_id=lease.id,
-        lease_expires_at=lease.expires_at,
-    )
+    await start_turn(store, conversation.id, user=user, ttl=-timedelta(minutes=1))
     return conversation.id
 
 

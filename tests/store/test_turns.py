@@ -15,32 +15,9 @@ from chatledger.errors import ConflictError, NotFoundError
 from chatledger.store import Connector, Lease, SQLAlchemyStore
 from chatledger.store.core import utcnow
 from chatledger.store.turns import Ending, RunningTurn
-from tests.factories import assert_invariants, tool_exchange, turns_refuse_updates
+from tests.factories import assert_invariants, start_turn, tool_exchange, turns_refuse_updates
 
 MINUTE = timedelta(minutes=1)
-
-
-async def start(
-    store: SQLAlchemyStore,
-    conversation_id: str,
-    *,
-    user: str = "alice",
-    ttl: timedelta = MINUTE,
-    key: str | None = None,
-) -> Lease:
-    """Start a turn as the chat service does (claiming its key first); returns its lease."""
-    lease = Lease.new(ttl)
-    if key is not None:
-        assert await store.idempotency.claim(user, key, request_hash="h") is None
-    await store.turns.start(
-        user,
-        conversation_id,
-        ChatMessage.user("go"),
-        turn_id=lease.id,
-        lease_expires_at=lease.expires_at,
-        idempotency_key=key,
-    )
-    return lease
 
 
 async def turn_status(db: Connector, conversation_id: str, turn_id: str) -> str:
@@ -55,14 +32,14 @@ async def turn_status(db: Connector, conversation_id: str, turn_id: str) -> str:
 
 async def test_a_running_turn_keeps_every_other_writer_out(store: SQLAlchemyStore) -> None:
     conversation = await store.create_conversation("alice")
-    turn = await start(store, conversation.id)
+    turn = await start_turn(store, conversation.id)
 
     with pytest.raises(ConflictError) as busy:
         await store.append("alice", conversation.id, [ChatMessage.user("me too")])
     assert busy.value.code == "conversation_busy"
     assert 1 <= (busy.value.retry_after or 0) <= 60
     with pytest.raises(ConflictError) as second:
-        await start(store, conversation.id)
+        await start_turn(store, conversation.id)
     assert second.value.code == "conversation_busy"
     stranger = Lease.new(MINUTE)
     with pytest.raises(ConflictError) as lost:
@@ -81,7 +58,7 @@ async def test_a_running_turn_keeps_every_other_writer_out(store: SQLAlchemyStor
 async def test_the_conversation_says_which_turn_runs(store: SQLAlchemyStore) -> None:
     conversation = await store.create_conversation("alice")
     assert (await store.get_conversation("alice", conversation.id)).running_turn_id is None
-    turn = await start(store, conversation.id)
+    turn = await start_turn(store, conversation.id)
     assert (await store.get_conversation("alice", conversation.id)).running_turn_id == turn.id
     [listed] = (await store.list_conversations("alice")).items
     assert listed.running_turn_id == turn.id
@@ -89,7 +66,7 @@ async def test_the_conversation_says_which_turn_runs(store: SQLAlchemyStore) -> 
     assert running == RunningTurn(turn.id, running.expires_at if running else utcnow())
     # A dead turn is not running, though it holds the lease until someone closes it.
     dead_conversation = await store.create_conversation("alice")
-    await start(store, dead_conversation.id, ttl=-MINUTE)
+    await start_turn(store, dead_conversation.id, ttl=-MINUTE)
     assert (await store.get_conversation("alice", dead_conversation.id)).running_turn_id is None
 
 
@@ -97,7 +74,7 @@ async def test_a_dead_turn_is_closed_as_interrupted_by_the_next_append(
     store: SQLAlchemyStore, connector: Connector
 ) -> None:
     conversation = await store.create_conversation("alice")
-    dead = await start(store, conversation.id, ttl=-MINUTE, key="k1")
+    dead = await start_turn(store, conversation.id, ttl=-MINUTE, key="k1")
     await store.append("alice", conversation.id, tool_exchange("c1"), lease=dead)
     await store.turns.add_events(
         "alice", conversation.id, dead.id, [("delta", {"text": "before "})], first_seq=2
@@ -147,7 +124,7 @@ async def test_a_tool_call_left_without_its_result_gets_an_interrupted_one(
 ) -> None:
     # A tool outside our database is recorded before it runs; its process died.
     conversation = await store.create_conversation("alice")
-    dead = await start(store, conversation.id, ttl=-MINUTE)
+    dead = await start_turn(store, conversation.id, ttl=-MINUTE)
     call = ToolCall("ext-1", "search", '{"q": "x"}')
     await store.append(
         "alice",
@@ -167,7 +144,7 @@ async def test_of_many_that_find_one_dead_turn_exactly_one_closes_it(
     store: SQLAlchemyStore,
 ) -> None:
     conversation = await store.create_conversation("alice")
-    await start(store, conversation.id, ttl=-MINUTE)
+    await start_turn(store, conversation.id, ttl=-MINUTE)
     outcomes = await asyncio.gather(
         *(store.append("alice", conversation.id, [ChatMessage.user(f"m{n}")]) for n in range(10)),
         return_exceptions=True,
@@ -187,7 +164,8 @@ async def test_a_dead_turn_that_cannot_be_closed_does_not_keep_the_others_open(
     dead = {}
     for user in ("mallory", "alice", "bob"):
         conversation = await store.create_conversation(user)
-        dead[user] = (conversation.id, await start(store, conversation.id, user=user, ttl=-MINUTE))
+        lease = await start_turn(store, conversation.id, user=user, ttl=-MINUTE)
+        dead[user] = (conversation.id, lease)
     async with turns_refuse_updates(connector, "mallory"):
         with pytest.raises(ExceptionGroup) as raised:
             await store.turns.close_expired()
@@ -201,13 +179,13 @@ async def test_a_dead_turn_that_cannot_be_closed_does_not_keep_the_others_open(
 
 async def test_resolve_tells_running_from_dead(store: SQLAlchemyStore) -> None:
     conversation = await store.create_conversation("alice")
-    live = await start(store, conversation.id, key="live")
+    live = await start_turn(store, conversation.id, key="live")
     outcome = await store.turns.resolve("alice", conversation.id, live.id)
     assert isinstance(outcome, RunningTurn) and outcome.turn_id == live.id
     assert 1 <= outcome.retry_after(utcnow()) <= 60
 
     other = await store.create_conversation("alice")
-    dead = await start(store, other.id, ttl=-MINUTE, key="dead")
+    dead = await start_turn(store, other.id, ttl=-MINUTE, key="dead")
     result = await store.turns.resolve("alice", other.id, dead.id)
     assert not isinstance(result, RunningTurn) and result is not None
     assert result.status is TurnStatus.INTERRUPTED
@@ -222,9 +200,10 @@ async def test_close_expired_closes_only_dead_turns_of_every_user(
     dead = {}
     for user in ("alice", "bob"):
         conversation = await store.create_conversation(user)
-        dead[user] = (conversation.id, await start(store, conversation.id, user=user, ttl=-MINUTE))
+        lease = await start_turn(store, conversation.id, user=user, ttl=-MINUTE)
+        dead[user] = (conversation.id, lease)
     alive = await store.create_conversation("carol")
-    live = await start(store, alive.id, user="carol")
+    live = await start_turn(store, alive.id, user="carol")
 
     assert await store.turns.close_expired() == 2
     assert await store.turns.close_expired() == 0
@@ -236,7 +215,7 @@ async def test_close_expired_closes_only_dead_turns_of_every_user(
 
 async def test_renewing_keeps_a_turn_alive_and_reports_a_stop(store: SQLAlchemyStore) -> None:
     conversation = await store.create_conversation("alice")
-    turn = await start(store, conversation.id, ttl=timedelta(seconds=1))
+    turn = await start_turn(store, conversation.id, ttl=timedelta(seconds=1))
     later = utcnow() + MINUTE
     assert await store.turns.renew("alice", conversation.id, turn.id, expires_at=later) is False
     running = await store.turns.running("alice", conversation.id)
@@ -251,7 +230,7 @@ async def test_renewing_keeps_a_turn_alive_and_reports_a_stop(store: SQLAlchemyS
 
 async def test_a_turn_closed_by_someone_else_finds_its_lease_lost(store: SQLAlchemyStore) -> None:
     conversation = await store.create_conversation("alice")
-    turn = await start(store, conversation.id, ttl=-MINUTE)
+    turn = await start_turn(store, conversation.id, ttl=-MINUTE)
     await store.turns.take_over("alice", conversation.id)
     later = utcnow() + MINUTE
     assert await store.turns.renew("alice", conversation.id, turn.id, expires_at=later) is None
@@ -283,12 +262,12 @@ async def test_a_turn_closed_by_someone_else_finds_its_lease_lost(store: SQLAlch
 async def test_a_stop_request_belongs_to_its_turn(store: SQLAlchemyStore) -> None:
     conversation = await store.create_conversation("alice")
     assert await store.request_stop("alice", conversation.id) is False  # nothing running
-    turn = await start(store, conversation.id)
+    turn = await start_turn(store, conversation.id)
     assert await store.request_stop("alice", conversation.id) is True
     await store.append(
         "alice", conversation.id, [ChatMessage.assistant("stopped")], lease=turn, release_lease=True
     )
-    following = await start(store, conversation.id)
+    following = await start_turn(store, conversation.id)
     assert await store.stop_requested("alice", conversation.id, following) is False
 
 
@@ -296,15 +275,15 @@ async def test_stopping_a_dead_turn_says_nothing_runs_and_closes_it(
     store: SQLAlchemyStore, connector: Connector
 ) -> None:
     conversation = await store.create_conversation("alice")
-    dead = await start(store, conversation.id, ttl=-MINUTE)
+    dead = await start_turn(store, conversation.id, ttl=-MINUTE)
     assert await store.request_stop("alice", conversation.id) is False
     assert await turn_status(connector, conversation.id, dead.id) == "interrupted"
-    await start(store, conversation.id)  # free at once
+    await start_turn(store, conversation.id)  # free at once
 
 
 async def test_events_read_back_in_order_after_any_point(store: SQLAlchemyStore) -> None:
     conversation = await store.create_conversation("alice")
-    turn = await start(store, conversation.id)
+    turn = await start_turn(store, conversation.id)
     await store.turns.add_events(
         "alice",
         conversation.id,
@@ -325,9 +304,9 @@ async def test_someone_elses_conversation_is_not_found_for_every_turn_operation(
     store: SQLAlchemyStore, connector: Connector
 ) -> None:
     bobs = await store.create_conversation("bob")
-    turn = await start(store, bobs.id, user="bob")
+    turn = await start_turn(store, bobs.id, user="bob")
     with pytest.raises(NotFoundError):
-        await start(store, bobs.id)
+        await start_turn(store, bobs.id)
     with pytest.raises(NotFoundError):
         await store.turns.running("alice", bobs.id)
     with pytest.raises(NotFoundError):

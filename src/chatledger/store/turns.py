@@ -123,28 +123,16 @@ class TurnStore:
             return first, events[0]
 
         lease: dict[str, Any] = {"lease_id": turn_id, "lease_expires_at": lease_expires_at}
-        if branch is None:
-            # The common start, from the head: on PostgreSQL one statement, outside a
-            # transaction; the unit below only where it finds the conversation held.
+        if branch is None:  # the common start, from the head
             first, event = step(prepared[0][1])
-            stored = await self._db.write_statement(
-                lambda conn: writer.try_append(
-                    conn, user_id, conversation_id, prepared,
-                    now=utcnow(), use=LeaseUse.TAKE, step=first, **lease,
-                )
-            )  # fmt: skip
-            if stored is not None:
-                return stored[0], event
+            [stored] = await self._append(
+                user_id, conversation_id, prepared, use=LeaseUse.TAKE, step=first, **lease
+            )
+            return stored, event
 
         def work(conn: Connection) -> tuple[Message, StreamEvent]:
+            assert branch is not None
             now = utcnow()
-            if branch is None:
-                first, event = step(prepared[0][1])
-                [stored] = writer.append(
-                    conn, user_id, conversation_id, prepared,
-                    now=now, use=LeaseUse.TAKE, step=first, **lease,
-                )  # fmt: skip
-                return stored, event
             origin = user_message_at(conn, user_id, conversation_id, branch.seq)
             # The head moves to where the turn starts, and the lease is taken, in one
             # statement that a running turn refuses.
@@ -187,23 +175,10 @@ class TurnStore:
         prepared = self._writer.prepare(messages)
         events = numbered_events(turn_id, named, first_seq)
         step = TurnStep(turn_id, events, first_event=first_seq)
-        lease: dict[str, Any] = {
-            "use": LeaseUse.HOLD,
-            "lease_id": turn_id,
-            "lease_expires_at": lease_expires_at,
-            "step": step,
-        }
-        stored = await self._db.write_statement(
-            lambda conn: self._writer.try_append(
-                conn, user_id, conversation_id, prepared, now=utcnow(), **lease
-            )
-        )
-        if stored is None:  # `append` says why: the conversation, or the lease, is gone
-            stored = await self._db.write(
-                lambda conn: self._writer.append(
-                    conn, user_id, conversation_id, prepared, now=utcnow(), **lease
-                )
-            )
+        stored = await self._append(
+            user_id, conversation_id, prepared,
+            use=LeaseUse.HOLD, lease_id=turn_id, lease_expires_at=lease_expires_at, step=step,
+        )  # fmt: skip
         return stored, events
 
     async def finish(
@@ -268,19 +243,33 @@ class TurnStore:
             ),
             idempotency_key=idempotency_key,
         )
-        release: dict[str, Any] = {"use": LeaseUse.RELEASE, "lease_id": turn_id, "step": step}
+        stored = await self._append(
+            user_id, conversation_id, prepared, use=LeaseUse.RELEASE, lease_id=turn_id, step=step
+        )
+        return result, stored, sent
+
+    async def _append(
+        self,
+        user_id: str,
+        conversation_id: str,
+        prepared: Sequence[tuple[ChatMessage, str, int]],
+        **append: Any,
+    ) -> list[Message]:
+        """`Writer.append` as one statement outside a transaction (on PostgreSQL, one
+        round trip); where that stores nothing, the full unit says why (a conversation
+        gone, a lease lost or held) or, for a dead turn's lease, takes it over first."""
         stored = await self._db.write_statement(
             lambda conn: self._writer.try_append(
-                conn, user_id, conversation_id, prepared, now=utcnow(), **release
+                conn, user_id, conversation_id, prepared, now=utcnow(), **append
             )
         )
-        if stored is None:  # `append` says why: the conversation, or the lease, is gone
+        if stored is None:
             stored = await self._db.write(
                 lambda conn: self._writer.append(
-                    conn, user_id, conversation_id, prepared, now=utcnow(), **release
+                    conn, user_id, conversation_id, prepared, now=utcnow(), **append
                 )
             )
-        return result, stored, sent
+        return stored
 
     async def renew(
         self, user_id: str, conversation_id: str, turn_id: str, *, expires_at: datetime
