@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from chatledger.errors import (
 from chatledger.service import ChatService
 from chatledger.store import SQLAlchemyStore
 from chatledger.testing import Block, CallTool, Fail, Say, ScriptedAgent, Signal
+from chatledger.tools.base import ToolSpec
 from tests.factories import assert_invariants, row_counts, snapshot
 
 
@@ -491,3 +492,71 @@ async def test_a_model_text_longer_than_a_message_is_cut_and_the_turn_ends(
     assert (len(cut.content), cut.metadata) == (store.max_message_chars, {"truncated": True})
     assert (await store.turns.running("alice", result.conversation_id)) is None
     assert_invariants(messages)
+
+
+# What a model says may hold characters no database stores (a NUL, an unpaired
+# surrogate): they become U+FFFD, streamed or not, and the turn ends as it went.
+@pytest.mark.parametrize("text", ["a\x00b", "a\ud800b"], ids=["nul", "lone surrogate"])
+@pytest.mark.parametrize("chunks", [1, 3])
+async def test_model_text_no_database_stores_is_replaced_and_the_turn_ends(
+    store: SQLAlchemyStore, text: str, chunks: int
+) -> None:
+    service = ChatService(store, ScriptedAgent([Say(text, chunks=chunks)]))
+    try:
+        result = await service.turn("alice", None, "go")
+    finally:
+        await service.drain()
+    assert (result.status, result.response) == (TurnStatus.COMPLETED, "a\ufffdb")
+    assert (await store.turns.running("alice", result.conversation_id)) is None
+    messages = await store.history("alice", result.conversation_id)
+    assert messages[-1].content == "a\ufffdb"
+
+
+class _Returns:
+    """A toolset whose one tool, `probe`, returns `result` as it is."""
+
+    name = "probe_set"
+
+    def __init__(self, result: Any) -> None:
+        self._result = result
+        self.specs = (ToolSpec("probe", "returns a fixed value"),)
+
+    async def call(self, user_id: str, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        return self._result
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+# A tool's result is recorded whatever it holds: characters no database stores become
+# U+FFFD (a file name decoded with surrogateescape); what JSON cannot be written from (an
+# integer past Python's 4,300-digit limit, nesting past the encoder's) becomes the tool's
+# error, for the model to explain.
+@pytest.mark.parametrize(
+    ("result", "recorded"),
+    [
+        ({"name": "report\udcff.txt"}, {"name": "report\ufffd.txt"}),
+        ({"x": 10**5000}, {"error": "the tool's result could not be written as JSON"}),
+        (_nested(2000), {"error": "the tool's result could not be written as JSON"}),
+    ],
+    ids=["lone surrogate", "5000-digit integer", "2000 levels"],
+)
+async def test_a_tool_result_is_recorded_whatever_it_holds(
+    store: SQLAlchemyStore, result: dict[str, Any], recorded: dict[str, Any]
+) -> None:
+    agent = ScriptedAgent([CallTool("probe"), Say("done")])
+    service = ChatService(store, agent, toolsets=[_Returns(result)])
+    try:
+        turn = await service.turn("alice", None, "go", idempotency_key="k")
+        again = await service.turn("alice", None, "go", idempotency_key="k")
+    finally:
+        await service.drain()
+    assert turn.status is TurnStatus.COMPLETED
+    [record] = turn.tool_calls
+    assert recorded.items() <= record.result.items()
+    assert again.to_record() == turn.to_record()
+    assert_invariants(await store.history("alice", turn.conversation_id))

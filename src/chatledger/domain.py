@@ -408,6 +408,13 @@ _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 MAX_JSON_DEPTH: Final = 32
 
 
+def storable_text(text: str) -> str:
+    """`text` with every character no database stores (NUL, an unpaired surrogate)
+    replaced by U+FFFD: for what a model or a tool produced, which must be recorded
+    whatever it holds, where `check_text` refuses what a caller sent."""
+    return _FORBIDDEN.sub("\ufffd", text)
+
+
 def check_text(field_name: str, value: object, *, max_chars: int | None = None) -> str:
     """Return `value` if it is storable text, else raise.
 

@@ -37,6 +37,7 @@ from chatledger.domain import (
     StreamEvent,
     ToolCall,
     TurnResult,
+    storable_text,
 )
 from chatledger.errors import ConflictError, UnavailableError
 from chatledger.storage import Ending, Lease, Store, utcnow
@@ -126,16 +127,18 @@ class Turn:
 
     def hear(self, event: AgentEvent) -> None:
         """Take in what the agent says (streamed text, or a complete message) and the
-        tokens it reports."""
+        tokens it reports. Characters no database stores become U+FFFD here, before the
+        text reaches the stream, its stored events or a message."""
         if isinstance(event, TokenUsage):
             self.usage = event if self.usage is None else self.usage + event
         elif isinstance(event, TextDelta):
-            self._partial += event.text
-            self._deltas.append(event.text)
+            text = storable_text(event.text)
+            self._partial += text
+            self._deltas.append(text)
             if self._flusher is None:
                 self._flusher = asyncio.create_task(self._flush_soon())
         elif isinstance(event, AssistantMessage):
-            self._said.append(event.content)
+            self._said.append(storable_text(event.content))
             self._partial = ""
 
     def reply(self) -> str:
@@ -409,8 +412,15 @@ def _recorded(
     call: ToolCall, result: dict[str, Any], toolset: str | None
 ) -> tuple[dict[str, Any], ChatMessage]:
     """The result as it is recorded, and the tool message carrying it, serialized once. A
-    result too large to store is recorded as an error the model can explain."""
-    content = json.dumps(result, ensure_ascii=False)
+    result that cannot be written as JSON, or is too large to store, is recorded as an
+    error the model can explain; characters no database stores become U+FFFD."""
+    try:
+        content = json.dumps(result, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):  # not JSON, or past what it can write
+        result = {"error": "the tool's result could not be written as JSON", "code": "tool_failed"}
+        content = json.dumps(result)
+    if (stored := storable_text(content)) != content:
+        content, result = stored, json.loads(stored)
     if len(content) > MAX_TOOL_RESULT_CHARS:
         result = {
             "error": f"the tool's result is too large: {len(content):,} characters,"

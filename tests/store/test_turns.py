@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -316,3 +317,41 @@ async def test_someone_elses_conversation_is_not_found_for_every_turn_operation(
     assert await store.turns.events("alice", bobs.id, turn.id, after=0) == []
     assert await store.turns.renew("alice", bobs.id, turn.id, expires_at=utcnow()) is None
     assert await turn_status(connector, bobs.id, turn.id) == "running"
+
+
+# A dead turn's closing message holds the text it streamed after its last step, read
+# back from its stored events: cut, and marked, past the longest a message may be; an
+# escaped NUL in it replaced, as a live turn replaces it (else no closer could ever
+# close the turn, and every new turn on the conversation would fail taking it over).
+@pytest.mark.parametrize(
+    ("streamed", "content", "marked"),
+    [("x" * 300_000, "x" * 262_144, {"truncated": True}), ("ab\x00cd", "ab\ufffdcd", {})],
+    ids=["too long", "NUL"],
+)
+async def test_a_dead_turns_streamed_text_is_closed_as_a_message_may_hold_it(
+    store: SQLAlchemyStore, streamed: str, content: str, marked: dict[str, Any]
+) -> None:
+    assert store.max_message_chars == 262_144
+    conversation = await store.create_conversation("alice")
+    lease = await start_turn(store, conversation.id)
+    await store.turns.add_events(
+        "alice", conversation.id, lease.id, [("delta", {"text": streamed})], first_seq=2
+    )
+    await store.turns.renew("alice", conversation.id, lease.id, expires_at=utcnow() - MINUTE)
+    assert await store.turns.close_expired() == 1
+    closing = (await store.history("alice", conversation.id))[-1]
+    assert (closing.content, closing.metadata) == (content, {"status": "interrupted", **marked})
+
+
+# The sweep takes the most recently expired turns first: turns it cannot close sink
+# behind those that die after them, however many there are.
+async def test_turns_that_cannot_be_closed_do_not_crowd_out_the_others(
+    store: SQLAlchemyStore, connector: Connector
+) -> None:
+    refused = await store.create_conversation("mallory")
+    await start_turn(store, refused.id, user="mallory", ttl=-2 * MINUTE)
+    conversation = await store.create_conversation("alice")
+    await start_turn(store, conversation.id, ttl=-MINUTE)
+    async with turns_refuse_updates(connector, "mallory"):
+        assert await store.turns.close_expired(limit=1) == 1
+        assert await store.turns.running("alice", conversation.id) is None

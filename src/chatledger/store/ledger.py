@@ -34,6 +34,7 @@ from chatledger.domain import (
     TurnResult,
     TurnStatus,
     check_new_message,
+    storable_text,
     tool_call_records,
 )
 from chatledger.errors import ConflictError, NotFoundError, ValidationError
@@ -664,8 +665,14 @@ class Writer:
             for call in message.tool_calls
             if call.id not in answered
         ]
-        text = _unrecorded_text(events)[: self.max_message_chars]
-        closing.append(ChatMessage.assistant(text, metadata={"status": status.value}))
+        # Stored events hold the text as streamed, JSON-escaped: what no database stores
+        # (an escaped NUL) is replaced, and past the longest a message may be it is cut,
+        # as a turn does with what its agent says (`Turn.said`).
+        text = storable_text(_unrecorded_text(events))
+        metadata: dict[str, Any] = {"status": status.value}
+        if len(text) > self.max_message_chars:
+            text, metadata["truncated"] = text[: self.max_message_chars], True
+        closing.append(ChatMessage.assistant(text, metadata=metadata))
         stored = self.append(
             conn,
             user_id,

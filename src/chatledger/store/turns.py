@@ -411,9 +411,12 @@ class TurnStore:
             ExceptionGroup: the errors of the turns that could not be closed.
         """
         now = utcnow()
+        # The most recently expired first: a turn that cannot be closed (a bug) sinks
+        # behind every turn that dies after it, and never keeps those open.
         expired = (
             select(_c.user_id, _c.id)
             .where(_c.lease_id.is_not(None), _c.lease_expires_at <= now)
+            .order_by(_c.lease_expires_at.desc())
             .limit(limit)
         )
         found = await self._db.read(lambda conn: conn.execute(expired).all())
