@@ -1,22 +1,25 @@
-"""The hot path, on the driver: every append, and a read of the head's run.
+"""The hot path, on the driver: every append, and the reads of the head's run.
 
 These are the two statements of an agent session's turn (`ChatLedgerSession`, the `/v1`
 Conversations API: read the latest items, add the new ones), of every history read, and
-the appends of a chat turn (its user message, each tool pair, its reply: `ledger.Writer`).
-They are sent as the driver's own SQL (`Connection.exec_driver_sql`, in the same unit of
-work): not compiled, and their rows not processed, by SQLAlchemy, whose statement and
-result machinery cost more than the database does (docs/benchmarks.md, "Issue 13");
-errors and events stay SQLAlchemy's. Everything else, and every case these leave to it (a
-conversation that is missing or held by a turn, a window that reaches past the head's
-run), goes through SQLAlchemy Core in `ledger.py`; the store's suite runs through both.
+the writes of a chat turn (its start, each tool step, its end: `ledger.Writer`) and its
+context read. They are sent as the driver's own SQL (`Connection.exec_driver_sql`, in the
+same unit of work): not compiled, and their rows not processed, by SQLAlchemy, whose
+statement and result machinery cost more than the database does (docs/benchmarks.md,
+"Issue 13"); errors and events stay SQLAlchemy's. Everything else, and every case these
+leave to it (a conversation that is missing or held by a turn, a window that reaches past
+the head's run), goes through SQLAlchemy Core in `ledger.py`; the store's suite runs
+through both.
 
 - The append is an UPDATE of the conversation that reserves the seqs (and takes, keeps or
   gives up its lease, as `use` says: `_LEASE_USES`) and the messages' and search
-  entries' INSERTs: on PostgreSQL one statement (data-modifying CTEs over the batch given
-  as arrays), which outside a turn is sent without BEGIN or COMMIT: one round trip; on
-  SQLite three statements, each one call.
-- The read joins the conversation's head to a range scan of its run (`ledger.read_path`
-  for a branch never edited, in one statement) and decodes only what a `Message` holds.
+  entries' INSERTs, and a chat turn's own records (`TurnStep`: its row, its stream
+  events, its end and its idempotency key's answer): on PostgreSQL one statement
+  (data-modifying CTEs over the batch given as arrays), which outside a transaction is
+  sent without BEGIN or COMMIT: one round trip; on SQLite a statement each, each one call.
+- The reads join the conversation's head to a range scan of its run (`ledger.read_path`
+  for a branch never edited, in one statement; for a turn's context, after the run's
+  newest summary) and decode only what a `Message` holds.
 """
 
 from __future__ import annotations
