@@ -415,6 +415,23 @@ def storable_text(text: str) -> str:
     return _FORBIDDEN.sub("\ufffd", text)
 
 
+def model_message(
+    text: str,
+    *,
+    max_chars: int,
+    tool_calls: Sequence[ToolCall] = (),
+    metadata: Mapping[str, Any] | None = None,
+) -> ChatMessage:
+    """An assistant message of what a model said, as a message can hold it: characters no
+    database stores replaced (`storable_text`), and past `max_chars` cut and marked
+    `truncated`. How long a model talks, or what it writes, is not the caller's error:
+    the turn that said it must still be recorded and end."""
+    text = storable_text(text)
+    if len(text) > max_chars:
+        text, metadata = text[:max_chars], {**(metadata or {}), "truncated": True}
+    return ChatMessage.assistant(text, tool_calls=tool_calls, metadata=metadata)
+
+
 def check_text(field_name: str, value: object, *, max_chars: int | None = None) -> str:
     """Return `value` if it is storable text, else raise.
 

@@ -37,6 +37,7 @@ from chatledger.domain import (
     StreamEvent,
     ToolCall,
     TurnResult,
+    model_message,
     storable_text,
 )
 from chatledger.errors import ConflictError, UnavailableError
@@ -156,13 +157,14 @@ class Turn:
         tool_calls: Sequence[ToolCall] = (),
         metadata: Mapping[str, Any] | None = None,
     ) -> ChatMessage:
-        """An assistant message of the agent's `text`, cut to the longest a message may
-        have (marked `truncated`): how long a model talks is not the caller's error, and
-        the turn must still end."""
-        limit = self.store.max_message_chars
-        if len(text) > limit:
-            text, metadata = text[:limit], {**(metadata or {}), "truncated": True}
-        return ChatMessage.assistant(text, tool_calls=tool_calls, metadata=metadata)
+        """An assistant message of the agent's `text`, as a message can hold it
+        (`domain.model_message`)."""
+        return model_message(
+            text,
+            max_chars=self.store.max_message_chars,
+            tool_calls=tool_calls,
+            metadata=metadata,
+        )
 
     async def run_tool(self, call: ToolCall, toolset: AnyToolset | None) -> dict[str, Any]:
         """Run one tool call of the agent's and record it; returns the result.

@@ -34,7 +34,7 @@ from chatledger.domain import (
     TurnResult,
     TurnStatus,
     check_new_message,
-    storable_text,
+    model_message,
     tool_call_records,
 )
 from chatledger.errors import ConflictError, NotFoundError, ValidationError
@@ -665,14 +665,15 @@ class Writer:
             for call in message.tool_calls
             if call.id not in answered
         ]
-        # Stored events hold the text as streamed, JSON-escaped: what no database stores
-        # (an escaped NUL) is replaced, and past the longest a message may be it is cut,
-        # as a turn does with what its agent says (`Turn.said`).
-        text = storable_text(_unrecorded_text(events))
-        metadata: dict[str, Any] = {"status": status.value}
-        if len(text) > self.max_message_chars:
-            text, metadata["truncated"] = text[: self.max_message_chars], True
-        closing.append(ChatMessage.assistant(text, metadata=metadata))
+        # Stored events hold the text as streamed, JSON-escaped (an escaped NUL reads back
+        # as a NUL): it is recorded as a live turn records what its agent says.
+        closing.append(
+            model_message(
+                _unrecorded_text(events),
+                max_chars=self.max_message_chars,
+                metadata={"status": status.value},
+            )
+        )
         stored = self.append(
             conn,
             user_id,
@@ -686,7 +687,7 @@ class Writer:
         turn_messages = [*recorded, *stored]
         result = TurnResult(
             conversation_id=conversation_id,
-            response=text,
+            response=closing[-1].content,
             tool_calls=tool_call_records(turn_messages),
             message_ids=[m.id for m in turn_messages],
             turn_id=turn_id,

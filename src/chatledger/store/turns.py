@@ -221,11 +221,12 @@ class TurnStore:
             turn_id=turn_id,
             status=ending.status,
         )
-        last: tuple[str, Any] = ("done", result.to_record())
+        record = result.to_record()
+        last: tuple[str, Any] = ("done", record)
         if ending.error is not None:
             last = ("error", dict(ending.error))
         sent = numbered_events(turn_id, [*events, last], first_event_seq)
-        answer: tuple[int, Any] = (200, result.to_record())
+        answer: tuple[int, Any] = (200, record)
         if ending.error_status is not None:
             answer = (ending.error_status, ending.error)
         step = TurnStep(
