@@ -224,6 +224,24 @@ async def test_an_unexpected_failure_is_interrupted_and_its_key_never_runs_again
     assert len(await store.tasks.list("alice")) == 1
 
 
+async def lose_lease(store: SQLAlchemyStore, connector: Connector, conversation_id: str) -> None:
+    """Expire the running turn's lease and close the turn, as another replica would."""
+
+    def expire(conn: Any) -> None:
+        conn.execute(
+            text("UPDATE conversations SET lease_expires_at = '2000-01-01' WHERE id = :c"),
+            {"c": conversation_id},
+        )
+
+    # The turn renews its lease every 40 ms, and a renewal between the two statements
+    # revives it: as another replica would, try again until it finds the lease expired.
+    for _ in range(50):
+        await connector.write(expire)
+        if await store.turns.take_over("alice", conversation_id) is False:
+            return
+    pytest.fail("the lease was never found expired")
+
+
 async def test_a_turn_that_loses_its_lease_stops_and_records_nothing_more(
     store: SQLAlchemyStore, connector: Connector, make_service: Callable[..., ChatService]
 ) -> None:
@@ -235,27 +253,33 @@ async def test_a_turn_that_loses_its_lease_stops_and_records_nothing_more(
     conversation = await store.create_conversation("alice")
     running = asyncio.create_task(service.turn("alice", conversation.id, "go"))
     await reached.wait()
-
-    def expire(conn: Any) -> None:
-        conn.execute(
-            text("UPDATE conversations SET lease_expires_at = '2000-01-01' WHERE id = :c"),
-            {"c": conversation.id},
-        )
-
-    # The turn renews its lease every 40 ms, and a renewal between the two statements
-    # revives it: as another replica would, try again until it finds the lease expired.
-    for _ in range(50):
-        await connector.write(expire)
-        if await store.turns.take_over("alice", conversation.id) is False:
-            break
-    else:
-        pytest.fail("the lease was never found expired")
+    await lose_lease(store, connector, conversation.id)
     with pytest.raises(UnavailableError) as lost:
         await running
     assert lost.value.code == "turn_interrupted"
     history = await store.history("alice", conversation.id)
     assert_invariants(history)
     assert [m.metadata.get("status") for m in history] == [None, "interrupted"]
+
+
+async def test_a_turn_that_loses_its_lease_leaves_no_write_behind(
+    store: SQLAlchemyStore, connector: Connector, make_service: Callable[..., ChatService]
+) -> None:
+    # Text streamed just before the lease is found lost waits to be written in a batch:
+    # that write must not outlive the turn, or it would run against a pool closed under
+    # it (a connection the garbage collector finds checked out, as CI once did).
+    reached, release = asyncio.Event(), asyncio.Event()
+    agent = ScriptedAgent([Signal(reached), Block(release), Say("late"), Block(asyncio.Event())])
+    service = make_service(agent, lease_ttl=0.2)
+    conversation = await store.create_conversation("alice")
+    running = asyncio.create_task(service.turn("alice", conversation.id, "go"))
+    await reached.wait()
+    await lose_lease(store, connector, conversation.id)
+    release.set()
+    with pytest.raises(UnavailableError):
+        await running
+    await service.drain()
+    assert {task for task in asyncio.all_tasks() if task is not asyncio.current_task()} == set()
 
 
 async def test_a_running_turns_stream_can_be_followed_and_resumed(

@@ -379,12 +379,14 @@ class ChatService:
                 raise
             runner.uncancel()  # our own keep_alive's doing, not the caller's
             if turn.lease_lost:
+                await turn.abandon()
                 raise _lost() from None
         except ConflictError as error:
             if error.code != "lease_lost":
                 await asyncio.shield(self._close(turn, error))
                 raise
-            raise _lost() from error  # closed by someone else: nothing more to write
+            await turn.abandon()  # closed by someone else: nothing more to write
+            raise _lost() from error
         except BaseException as error:
             await asyncio.shield(self._close(turn, error))
             raise

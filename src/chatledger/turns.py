@@ -303,8 +303,7 @@ class Turn:
             ConflictError: `lease_lost`, the turn was closed by someone else already.
         """
         async with self._writing:
-            if self._flusher is not None:
-                self._flusher.cancel()
+            self._stop_flushing()
             # A tool still running when the turn ends (stopped, timed out) gets its result.
             closing_messages = [closing]
             named: list[tuple[str, Any]] = []
@@ -374,6 +373,21 @@ class Turn:
             if stop and not self.agent_done and not self.stopped:
                 self.stopped = True
                 agent_runner.cancel()
+
+    async def abandon(self) -> None:
+        """The turn was closed by someone else: the text it streamed since its last write
+        is never written (it could not be recorded any more), and no write of it is left
+        running after it."""
+        async with self._writing:
+            self._stop_flushing()
+
+    def _stop_flushing(self) -> None:
+        # Called holding `_writing`, so the batched write is asleep or waiting for the
+        # lock, never in the middle of a statement (which would cost the pool its
+        # connection).
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
 
     def stop_keeping_alive(self) -> None:
         """The turn has ended (or been given up): `keep_alive` returns at its next wake."""
