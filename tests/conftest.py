@@ -143,3 +143,23 @@ async def store(database_url: str) -> AsyncIterator[SQLAlchemyStore]:
     store = SQLAlchemyStore.from_url(database_url)
     yield store
     await store.close()
+
+
+# sse-starlette starts one watcher per event loop, for the loop's life, on purpose.
+_LOOP_LONG_TASKS: Final = frozenset({"_shutdown_watcher"})
+
+
+@pytest.fixture(autouse=True)
+async def _no_task_left_behind() -> AsyncIterator[None]:
+    """Fails a test that leaves a task of ours running: one caught in the middle of a
+    statement when the loop closes costs the pool its connection (CI once found one), and
+    any other is work nobody waits for."""
+    yield
+    await asyncio.sleep(0)  # tasks cancelled during teardown finish here
+    left = {
+        task
+        for task in asyncio.all_tasks()
+        if task is not asyncio.current_task()
+        and getattr(task.get_coro(), "__name__", None) not in _LOOP_LONG_TASKS
+    }
+    assert not left, f"tasks left running: {left}"
