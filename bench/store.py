@@ -449,6 +449,7 @@ class AsyncpgFloor(Floor):
 
     async def append(self, key: str, batch: list[MessageValues], search: list[str | None]) -> None:
         columns = [[str(uuid.uuid4()) for _ in batch], *map(list, zip(*batch, strict=True))]
+        columns[-1] = [str(tokens) for tokens in columns[-1]]  # as chatledger sends them
         params = {
             "user": USER_ID,
             "conversation": key,

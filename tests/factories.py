@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hypothesis import settings
 from sqlalchemy import Engine, event, text
@@ -78,38 +79,51 @@ def examples(count: int) -> int:
     return max(1, count * settings().max_examples // default)
 
 
-@contextmanager
-def count_statements(engine: Engine) -> Iterator[list[str]]:
-    """Collect the SQL statements sent through `engine` (BEGIN and PRAGMA not included)."""
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA")):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+@asynccontextmanager
+async def count_statements(engine: Engine) -> AsyncIterator[list[str]]:
+    """Collect the SQL statements sent through `engine`'s pool (BEGIN, COMMIT and PRAGMA
+    not included); the list is complete on leaving the block (see `_sent`)."""
+    async with _sent(engine) as sent:
+        yield (statements := [])
+    statements += [s for s in sent if not s.lstrip().upper().startswith(_NOT_STATEMENTS)]
 
 
-@contextmanager
-def count_round_trips(engine: Engine) -> Iterator[list[str]]:
-    """What a client sends through `engine`, one entry per round trip to the server: each
-    statement (its first words), and the BEGIN and COMMIT of a transaction. A connection
-    in autocommit (reads, `Connector.write_statement`) sends neither.
+@asynccontextmanager
+async def count_round_trips(engine: Engine) -> AsyncIterator[list[str]]:
+    """What a client sends through `engine`'s pool, one entry per round trip to the
+    server: each statement (its first words), and the BEGIN and COMMIT of a transaction.
+    A statement outside a transaction (reads, `Connector.fetch`) sends neither. The list
+    is complete on leaving the block (see `_sent`).
 
     Counted on a warm connection: the first use of a statement on a PostgreSQL connection
     also prepares it (one more round trip), which later uses skip.
     """
+    async with _sent(engine) as sent:
+        yield (trips := [])
+    trips += [" ".join(s.split()[:3]) for s in sent if not s.startswith("PRAGMA")]
+
+
+_NOT_STATEMENTS: Final = ("BEGIN", "COMMIT", "PRAGMA")
+
+
+@asynccontextmanager
+async def _sent(engine: Engine) -> AsyncIterator[list[str]]:
+    """Every statement sent through `engine`'s pool, and "BEGIN" and "COMMIT" where a
+    transaction begins and commits.
+
+    Statements of units of work are seen as SQLAlchemy runs them; those `Connector.fetch`
+    sends on the asyncpg connection itself, by asyncpg's query logger on each connection
+    the pool lends out. asyncpg calls its loggers soon after, not during, a statement: the
+    list is complete once the loop has run them, on leaving the block.
+    """
     sent: list[str] = []
+    logged: list[Any] = []
 
     def transacts(conn: Any) -> bool:
         return bool(conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT")
 
     def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
-        sent.append(" ".join(text.split()[:3]))
+        sent.append(text)
 
     def begin(conn: Any) -> None:
         if transacts(conn):
@@ -119,14 +133,31 @@ def count_round_trips(engine: Engine) -> Iterator[list[str]]:
         if transacts(conn):
             sent.append("COMMIT")
 
+    def query(record: Any) -> None:
+        # asyncpg logs the BEGIN and COMMIT that SQLAlchemy sends too: counted above.
+        if record.query.split()[0].rstrip(";") not in ("BEGIN", "COMMIT", "ROLLBACK"):
+            sent.append(record.query)
+
+    def lent(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        # asyncpg's connection, under SQLAlchemy's adapter; sqlite3's has no logger.
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is not None and driver not in logged:
+            driver.add_query_logger(query)
+            logged.append(driver)
+
     listeners = {"before_cursor_execute": statement, "begin": begin, "commit": commit}
     for name, listener in listeners.items():
         event.listen(engine, name, listener)
+    event.listen(engine.pool, "checkout", lent)
     try:
         yield sent
+        await asyncio.sleep(0)
     finally:
+        event.remove(engine.pool, "checkout", lent)
         for name, listener in listeners.items():
             event.remove(engine, name, listener)
+        for driver in logged:
+            driver.remove_query_logger(query)
 
 
 def tool_exchange(call_id: str, name: str = "add_task", result: str = "{}") -> list[ChatMessage]:

@@ -91,7 +91,7 @@ async def test_a_turn_costs_the_same_at_100_000_messages_as_at_100(
         statements = {}
         for conversation_id in (short, long):
             store.rows_read.clear()
-            with count_statements(store.sync_engine) as sent:
+            async with count_statements(store.sync_engine) as sent:
                 await measured.turn("alice", conversation_id, "how long is this?")
             statements[conversation_id] = (len(sent), tuple(store.rows_read))
 
@@ -144,6 +144,7 @@ async def test_summaries_fold_each_message_in_exactly_once(store: SQLAlchemyStor
     assert len(listed) + elided == len(folded), "a folded task is missing from the summary"
     assert summary.token_count < 400  # bounded, whatever the length of the conversation
     answer = await service.turn("alice", conversation_id, "what did I add earlier?")
+    await service.drain()  # the summary this turn folds in the background
     assert "errand 1" in answer.response
     assert "errand 2" in answer.response
 

@@ -375,7 +375,7 @@ async def test_reading_a_branch_costs_the_same_at_any_depth(store: SQLAlchemySto
                 [ChatMessage.user(str(n)) for n in range(start, min(length, start + 2_000))],
             )
         await turn(store, conversation.id, "deep edit", "ok", branch=Branch(length - 9, edit=True))
-        with count_statements(store.sync_engine) as sent:
+        async with count_statements(store.sync_engine) as sent:
             window = await store.history("alice", conversation.id, limit=50)
             _, context = await store.load_context("alice", conversation.id, limit=50)
         assert len(window) == len(context) == 50

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from chatledger.domain import ChatMessage
 from chatledger.errors import UnavailableError
 from chatledger.store import SQLAlchemyStore, connect, engine
 
@@ -116,5 +117,42 @@ async def test_a_statement_cut_short_by_a_shutdown_is_unavailable(
         await terminate_backends(postgres_url)
         with pytest.raises(UnavailableError):
             await running
+    finally:
+        await db.close()
+
+
+async def test_a_terminated_pool_fails_one_statement_on_the_driver_then_recovers(
+    pg_store: SQLAlchemyStore,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    user: str,
+) -> None:
+    # The hot statements go to asyncpg's connection itself (`Connector.fetch`), past
+    # SQLAlchemy's handling of a disconnect: the first to find the server gone must take
+    # the pool's other connections with it, as SQLAlchemy's own statements do.
+    monkeypatch.setattr(engine, "IDLE_BEFORE_PING", 3600.0)
+    conversation = await pg_store.create_conversation(user)
+    await pg_store.append(user, conversation.id, [ChatMessage.user("hello")])
+    # Five connections in the pool, all in steady use (so never pinged).
+    await asyncio.gather(*(pg_store.history(user, conversation.id) for _ in range(5)))
+    assert await terminate_backends(postgres_url) >= 5
+    with pytest.raises(UnavailableError):
+        await pg_store.history(user, conversation.id)
+    for _ in range(5):
+        assert [m.content for m in await pg_store.history(user, conversation.id)] == ["hello"]
+
+
+async def test_a_wrong_statement_on_the_driver_is_a_bug_not_an_outage(postgres_url: str) -> None:
+    # Neither the server refusing a statement nor asyncpg refusing its arguments says
+    # anything about the database being there: they are raised as they are, and the
+    # connection, still good, goes back to the pool.
+    db = connect(postgres_url)
+    try:
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await db.fetch(engine.Statement("SELECT 1 / :zero"), {"zero": 0})
+        with pytest.raises(asyncpg.DataError):
+            await db.fetch(engine.Statement("SELECT :n::integer"), {"n": "not a number"})
+        assert db.sync_engine.pool.checkedin() == 1  # neither thrown away
+        assert await db.fetch(engine.Statement("SELECT :n::integer"), {"n": 7}) == [(7,)]
     finally:
         await db.close()

@@ -23,7 +23,7 @@ async def test_an_append_is_one_round_trip_whatever_its_size(store: SQLAlchemySt
     await store.append("alice", conversation.id, [ChatMessage.user("warm")])
     for size in (1, 4, 100):
         batch = [ChatMessage.user(f"m{i}") for i in range(size)]
-        with count_round_trips(store.sync_engine) as sent:
+        async with count_round_trips(store.sync_engine) as sent:
             await store.append("alice", conversation.id, batch)
         assert sent == ["WITH reserved AS"]
 
@@ -32,7 +32,7 @@ async def test_a_read_of_the_latest_messages_is_one_round_trip(store: SQLAlchemy
     conversation = await store.create_conversation("alice")
     await store.append("alice", conversation.id, [ChatMessage.user(str(n)) for n in range(80)])
     await store.history("alice", conversation.id, limit=50)
-    with count_round_trips(store.sync_engine) as sent:
+    async with count_round_trips(store.sync_engine) as sent:
         latest = await store.history("alice", conversation.id, limit=50)
     assert len(latest) == 50
     assert sent == ["SELECT m.seq, m.id,"]
@@ -60,7 +60,7 @@ async def test_a_turn_with_a_tool_call_sends_exactly_its_transcript(
     service = ChatService(store, agent)
     try:
         first = await service.turn("alice", None, "add buy milk")  # warms the connections
-        with count_round_trips(store.sync_engine) as sent:
+        async with count_round_trips(store.sync_engine) as sent:
             await service.turn("alice", first.conversation_id, "add buy milk")
     finally:
         await service.drain()

@@ -5,7 +5,10 @@ The store writes each operation as one synchronous function over a SQLAlchemy
 database). A connector runs units:
 
 - `AsyncConnector` (PostgreSQL, asyncpg): the unit runs in a greenlet via
-  `AsyncConnection.run_sync`; every statement is non-blocking network I/O.
+  `AsyncConnection.run_sync`; every statement is non-blocking network I/O. The hot path's
+  single statements (`Connector.fetch`) skip the unit: they go to the asyncpg connection
+  SQLAlchemy's pool lends, and this module does for them what SQLAlchemy does for its
+  own statements when the database goes away (`_broken`, `_Pings`).
 - `SQLiteConnector`: the unit runs in a worker thread on the standard library's sqlite3
   driver. SQLite has no network to wait on; aiosqlite is also sqlite3 in a thread, but
   hops to its thread for every statement (and SQLAlchemy's adapter over it for every
@@ -18,16 +21,26 @@ database). A connector runs units:
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine as create_sync_engine, event, exc
+import asyncpg
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    create_engine as create_sync_engine,
+    event,
+    exc,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -35,7 +48,14 @@ from sqlalchemy.schema import Table
 
 from chatledger.errors import UnavailableError
 
-__all__ = ["AsyncConnector", "Connector", "SQLiteConnector", "connect", "normalize_url"]
+__all__ = [
+    "AsyncConnector",
+    "Connector",
+    "SQLiteConnector",
+    "Statement",
+    "connect",
+    "normalize_url",
+]
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
@@ -72,9 +92,10 @@ def connect(url: str | URL, **engine_options: Any) -> Connector:
     engine_options.setdefault("max_overflow", 10)
     engine = create_async_engine(parsed, **engine_options)
     event.listen(engine.sync_engine, "handle_error", _outage_is_a_disconnect)
-    event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
-    event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
-    return AsyncConnector(engine)
+    pings = _Pings()
+    event.listen(engine.sync_engine.pool, "checkin", pings.returned)
+    event.listen(engine.sync_engine.pool, "checkout", pings.lending)
+    return AsyncConnector(engine, pings=pings)
 
 
 # SQLSTATEs that mean "the server is going away or not taking connections" rather than
@@ -104,19 +125,39 @@ def _outage_is_a_disconnect(context: Any) -> None:
         context.is_disconnect = True
 
 
-def _note_checkin(dbapi_connection: Any, record: Any) -> None:
-    record.info["idle_since"] = time.monotonic()
+def _broken(error: Exception) -> bool:
+    """Whether an error from asyncpg means its connection can no longer be trusted (the
+    server gone or going away, the socket closed, the protocol out of step, as when the
+    server ended an idle connection), rather than that the statement or its arguments
+    were wrong."""
+    if isinstance(error, asyncpg.PostgresError):  # arguments it cannot encode are one too
+        return _sqlstate(error).startswith(_OUTAGE_STATES)
+    return isinstance(error, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError)
 
 
-def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    idle_since = record.info.get("idle_since")
-    if idle_since is None or time.monotonic() - idle_since < IDLE_BEFORE_PING:
-        return
-    try:
-        dbapi_connection.ping()
-    except Exception as error:
-        # The pool discards this connection and checks out (or opens) another.
-        raise exc.DisconnectionError("a pooled connection did not answer a ping") from error
+class _Pings:
+    """Which pooled connections are pinged before they are lent: those idle for a while
+    (`IDLE_BEFORE_PING`), and every one that was in the pool when a statement sent on the
+    driver (`AsyncConnector.fetch`) found the database gone. SQLAlchemy discards the whole
+    pool when one of its own statements does; those on the driver it never sees."""
+
+    def __init__(self) -> None:
+        self.outage_at = -math.inf  # time.monotonic() of the last outage seen on the driver
+
+    def returned(self, dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def lending(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None:  # just opened
+            return
+        if idle_since > self.outage_at and time.monotonic() - idle_since < IDLE_BEFORE_PING:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            # The pool discards this connection and checks out (or opens) another.
+            raise exc.DisconnectionError("a pooled connection did not answer a ping") from error
 
 
 @contextmanager
@@ -130,6 +171,41 @@ def database_errors() -> Iterator[None]:
         if _is_outage(error):
             raise UnavailableError("the database is unavailable") from error
         raise
+
+
+class Statement:
+    """SQL written with named parameters (`:name`), as each driver takes it: SQLite's
+    `sqlite3` takes the names; asyncpg takes `$1`, `$2`, … and exactly the parameters the
+    statement uses, so each name is numbered where it first appears."""
+
+    def __init__(self, text: str) -> None:
+        self.sqlite = text
+        self.names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match[1] not in self.names:
+                self.names.append(match[1])
+            return f"${self.names.index(match[1]) + 1}"
+
+        # Not a cast (`::text`): a name follows a single colon.
+        self.postgresql = re.sub(r"(?<![:\w]):([a-z_]+)", number, text)
+
+    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """`params` as asyncpg takes them."""
+        return tuple(params[name] for name in self.names)
+
+    def run(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult[*tuple[Any, ...]]:
+        """Run in the unit of work `conn` is in, through the driver's own SQL (not
+        compiled by SQLAlchemy)."""
+        if conn.dialect.name == "sqlite":
+            return conn.exec_driver_sql(self.sqlite, dict(params))
+        return conn.exec_driver_sql(self.postgresql, self.args(params))
+
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(self.sqlite, [dict(row) for row in rows])
+        else:
+            conn.exec_driver_sql(self.postgresql, [self.args(row) for row in rows])
 
 
 class Connector(ABC):
@@ -156,11 +232,28 @@ class Connector(ABC):
     bound: bool = False
     """Whether this connector is bound to one open transaction (`transaction()`)."""
 
-    async def write_statement(self, work: Work[T]) -> T:
-        """A unit of work that is one statement, atomic by itself: where the database
-        lets it, without a transaction around it (on PostgreSQL, one round trip instead
-        of three: no BEGIN, no COMMIT)."""
-        return await self.write(work)
+    async def fetch(
+        self, statement: Statement, params: Mapping[str, Any], *, writes: bool = False
+    ) -> Sequence[Sequence[Any]]:
+        """One statement, atomic by itself, and its rows: a read, or (`writes`) a write
+        that commits by itself.
+
+        On PostgreSQL outside a transaction it is sent on the driver's connection, as it
+        comes from the pool: without BEGIN or COMMIT (one round trip instead of three),
+        and without SQLAlchemy's execution and result machinery, which costs more than
+        the database does on these statements (docs/benchmarks.md). Elsewhere it is a
+        unit of work like any other.
+
+        Raises:
+            UnavailableError: the database cannot be reached.
+            Exception: what the driver raises for a wrong statement (asyncpg's own
+                errors on that path, not SQLAlchemy's): a bug.
+        """
+
+        def unit(conn: Connection) -> Sequence[Sequence[Any]]:
+            return statement.run(conn, params).all()
+
+        return await (self.write(unit) if writes else self.read(unit))
 
     @abstractmethod
     def transaction(self) -> Any:
@@ -182,8 +275,15 @@ class Connector(ABC):
 class AsyncConnector(Connector):
     """Units of work on an `AsyncEngine` (PostgreSQL with asyncpg)."""
 
-    def __init__(self, engine: AsyncEngine, connection: AsyncConnection | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        connection: AsyncConnection | None = None,
+        *,
+        pings: _Pings | None = None,
+    ) -> None:
         self.engine = engine
+        self._pings = pings or _Pings()
         self.dialect = engine.dialect.name
         self._connection = connection
         self.bound = connection is not None
@@ -209,8 +309,30 @@ class AsyncConnector(Connector):
             async with self._reader.connect() as connection:
                 return await connection.run_sync(work)
 
-    # One statement commits by itself on the autocommit connections reads use.
-    write_statement = read
+    async def fetch(
+        self, statement: Statement, params: Mapping[str, Any], *, writes: bool = False
+    ) -> Sequence[Sequence[Any]]:
+        if self._connection is not None:
+            return await super().fetch(statement, params, writes=writes)
+        with database_errors():
+            async with self._writer.connect() as connection:
+                pooled = await connection.get_raw_connection()
+                driver: asyncpg.Connection = pooled.driver_connection
+                try:
+                    # Outside a transaction asyncpg commits each statement by itself.
+                    rows: list[asyncpg.Record] = await driver.fetch(
+                        statement.postgresql, *statement.args(params)
+                    )
+                    return rows
+                except Exception as error:
+                    if not _broken(error):
+                        raise  # the statement or its arguments are wrong: a bug
+                    # As SQLAlchemy does with its own statements (`_outage_is_a_disconnect`):
+                    # the connection is thrown away, not given back to fail again, and its
+                    # pool-mates are pinged before their next use.
+                    self._pings.outage_at = time.monotonic()
+                    await connection.invalidate()
+                    raise UnavailableError("the database is unavailable") from error
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connector]:
@@ -219,7 +341,7 @@ class AsyncConnector(Connector):
             return
         with database_errors():
             async with self._writer.begin() as connection:
-                yield AsyncConnector(self.engine, connection)
+                yield AsyncConnector(self.engine, connection, pings=self._pings)
 
     async def scrub(self) -> None:
         # PostgreSQL's deleted rows stay in their pages until (auto)vacuum reuses them,

@@ -3,13 +3,14 @@
 These are the two statements of an agent session's turn (`ChatLedgerSession`, the `/v1`
 Conversations API: read the latest items, add the new ones), of every history read, and
 the writes of a chat turn (its start, each tool step, its end: `ledger.Writer`) and its
-context read. They are sent as the driver's own SQL (`Connection.exec_driver_sql`, in the
-same unit of work): not compiled, and their rows not processed, by SQLAlchemy, whose
-statement and result machinery cost more than the database does (docs/benchmarks.md,
-"Issue 13"); errors and events stay SQLAlchemy's. Everything else, and every case these
-leave to it (a conversation that is missing or held by a turn, a window that reaches past
-the head's run), goes through SQLAlchemy Core in `ledger.py`; the store's suite runs
-through both.
+context read. They are sent as the driver's own SQL (`engine.Statement`), not compiled by
+SQLAlchemy, whose statement and result machinery cost more than the database does
+(docs/benchmarks.md, "Issue 13"). On PostgreSQL, outside a transaction, each is sent on
+the asyncpg connection itself (`Connector.fetch`), SQLAlchemy only lending it from its
+pool; in a transaction, and on SQLite, through `Connection.exec_driver_sql` in the unit of
+work. Everything else, and every case these leave to it (a conversation that is missing
+or held by a turn, a window that reaches past the head's run), goes through SQLAlchemy
+Core in `ledger.py`; the store's suite runs through both.
 
 - The append is an UPDATE of the conversation that reserves the seqs (and takes, keeps or
   gives up its lease, as `use` says: `_LEASE_USES`) and the messages' and search
@@ -25,23 +26,24 @@ through both.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
 
-from sqlalchemy import Connection, CursorResult
+from sqlalchemy import Connection
 
 from chatledger.domain import MAX_JSON_DEPTH, Message, Role, StreamEvent, Summary, ToolCall
 from chatledger.store.core import MAX_BIGINT, LeaseUse, readable_metadata
+from chatledger.store.engine import Connector, Statement
 from chatledger.store.schema import utc_of_text
 from chatledger.store.search import document_of, index_body, row_keys
 
 __all__ = [
     "TurnEnd",
     "TurnStep",
+    "append_alone",
     "append_batch",
     "append_statement_pg",
     "read_context_run",
@@ -65,17 +67,14 @@ WHERE c.user_id = {user} AND c.id = {conversation}
 ORDER BY m.seq DESC
 LIMIT {limit}
 """
-_HEAD_RUN_PG: Final = (
-    # JSON as its text: decoded here, where its depth is known to be small without a walk.
-    "SELECT "
-    + _COLUMNS.replace("m.tool_calls", "m.tool_calls::text").replace(
-        "m.metadata", "m.metadata::text"
-    )
-    + _HEAD_RUN_WHERE.format(after="$3", before="$4", user="$1", conversation="$2", limit="$5")
+# JSON as its text on both databases (SQLite stores it so already): decoded here, where
+# its depth is known to be small without a walk.
+_COLUMNS_AS_TEXT: Final = _COLUMNS.replace("m.tool_calls", "CAST(m.tool_calls AS TEXT)").replace(
+    "m.metadata", "CAST(m.metadata AS TEXT)"
 )
-_HEAD_RUN_SQLITE: Final = (
+_HEAD_RUN: Final = Statement(
     "SELECT "
-    + _COLUMNS
+    + _COLUMNS_AS_TEXT
     + _HEAD_RUN_WHERE.format(
         after=":after", before=":before", user=":user", conversation=":conversation", limit=":limit"
     )
@@ -116,37 +115,10 @@ def _reserve(use: LeaseUse) -> str:
 """
 
 
-class _Statement:
-    """SQL written with named parameters (`:name`), as each driver takes it: SQLite's
-    `sqlite3` takes the names; asyncpg takes `$1`, `$2`, … and exactly the parameters the
-    statement uses, so each name is numbered where it first appears."""
-
-    def __init__(self, text: str) -> None:
-        self.sqlite = text
-        self.names: list[str] = []
-
-        def number(match: re.Match[str]) -> str:
-            if match[1] not in self.names:
-                self.names.append(match[1])
-            return f"${self.names.index(match[1]) + 1}"
-
-        # Not a cast (`::text`): a name follows a single colon.
-        self.postgresql = re.sub(r"(?<![:\w]):([a-z_]+)", number, text)
-
-    def run(self, conn: Connection, params: dict[str, Any]) -> CursorResult[*tuple[Any, ...]]:
-        if conn.dialect.name == "sqlite":
-            return conn.exec_driver_sql(self.sqlite, params)
-        return conn.exec_driver_sql(self.postgresql, tuple(params[n] for n in self.names))
-
-    def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql(self.sqlite, rows)
-        else:
-            conn.exec_driver_sql(self.postgresql, [tuple(r[n] for n in self.names) for r in rows])
-
-
 # The append on PostgreSQL, after the reservation: the batch comes as one array per
-# column, and each message's seq and parent follow from its place in it.
+# column, and each message's seq and parent follow from its place in it. Every array is
+# text: asyncpg has text[] built in, but looks an integer array's type up in the catalog
+# on each new connection (three more round trips, on every connection the pool opens).
 _APPEND_PG: Final = """),
 batch AS (
     SELECT r.first_seq + b.ord - 1 AS seq,
@@ -155,11 +127,11 @@ batch AS (
                 ELSE r.head_run_parent END AS parent_seq,
            r.head_run_start AS run_start,
            b.id, b.role, b.content, b.tool_calls, b.tool_call_id, b.name, b.metadata,
-           b.token_count, b.document
+           b.token_count::integer AS token_count, b.document
     FROM reserved AS r,
          unnest(:ids::text[], :roles::text[], :contents::text[], :tool_calls::text[],
                 :tool_call_ids::text[], :names::text[], :metadata::text[],
-                :token_counts::integer[], :documents::text[])
+                :token_counts::text[], :documents::text[])
            WITH ORDINALITY AS b(id, role, content, tool_calls, tool_call_id, name, metadata,
                                 token_count, document, ord)
 ),
@@ -209,11 +181,11 @@ INSERT INTO turn_events (user_id, conversation_id, turn_id, seq, name, data, cre
 VALUES (:user, :conversation, :turn, :seq, :name, :data, :now)
 """
 _SEPARATE: Final = {
-    "start": _Statement(_START_TURN),
-    "link": _Statement(_LINK_KEY),
-    "end": _Statement(_END_TURN),
-    "answer": _Statement(_ANSWER_KEY),
-    "events": _Statement(_ADD_EVENTS),
+    "start": Statement(_START_TURN),
+    "link": Statement(_LINK_KEY),
+    "end": Statement(_END_TURN),
+    "answer": Statement(_ANSWER_KEY),
+    "events": Statement(_ADD_EVENTS),
 }
 _STEP_PG: Final = {
     "start": """,
@@ -238,9 +210,9 @@ answered AS ("""
     "events": """,
 evented AS (
     INSERT INTO turn_events (user_id, conversation_id, turn_id, seq, name, data, created_at)
-    SELECT :user, :conversation, :turn, e.seq, e.name, e.data, :now
-    FROM reserved, unnest(:event_seqs::integer[], :event_names::text[], :event_data::text[])
-                     AS e(seq, name, data)
+    SELECT :user, :conversation, :turn, :first_event + e.ord - 1, e.name, e.data, :now
+    FROM reserved, unnest(:event_names::text[], :event_data::text[])
+                     WITH ORDINALITY AS e(name, data, ord)
 )""",
 }
 
@@ -292,9 +264,9 @@ class TurnStep:
 
 
 @cache
-def _append_statement(use: LeaseUse, starts: bool, ends: bool, events: bool) -> _Statement:
+def _append_statement(use: LeaseUse, starts: bool, ends: bool, events: bool) -> Statement:
     wanted = {"start": starts, "end": ends, "events": events}
-    return _Statement(
+    return Statement(
         "WITH reserved AS ("
         + _reserve(use)
         + _APPEND_PG
@@ -380,8 +352,8 @@ def _message(conversation_id: str, row: Sequence[Any], created_at: datetime) -> 
     )
 
 
-def read_head_run(
-    conn: Connection,
+async def read_head_run(
+    db: Connector,
     user_id: str,
     conversation_id: str,
     *,
@@ -397,30 +369,29 @@ def read_head_run(
         nothing of the head's run in the window): `ledger.read_path` from the head says
         which.
     """
-    before = MAX_BIGINT if before is None else before
-    if conn.dialect.name == "sqlite":
-        params: Any = {
-            "user": user_id,
-            "conversation": conversation_id,
-            "after": after,
-            "before": before,
-            "limit": limit,
-        }
-        rows = conn.exec_driver_sql(_HEAD_RUN_SQLITE, params).all()
-        messages = [_message(conversation_id, row, utc_of_text(row[9])) for row in rows]
-    else:
-        params = (user_id, conversation_id, after, before, limit)
-        rows = conn.exec_driver_sql(_HEAD_RUN_PG, params).all()
-        messages = [_message(conversation_id, row, row[9]) for row in rows]
+    params = {
+        "user": user_id,
+        "conversation": conversation_id,
+        "after": after,
+        "before": MAX_BIGINT if before is None else before,
+        "limit": limit,
+    }
+    rows = await db.fetch(_HEAD_RUN, params)
     if not rows:
         return None
-    return messages, rows[0][11], rows[0][12]
+    return _messages(db, conversation_id, rows), rows[0][11], rows[0][12]
+
+
+def _messages(db: Connector, conversation_id: str, rows: Sequence[Sequence[Any]]) -> list[Message]:
+    if db.dialect == "sqlite":
+        return [_message(conversation_id, row, utc_of_text(row[9])) for row in rows]
+    return [_message(conversation_id, row, row[9]) for row in rows]
 
 
 # A turn's context from the head's run: its newest summary in that run (if any), and the
 # newest `limit` messages after it. No row when there is no head, or no message after
 # the summary: `SQLAlchemyStore.load_context` reads those cases, and earlier runs.
-_CONTEXT_RUN: Final = _Statement(
+_CONTEXT_RUN: Final = Statement(
     """
 WITH head AS (
     SELECT user_id, id, head_seq, head_run_start, head_run_parent FROM conversations
@@ -435,10 +406,7 @@ summary AS (
     LIMIT 1
 )
 SELECT """
-    # JSON as its text on both databases (SQLite stores it so already).
-    + _COLUMNS.replace("m.tool_calls", "CAST(m.tool_calls AS TEXT)").replace(
-        "m.metadata", "CAST(m.metadata AS TEXT)"
-    )
+    + _COLUMNS_AS_TEXT
     + """, s.upto_seq, s.content, s.token_count, s.updated_at
 FROM head AS c
 LEFT JOIN summary AS s ON 1 = 1
@@ -452,8 +420,8 @@ LIMIT :limit
 )
 
 
-def read_context_run(
-    conn: Connection, user_id: str, conversation_id: str, *, limit: int
+async def read_context_run(
+    db: Connector, user_id: str, conversation_id: str, *, limit: int
 ) -> tuple[list[Message], Summary | None, int | None] | None:
     """What a turn's context takes from the head's run, in one statement: the newest
     `limit` messages after the run's newest summary (newest first), that summary, and
@@ -465,21 +433,17 @@ def read_context_run(
         no message after the summary.
     """
     params = {"user": user_id, "conversation": conversation_id, "limit": limit}
-    rows = _CONTEXT_RUN.run(conn, params).all()
+    rows = await db.fetch(_CONTEXT_RUN, params)
     if not rows:
         return None
-    sqlite = conn.dialect.name == "sqlite"
-    messages = [
-        _message(conversation_id, row, utc_of_text(row[9]) if sqlite else row[9]) for row in rows
-    ]
     upto_seq, content, token_count, updated_at = rows[0][13:17]
     summary = None
     if upto_seq is not None:
-        updated = utc_of_text(updated_at) if sqlite else updated_at
+        updated = utc_of_text(updated_at) if db.dialect == "sqlite" else updated_at
         summary = Summary(
             upto_seq=upto_seq, content=content, token_count=token_count, updated_at=updated
         )
-    return messages, summary, rows[0][12]
+    return _messages(db, conversation_id, rows), summary, rows[0][12]
 
 
 def append_batch(
@@ -496,10 +460,8 @@ def append_batch(
 ) -> tuple[int, int, int | None] | None:
     """Reserve seqs for `batch` (messages not numbered yet) at the head of a conversation,
     doing with its lease what `use` says, and store them with their search entries and
-    the records of the turn `step` they belong to (if any), all or none.
-
-    On PostgreSQL this is one statement, atomic by itself: run it outside a transaction
-    (`Connector.write_statement`), or in one that has already begun.
+    the records of the turn `step` they belong to (if any), all or none, in the unit of
+    work `conn` is in (`append_alone` is the same as a unit of its own).
 
     Returns:
         The first seq, the run the batch continues and that run's parent; None, with
@@ -507,6 +469,44 @@ def append_batch(
         `use` needs it (held by a turn, live or dead; not held by `lease_id`):
         `ledger.Writer.append` says which, and closes a dead turn first.
     """
+    params = _append_params(user_id, conversation_id, batch, now, lease_id, lease_expires_at, step)
+    if conn.dialect.name == "sqlite":
+        return _append_sqlite(conn, params, batch, use, step)
+    statement = _append_pg(params, batch, use, step)
+    return _reserved(statement.run(conn, params).all())
+
+
+async def append_alone(
+    db: Connector,
+    user_id: str,
+    conversation_id: str,
+    batch: Sequence[Message],
+    *,
+    now: datetime,
+    use: LeaseUse = LeaseUse.NONE,
+    lease_id: str | None = None,
+    lease_expires_at: datetime | None = None,
+    step: TurnStep | None = None,
+) -> tuple[int, int, int | None] | None:
+    """`append_batch` as a unit of work by itself: on PostgreSQL one statement, atomic by
+    itself, which outside a transaction `Connector.fetch` sends on the driver without
+    BEGIN or COMMIT (one round trip)."""
+    params = _append_params(user_id, conversation_id, batch, now, lease_id, lease_expires_at, step)
+    if db.dialect == "sqlite":
+        return await db.write(lambda conn: _append_sqlite(conn, params, batch, use, step))
+    statement = _append_pg(params, batch, use, step)
+    return _reserved(await db.fetch(statement, params, writes=True))
+
+
+def _append_params(
+    user_id: str,
+    conversation_id: str,
+    batch: Sequence[Message],
+    now: datetime,
+    lease_id: str | None,
+    lease_expires_at: datetime | None,
+    step: TurnStep | None,
+) -> dict[str, Any]:
     params: dict[str, Any] = {
         "user": user_id,
         "conversation": conversation_id,
@@ -517,24 +517,33 @@ def append_batch(
     }
     if step is not None:
         params.update(step.params())
-    if conn.dialect.name == "sqlite":
-        return _append_sqlite(conn, params, batch, use, step)
+    return params
+
+
+def _append_pg(
+    params: dict[str, Any], batch: Sequence[Message], use: LeaseUse, step: TurnStep | None
+) -> Statement:
+    """The append's one statement on PostgreSQL, its batch (and the step's events) added
+    to `params` as one array per column."""
     arrays: list[list[Any]] = [[] for _ in _PG_ARRAYS]
     for m in batch:
         for array, value in zip(arrays, (*_values(m), document_of(m)), strict=True):
             array.append(value)
     params.update(zip(_PG_ARRAYS, arrays, strict=True))
+    params["token_counts"] = [None if n is None else str(n) for n in params["token_counts"]]
     if step is not None:
-        seqs, names, data = _event_columns(step)
-        params.update(event_seqs=seqs, event_names=names, event_data=data)
-    statement = _append_statement(
+        _, names, data = _event_columns(step)
+        params.update(first_event=step.first_event, event_names=names, event_data=data)
+    return _append_statement(
         use,
         starts=step is not None and step.starts,
         ends=step is not None and step.ends is not None,
         events=step is not None and bool(step.events),
     )
-    reserved = statement.run(conn, params).first()
-    return None if reserved is None else (reserved[0], reserved[1], reserved[2])
+
+
+def _reserved(rows: Sequence[Sequence[Any]]) -> tuple[int, int, int | None] | None:
+    return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
 
 def write_step(

@@ -40,7 +40,8 @@ from chatledger.domain import (
 from chatledger.errors import ConflictError, NotFoundError, ValidationError
 from chatledger.storage import event_id, new_id
 from chatledger.store.core import AnyRow, LeaseUse, readable_metadata
-from chatledger.store.hot import TurnStep, append_batch
+from chatledger.store.engine import Connector
+from chatledger.store.hot import TurnStep, append_alone, append_batch
 from chatledger.store.schema import (
     conversations,
     idempotency_keys,
@@ -462,9 +463,9 @@ class Writer:
         checked = [check_new_message(m, max_chars=self.max_message_chars) for m in messages]
         return [(m, new_id(), count_message_tokens(m, self.token_counter)) for m in checked]
 
-    def try_append(
+    async def try_append(
         self,
-        conn: Connection,
+        db: Connector,
         user_id: str,
         conversation_id: str,
         prepared: Sequence[tuple[ChatMessage, str, int]],
@@ -475,13 +476,13 @@ class Writer:
         lease_expires_at: datetime | None = None,
         step: TurnStep | None = None,
     ) -> list[Message] | None:
-        """`append` as one statement on PostgreSQL (`hot.append_batch`), run outside a
-        transaction with `Connector.write_statement`: None, with nothing stored, where
-        the conversation is missing or its lease is not as `use` needs it, which
-        `append`, in a transaction, says and (for a dead turn's lease) mends."""
+        """`append` as a unit of work of its own, on PostgreSQL one statement
+        (`hot.append_alone`): None, with nothing stored, where the conversation is
+        missing or its lease is not as `use` needs it, which `append`, in a transaction,
+        says and (for a dead turn's lease) mends."""
         batch = [unnumbered(conversation_id, m, i, t, now) for m, i, t in prepared]
-        reserved = append_batch(
-            conn, user_id, conversation_id, batch, now=now,
+        reserved = await append_alone(
+            db, user_id, conversation_id, batch, now=now,
             use=use, lease_id=lease_id, lease_expires_at=lease_expires_at, step=step,
         )  # fmt: skip
         return None if reserved is None else numbered(batch, *reserved)
@@ -512,12 +513,14 @@ class Writer:
             ConflictError: `conversation_busy` (a live turn holds the lease, with
                 `retry_after`), or `lease_lost` (`use` needs a lease no longer held).
         """
+        batch = [unnumbered(conversation_id, m, i, t, now) for m, i, t in prepared]
 
         def attempt() -> list[Message] | None:
-            return self.try_append(
-                conn, user_id, conversation_id, prepared, now=now,
+            reserved = append_batch(
+                conn, user_id, conversation_id, batch, now=now,
                 use=use, lease_id=lease_id, lease_expires_at=lease_expires_at, step=step,
             )  # fmt: skip
+            return None if reserved is None else numbered(batch, *reserved)
 
         stored = attempt()
         if stored is None:

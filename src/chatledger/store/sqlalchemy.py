@@ -615,10 +615,8 @@ class SQLAlchemyStore:
     ) -> list[Message] | None:
         """An append outside any turn on the hot path (`chatledger.store.hot`); None, with
         nothing stored, where that path leaves it to `Writer.append`."""
-        return await self._db.write_statement(
-            lambda conn: self._writer.try_append(
-                conn, user_id, conversation_id, prepared, now=utcnow()
-            )
+        return await self._writer.try_append(
+            self._db, user_id, conversation_id, prepared, now=utcnow()
         )
 
     async def request_stop(self, user_id: str, conversation_id: str) -> bool:
@@ -695,24 +693,24 @@ class SQLAlchemyStore:
                     raise ValidationError(f"{name} must be an integer", field=name)
                 bounds[name] = max(min(bound, MAX_BIGINT), -MAX_BIGINT)
 
-        def work(conn: Connection) -> list[Message]:
-            key = {"user": user_id, "conversation": conversation_id}
-            after = max(bounds.get("after_seq", 0), 0)
-            if leaf is None and not oldest_first:
-                # The head's run in one statement on the driver; the runs before it, if
-                # the window reaches them, one range scan each.
-                found = read_head_run(
-                    conn,
-                    user_id,
-                    conversation_id,
-                    limit=limit,
-                    after=after,
-                    before=bounds.get("before_seq"),
-                )
-                if found is not None:
-                    newest, run_start, run_parent = found
-                    if len(newest) < limit and run_start > after + 1 and run_parent is not None:
-                        earlier = read_path(
+        after = max(bounds.get("after_seq", 0), 0)
+        if leaf is None and not oldest_first:
+            # The head's run in one statement on the driver; the runs before it, if the
+            # window reaches them, one range scan each. Each run is written once and
+            # never changes, so reading them apart reads what reading them together would.
+            found = await read_head_run(
+                self._db,
+                user_id,
+                conversation_id,
+                limit=limit,
+                after=after,
+                before=bounds.get("before_seq"),
+            )
+            if found is not None:
+                newest, run_start, run_parent = found
+                if len(newest) < limit and run_start > after + 1 and run_parent is not None:
+                    earlier = await self._db.read(
+                        lambda conn: read_path(
                             conn,
                             user_id,
                             conversation_id,
@@ -721,8 +719,12 @@ class SQLAlchemyStore:
                             after=after,
                             before=bounds.get("before_seq"),
                         )
-                        newest += [message_of(row) for row in earlier]
-                    return newest[::-1]
+                    )
+                    newest += [message_of(row) for row in earlier]
+                return newest[::-1]
+
+        def work(conn: Connection) -> list[Message]:
+            key = {"user": user_id, "conversation": conversation_id}
             if leaf is None:
                 head = conn.execute(HEAD, key).first()
                 if head is None:
@@ -763,17 +765,19 @@ class SQLAlchemyStore:
         limit = check_limit(limit)
         key = {"user": user_id, "conversation": conversation_id}
 
+        # The head's run first, in one statement, for most conversations all there is.
+        hot = await read_context_run(self._db, user_id, conversation_id, limit=limit)
+        if hot is not None:
+            newest, summary, parent = hot
+            if summary is not None or parent is None or len(newest) >= limit:
+                return summary, newest[::-1]
+
         def work(conn: Connection) -> tuple[Summary | None, list[Message]]:
             seq: int | None
             run: tuple[int, int | None] | None
             found: Any
-            # The head's run first, in one statement, for most conversations all there is.
-            hot = read_context_run(conn, user_id, conversation_id, limit=limit)
-            if hot is not None:
-                messages, summary, parent = hot
-                if summary is not None:
-                    return summary, messages[::-1]
-                seq, run, found = parent, None, None
+            if hot is not None:  # the runs before the head's, each written once for good
+                messages, seq, run, found = hot[0], hot[2], None, None
             else:
                 head = conn.execute(_HEAD_AND_SUMMARY, key).first()
                 if head is None:

@@ -259,10 +259,8 @@ class TurnStore:
         """`Writer.append` as one statement outside a transaction (on PostgreSQL, one
         round trip); where that stores nothing, the full unit says why (a conversation
         gone, a lease lost or held) or, for a dead turn's lease, takes it over first."""
-        stored = await self._db.write_statement(
-            lambda conn: self._writer.try_append(
-                conn, user_id, conversation_id, prepared, now=utcnow(), **append
-            )
+        stored = await self._writer.try_append(
+            self._db, user_id, conversation_id, prepared, now=utcnow(), **append
         )
         if stored is None:
             stored = await self._db.write(
