@@ -53,17 +53,19 @@ async def token_user(
     return await authenticator.verify(bearer_token(request.headers.get("authorization")))
 
 
-def _service(request: Request) -> ChatService:
+# The app's parts, as dependencies. Coroutines, though they never wait: FastAPI runs a
+# plain function in its thread pool, a thread hop on every request.
+async def _service(request: Request) -> ChatService:
     service: ChatService = request.app.state.service
     return service
 
 
-def _store(request: Request) -> SQLAlchemyStore:
+async def _store(request: Request) -> SQLAlchemyStore:
     store: SQLAlchemyStore = request.app.state.store
     return store
 
 
-def _streams(request: Request) -> StreamLimiter:
+async def _streams(request: Request) -> StreamLimiter:
     streams: StreamLimiter = request.app.state.streams
     return streams
 

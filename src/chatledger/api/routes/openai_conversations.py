@@ -71,7 +71,7 @@ def _conversation(conversation: Conversation) -> dict[str, Any]:
     }
 
 
-def _include(request: Request) -> None:
+async def _include(request: Request) -> None:
     """Checks `include` (`include[]=…` as the `openai` client sends it, or `include=…`)."""
     params = request.query_params
     for value in params.getlist("include") + params.getlist("include[]"):
