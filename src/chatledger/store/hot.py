@@ -1,4 +1,5 @@
-"""The hot path, on the driver: every append, and the reads of the head's run.
+"""The hot path, on the driver: every append, the reads of the head's run, and a running
+turn's lease (`renew_lease`, `stop_requested`, read every few hundred milliseconds).
 
 These are the two statements of an agent session's turn (`ChatLedgerSession`, the `/v1`
 Conversations API: read the latest items, add the new ones), of every history read, and
@@ -48,6 +49,8 @@ __all__ = [
     "append_statement_pg",
     "read_context_run",
     "read_head_run",
+    "renew_lease",
+    "stop_requested",
     "write_step",
 ]
 
@@ -215,6 +218,41 @@ evented AS (
                      WITH ORDINALITY AS e(name, data, ord)
 )""",
 }
+
+
+# A running turn's lease, kept alive and read for a stop request (`turns.Turn.keep_alive`,
+# on every turn every few hundred milliseconds).
+_RENEW: Final = Statement(
+    """
+UPDATE conversations SET lease_expires_at = :expires
+WHERE user_id = :user AND id = :conversation AND lease_id = :lease
+RETURNING stop_requested
+"""
+)
+_STOP_REQUESTED: Final = Statement(
+    """
+SELECT stop_requested FROM conversations
+WHERE user_id = :user AND id = :conversation AND lease_id = :lease
+"""
+)
+
+
+async def renew_lease(
+    db: Connector, user_id: str, conversation_id: str, lease_id: str, expires_at: datetime
+) -> bool | None:
+    """Push the lease `lease_id` forward: whether its turn has been asked to stop, None
+    if it no longer holds the conversation."""
+    expires = _sqlite_time(expires_at) if db.dialect == "sqlite" else expires_at
+    params = {"user": user_id, "conversation": conversation_id, "lease": lease_id}
+    rows = await db.fetch(_RENEW, {**params, "expires": expires}, writes=True)
+    return bool(rows[0][0]) if rows else None
+
+
+async def stop_requested(db: Connector, user_id: str, conversation_id: str, lease_id: str) -> bool:
+    """Whether the turn holding the lease `lease_id` has been asked to stop."""
+    params = {"user": user_id, "conversation": conversation_id, "lease": lease_id}
+    rows = await db.fetch(_STOP_REQUESTED, params)
+    return bool(rows and rows[0][0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ from chatledger.store.cursor import (
     encode_cursor,
 )
 from chatledger.store.engine import Connector, connect
-from chatledger.store.hot import read_context_run, read_head_run
+from chatledger.store.hot import read_context_run, read_head_run, stop_requested
 from chatledger.store.idempotency import IdempotencyStore
 from chatledger.store.ledger import (
     HEAD,
@@ -654,10 +654,7 @@ class SQLAlchemyStore:
 
     async def stop_requested(self, user_id: str, conversation_id: str, lease: Lease) -> bool:
         """Whether the turn holding `lease` has been asked to stop."""
-        query = select(_c.stop_requested).where(
-            _c.user_id == user_id, _c.id == conversation_id, _c.lease_id == lease.id
-        )
-        return await self._db.read(lambda conn: bool(conn.execute(query).scalar()))
+        return await stop_requested(self._db, user_id, conversation_id, lease.id)
 
     async def history(
         self,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select
 
 from chatledger.domain import (
     Branch,
@@ -30,7 +30,7 @@ from chatledger.errors import ConflictError, NotFoundError, UnavailableError, Va
 from chatledger.storage import Ending, RunningTurn, utcnow
 from chatledger.store.core import LeaseUse, check_conversation_id, check_user_id
 from chatledger.store.engine import Connector
-from chatledger.store.hot import TurnEnd, TurnStep, write_step
+from chatledger.store.hot import TurnEnd, TurnStep, renew_lease, write_step
 from chatledger.store.ledger import Writer, numbered_events, user_message_at
 from chatledger.store.schema import (
     MODEL_NAME_CHARS,
@@ -44,16 +44,6 @@ __all__ = ["RunningTurn", "TurnStore"]
 _c = conversations.c
 _e = turn_events.c
 
-_RENEW: Final = (
-    update(conversations)
-    .where(
-        _c.user_id == bindparam("user"),
-        _c.id == bindparam("conversation"),
-        _c.lease_id == bindparam("turn"),
-    )
-    .values(lease_expires_at=bindparam("expires"))
-    .returning(_c.stop_requested)
-)
 _LEASE: Final = select(_c.lease_id, _c.lease_expires_at).where(
     _c.user_id == bindparam("user"), _c.id == bindparam("conversation")
 )
@@ -279,14 +269,7 @@ class TurnStore:
             Whether the turn has been asked to stop; None if it no longer holds the lease
             (it was closed by someone who found the lease expired).
         """
-        params = {
-            "user": user_id,
-            "conversation": conversation_id,
-            "turn": turn_id,
-            "expires": expires_at,
-        }
-        row = await self._db.write(lambda conn: conn.execute(_RENEW, params).first())
-        return None if row is None else bool(row[0])
+        return await renew_lease(self._db, user_id, conversation_id, turn_id, expires_at)
 
     async def add_events(
         self,
