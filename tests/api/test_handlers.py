@@ -23,9 +23,7 @@ def _calls(dependant: Any) -> Iterator[Any]:
 
 def _runs_on_the_loop(call: Any) -> bool:
     # A dependency may be an object whose __call__ is a coroutine (HTTPBearer, say).
-    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
-        getattr(call, "__call__", None)
-    )
+    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(type(call).__call__)
 
 
 async def test_every_handler_and_dependency_runs_on_the_event_loop(server: Server) -> None:
