@@ -83,6 +83,12 @@ def test_the_server_imports_chatkit_and_the_agents_sdk_only_when_asked() -> None
     assert _imported("import chatledger.api.chatkit_requests", sdks) == sorted(sdks)
 
 
+def test_the_server_imports_the_mcp_sdk_on_its_first_mcp_request() -> None:
+    # A third of `chatledger serve`'s start was importing the MCP SDK for /mcp, which
+    # many deployments never use (tests/api/test_mcp_http.py serves it).
+    assert _imported("import chatledger.api.app", {"mcp"}) == []
+
+
 FIRST_CHATKIT_REQUEST = """
 import asyncio, sys, threading
 from datetime import timedelta

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -88,3 +89,17 @@ async def test_an_unreachable_database_is_a_tool_error_not_a_crash(
         call = await alice.call_tool("list_tasks", {})
     assert call.is_error
     assert result(call)["code"] == "unavailable"
+
+
+async def test_clients_arriving_together_start_one_mcp_server(server: Server) -> None:
+    # The SDK's session manager starts on the first request to /mcp, not with the app:
+    # the first requests, side by side, all wait for the same one.
+    async def add(user: str) -> Any:
+        async with mcp_client(server, auth(user)) as client:
+            return result(await client.call_tool("add_task", {"title": f"{user}'s"}))
+
+    users = [f"user{n}" for n in range(4)]
+    added = await asyncio.gather(*(add(user) for user in users))
+    assert [a["title"] for a in added] == [f"{user}'s" for user in users]
+    running = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "MCPServer._run"]
+    assert len(running) == 1

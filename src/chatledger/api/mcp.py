@@ -16,13 +16,12 @@ Stateless mode keeps no session in memory, so any replica answers any request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fastapi import APIRouter, Request
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
@@ -30,9 +29,13 @@ from chatledger.api.auth import Authenticator, bearer_token
 from chatledger.api.errors import domain_error_response, error_response
 from chatledger.errors import AuthenticationError, ChatLedgerError
 from chatledger.store import SQLAlchemyStore
-from chatledger.tools.mcp import RequestContext, create_mcp_server
 
-__all__ = ["METADATA_PATH", "MCPEndpoint", "metadata_router", "serve_mcp"]
+if TYPE_CHECKING:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from chatledger.tools.mcp import RequestContext
+
+__all__ = ["METADATA_PATH", "MCPEndpoint", "MCPServer", "metadata_router", "serve_mcp"]
 
 METADATA_PATH: Final = "/.well-known/oauth-protected-resource"
 
@@ -48,19 +51,72 @@ def _user_of(ctx: RequestContext) -> str:
     return user_id
 
 
+class MCPServer:
+    """The MCP SDK's session manager for the task tools, started on the first request to
+    /mcp rather than with the app: importing the SDK was a third of `chatledger serve`'s
+    start (docs/benchmarks.md), and many deployments never speak MCP.
+
+    The manager runs in a task of its own, whose span its task group needs, until
+    `close`.
+    """
+
+    def __init__(self, store: SQLAlchemyStore) -> None:
+        self._store = store
+        self._starting = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._running: asyncio.Task[None] | None = None
+        self._manager: StreamableHTTPSessionManager | None = None
+
+    async def manager(self) -> StreamableHTTPSessionManager:
+        """The running session manager, started by the first caller."""
+        async with self._starting:
+            if self._manager is None:
+                ready: asyncio.Future[StreamableHTTPSessionManager] = (
+                    asyncio.get_running_loop().create_future()
+                )
+                self._running = asyncio.create_task(self._run(ready))
+                self._manager = await ready
+        return self._manager
+
+    async def _run(self, ready: asyncio.Future[StreamableHTTPSessionManager]) -> None:
+        try:
+            from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+            from mcp.server.transport_security import TransportSecuritySettings
+
+            from chatledger.tools.mcp import create_mcp_server
+
+            manager = StreamableHTTPSessionManager(
+                app=create_mcp_server(self._store.tasks, resolve_user=_user_of),
+                stateless=True,
+                json_response=True,
+                # DNS-rebinding protection guards servers that trust whoever can reach
+                # them; every request here must carry a bearer token, which a rebinding
+                # page lacks.
+                security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            )
+            async with manager.run():
+                ready.set_result(manager)
+                await self._stopping.wait()
+        except BaseException as error:
+            if not ready.done():  # the request waiting for it gets the failure
+                ready.set_exception(error)
+            raise
+
+    async def close(self) -> None:
+        """Stop the session manager, if it was started."""
+        self._stopping.set()
+        if self._running is not None:
+            await self._running
+
+
 @contextlib.asynccontextmanager
-async def serve_mcp(store: SQLAlchemyStore) -> AsyncIterator[StreamableHTTPSessionManager]:
-    """The MCP session manager for `store`, running for the block's span."""
-    manager = StreamableHTTPSessionManager(
-        app=create_mcp_server(store.tasks, resolve_user=_user_of),
-        stateless=True,
-        json_response=True,
-        # DNS-rebinding protection guards servers that trust whoever can reach them;
-        # every request here must carry a bearer token, which a rebinding page lacks.
-        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-    )
-    async with manager.run():
-        yield manager
+async def serve_mcp(store: SQLAlchemyStore) -> AsyncIterator[MCPServer]:
+    """The MCP server for `store`, for the block's span (started on its first request)."""
+    server = MCPServer(store)
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 def _resource(base_url: str) -> str:
@@ -106,8 +162,8 @@ class MCPEndpoint:
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         state["user_id"] = user_id
-        manager: StreamableHTTPSessionManager = scope["app"].state.mcp
-        await manager.handle_request(scope, receive, send)
+        server: MCPServer = scope["app"].state.mcp
+        await (await server.manager()).handle_request(scope, receive, send)
 
 
 def _metadata(request: Request) -> JSONResponse:
