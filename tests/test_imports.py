@@ -71,7 +71,7 @@ def _imported(statement: str, modules: set[str]) -> list[str]:
 def test_minting_a_token_imports_neither_the_server_nor_an_sdk() -> None:
     # `chatledger token` imports `chatledger.api.auth`; the package must not bring the
     # whole server with it (seconds of imports in every CLI process).
-    heavy = {"chatledger.api.app", "agents", "chatkit", "mcp", "fastapi"}
+    heavy = {"chatledger.api.app", "agents", "chatkit", "mcp", "fastapi", "asyncpg"}
     assert _imported("import chatledger.api.auth, chatledger.cli", heavy) == []
 
 

@@ -31,9 +31,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import asyncpg
 from sqlalchemy import (
     Connection,
     CursorResult,
@@ -48,6 +47,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.schema import Table
 
 from chatledger.errors import UnavailableError
+
+if TYPE_CHECKING:
+    import asyncpg
 
 __all__ = [
     "AsyncConnector",
@@ -131,6 +133,9 @@ def _broken(error: Exception) -> bool:
     server gone or going away, the socket closed, the protocol out of step, as when the
     server ended an idle connection), rather than that the statement or its arguments
     were wrong."""
+    # Here, not at the top: a store on SQLite never imports asyncpg (nor `chatledger token`).
+    import asyncpg
+
     if isinstance(error, asyncpg.PostgresError):  # arguments it cannot encode are one too
         return _sqlstate(error).startswith(_OUTAGE_STATES)
     return isinstance(error, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError)
