@@ -278,6 +278,21 @@ async def test_history_of_an_empty_conversation_is_empty_but_a_missing_one_is_no
         await store.history("alice", "missing")
 
 
+async def test_history_bounds_at_the_ends_of_a_bigint_read_nothing(store: SQLAlchemyStore) -> None:
+    # Found red-teaming: on PostgreSQL the largest `after_seq` overflowed the statement's
+    # `after + 1` ("bigint out of range") instead of reading nothing past it.
+    conversation = await store.create_conversation("alice")
+    await store.append("alice", conversation.id, [ChatMessage.user("one")])
+    for after in (2**63 - 2, 2**63 - 1, 2**70):
+        assert await store.history("alice", conversation.id, after_seq=after) == []
+        assert await store.history("alice", conversation.id, after_seq=after, leaf=1) == []
+        assert (
+            await store.history("alice", conversation.id, after_seq=after, oldest_first=True) == []
+        )
+    for before in (-(2**63) + 1, -(2**70)):
+        assert await store.history("alice", conversation.id, before_seq=before) == []
+
+
 @pytest.mark.parametrize("before_seq", ["10", 1.5, True])
 async def test_history_refuses_a_non_integer_before_seq(
     store: SQLAlchemyStore, before_seq: object

@@ -688,7 +688,9 @@ class SQLAlchemyStore:
             if bound is not None:
                 if isinstance(bound, bool) or not isinstance(bound, int):
                     raise ValidationError(f"{name} must be an integer", field=name)
-                bounds[name] = max(min(bound, MAX_BIGINT), -MAX_BIGINT)
+                # One short of a bigint's ends: the statements read past a bound (`+ 1`,
+                # `- 1`), which PostgreSQL refuses to overflow. No seq comes near either.
+                bounds[name] = max(min(bound, MAX_BIGINT - 1), -MAX_BIGINT + 1)
 
         after = max(bounds.get("after_seq", 0), 0)
         if leaf is None and not oldest_first:
