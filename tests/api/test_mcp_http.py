@@ -13,6 +13,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
+from chatledger.api.mcp import MCPServer
+from chatledger.errors import UnavailableError
+from chatledger.store import SQLAlchemyStore
 from chatledger.testing import ScriptedAgent
 from chatledger.tools import TASK_TOOLS
 from tests.api.conftest import Server, auth
@@ -101,5 +104,36 @@ async def test_clients_arriving_together_start_one_mcp_server(server: Server) ->
     users = [f"user{n}" for n in range(4)]
     added = await asyncio.gather(*(add(user) for user in users))
     assert [a["title"] for a in added] == [f"{user}'s" for user in users]
-    running = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "MCPServer._run"]
-    assert len(running) == 1
+    assert len([t for t in asyncio.all_tasks() if _is_start(t)]) == 1
+
+
+async def test_a_first_request_cancelled_while_the_server_starts_does_not_stop_it(
+    store: SQLAlchemyStore,
+) -> None:
+    # Found red-teaming: a client gone while the session manager started cancelled the
+    # start with it, which died on the next request's behalf, and that one began another.
+    server = MCPServer(store)
+    try:
+        first = asyncio.create_task(server.manager())
+        await asyncio.sleep(0)  # the start is under way
+        [starting] = [t for t in asyncio.all_tasks() if _is_start(t)]
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await server.manager()
+        assert [t for t in asyncio.all_tasks() if _is_start(t)] == [starting]
+    finally:
+        await server.close()
+    assert starting.done() and starting.exception() is None
+
+
+async def test_a_request_while_the_server_stops_is_unavailable(store: SQLAlchemyStore) -> None:
+    server = MCPServer(store)
+    await server.manager()
+    await server.close()
+    with pytest.raises(UnavailableError):
+        await server.manager()
+
+
+def _is_start(task: asyncio.Task[Any]) -> bool:
+    return task.get_coro().__qualname__ == "MCPServer._run"

@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from chatledger.api.auth import Authenticator, bearer_token
 from chatledger.api.errors import domain_error_response, error_response
-from chatledger.errors import AuthenticationError, ChatLedgerError
+from chatledger.errors import AuthenticationError, ChatLedgerError, UnavailableError
 from chatledger.store import SQLAlchemyStore
 
 if TYPE_CHECKING:
@@ -65,18 +65,26 @@ class MCPServer:
         self._starting = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
-        self._manager: StreamableHTTPSessionManager | None = None
+        self._ready: asyncio.Future[StreamableHTTPSessionManager] | None = None
 
     async def manager(self) -> StreamableHTTPSessionManager:
-        """The running session manager, started by the first caller."""
+        """The running session manager, started by the first caller.
+
+        Raises:
+            UnavailableError: the server is stopping.
+        """
         async with self._starting:
-            if self._manager is None:
-                ready: asyncio.Future[StreamableHTTPSessionManager] = (
-                    asyncio.get_running_loop().create_future()
-                )
-                self._running = asyncio.create_task(self._run(ready))
-                self._manager = await ready
-        return self._manager
+            if self._stopping.is_set():
+                raise UnavailableError("the MCP server is stopping")
+            if self._ready is None:
+                self._ready = asyncio.get_running_loop().create_future()
+                self._running = asyncio.create_task(self._run(self._ready))
+        # Shielded: a request that goes away while the manager starts (its client gone)
+        # must not cancel the start that every other request waits for.
+        manager = await asyncio.shield(self._ready)
+        if self._stopping.is_set():  # stopped while this request waited
+            raise UnavailableError("the MCP server is stopping")
+        return manager
 
     async def _run(self, ready: asyncio.Future[StreamableHTTPSessionManager]) -> None:
         try:
@@ -106,7 +114,8 @@ class MCPServer:
         """Stop the session manager, if it was started."""
         self._stopping.set()
         if self._running is not None:
-            await self._running
+            # A start that failed gave its error to the requests that waited for it.
+            await asyncio.gather(self._running, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -163,7 +172,12 @@ class MCPEndpoint:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["user_id"] = user_id
         server: MCPServer = scope["app"].state.mcp
-        await (await server.manager()).handle_request(scope, receive, send)
+        try:
+            manager = await server.manager()
+        except UnavailableError as error:
+            await domain_error_response(error)(scope, receive, send)
+            return
+        await manager.handle_request(scope, receive, send)
 
 
 def _metadata(request: Request) -> JSONResponse:
