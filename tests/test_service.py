@@ -560,3 +560,34 @@ async def test_a_tool_result_is_recorded_whatever_it_holds(
     assert recorded.items() <= record.result.items()
     assert again.to_record() == turn.to_record()
     assert_invariants(await store.history("alice", turn.conversation_id))
+
+
+# A model's tool call is the model's writing too: characters no database stores, in its
+# arguments, name or id, become U+FFFD in the record, a name longer than a message holds
+# is cut (and an unknown name is refused as any unknown tool is), and the turn ends as it
+# went, instead of failing the request.
+@pytest.mark.parametrize(
+    "call",
+    [
+        CallTool("add_task", '{"title": "milk\ud800"}'),
+        CallTool("add_task", '{"title": "milk"}\x00'),
+        CallTool("add\x00task", {"title": "milk"}),
+        CallTool("", {"title": "milk"}),
+        CallTool("add_task" * 40, {"title": "milk"}),
+    ],
+    ids=["surrogate in arguments", "NUL after arguments", "NUL in name", "empty name", "long name"],
+)
+async def test_a_tool_call_no_database_stores_is_recorded_and_the_turn_ends(
+    store: SQLAlchemyStore, call: CallTool
+) -> None:
+    service = ChatService(store, ScriptedAgent([call, Say("done")]))
+    try:
+        result = await service.turn("alice", None, "go")
+    finally:
+        await service.drain()
+    assert (result.status, result.response) == (TurnStatus.COMPLETED, "done")
+    messages = await store.history("alice", result.conversation_id)
+    assert_invariants(messages)
+    [recorded] = [c for m in messages for c in m.tool_calls]
+    assert "\x00" not in recorded.arguments + recorded.name
+    assert "\ud800" not in recorded.arguments

@@ -415,6 +415,22 @@ def storable_text(text: str) -> str:
     return _FORBIDDEN.sub("\ufffd", text)
 
 
+def model_tool_call(call: ToolCall) -> ToolCall:
+    """A model's tool call as a message can hold it: characters no database stores
+    replaced (`storable_text`) in its id, name and arguments, an id or name cut to
+    `MAX_CALL_FIELD_CHARS`, and an empty one (which no message holds) made U+FFFD. What
+    the model wrote is not the caller's error: the call is recorded, and refused as any
+    call to an unknown tool or with arguments that are not a JSON object is."""
+
+    def field(text: str) -> str:
+        return storable_text(text)[:MAX_CALL_FIELD_CHARS] or "\ufffd"
+
+    call_id, name, arguments = field(call.id), field(call.name), storable_text(call.arguments)
+    if (call_id, name, arguments) == (call.id, call.name, call.arguments):
+        return call
+    return ToolCall(call_id, name, arguments)
+
+
 def model_message(
     text: str,
     *,

@@ -38,6 +38,7 @@ from chatledger.domain import (
     ToolCall,
     TurnResult,
     model_message,
+    model_tool_call,
     storable_text,
 )
 from chatledger.errors import ConflictError, UnavailableError
@@ -173,6 +174,7 @@ class Turn:
         toolset has, or with arguments that are not a JSON object does not run: its result
         says why, and it is recorded like any other.
         """
+        call = model_tool_call(call)
         arguments = call.parsed_arguments()
         refusal = self._refusal(call, toolset, arguments)
         if refusal is not None:
