@@ -38,7 +38,7 @@ from chatledger.domain import (
     tool_call_records,
 )
 from chatledger.errors import ConflictError, NotFoundError, ValidationError
-from chatledger.storage import event_id, new_id
+from chatledger.storage import event_id, new_id, utcnow
 from chatledger.store.core import AnyRow, LeaseUse, readable_metadata
 from chatledger.store.engine import Connector
 from chatledger.store.hot import TurnStep, append_alone, append_batch
@@ -486,6 +486,30 @@ class Writer:
             use=use, lease_id=lease_id, lease_expires_at=lease_expires_at, step=step,
         )  # fmt: skip
         return None if reserved is None else numbered(batch, *reserved)
+
+    async def append_alone(
+        self,
+        db: Connector,
+        user_id: str,
+        conversation_id: str,
+        prepared: Sequence[tuple[ChatMessage, str, int]],
+        **append: Any,
+    ) -> list[Message]:
+        """`append` as a unit of work of its own: one statement where it can
+        (`try_append`: on PostgreSQL, one round trip outside a transaction), and the full
+        unit where that stored nothing, which says why (a conversation gone, a lease lost
+        or held) or, for a dead turn's lease, takes it over first. `append` are the
+        keyword arguments of `append` but `now`."""
+        stored = await self.try_append(
+            db, user_id, conversation_id, prepared, now=utcnow(), **append
+        )
+        if stored is None:
+            stored = await db.write(
+                lambda conn: self.append(
+                    conn, user_id, conversation_id, prepared, now=utcnow(), **append
+                )
+            )
+        return stored
 
     def append(
         self,

@@ -589,34 +589,14 @@ class SQLAlchemyStore:
         use = LeaseUse.NONE
         if lease is not None:
             use = LeaseUse.RELEASE if release_lease else LeaseUse.HOLD
-        elif self._db.dialect == "sqlite" or not self._db.bound:
-            # On PostgreSQL, in a transaction not begun yet the statement would run
-            # outside it: there, the Core path below.
-            stored = await self._append_hot(user_id, conversation_id, prepared)
-            if stored is not None:
-                return stored
-            # Not there, or held by a turn: the full unit says which (and closes a dead
-            # turn first).
-        return await self._db.write(
-            lambda conn: self._writer.append(
-                conn,
-                user_id,
-                conversation_id,
-                prepared,
-                now=utcnow(),
-                use=use,
-                lease_id=None if lease is None else lease.id,
-                lease_expires_at=None if lease is None else lease.expires_at,
-            )
-        )
-
-    async def _append_hot(
-        self, user_id: str, conversation_id: str, prepared: Sequence[tuple[ChatMessage, str, int]]
-    ) -> list[Message] | None:
-        """An append outside any turn on the hot path (`chatledger.store.hot`); None, with
-        nothing stored, where that path leaves it to `Writer.append`."""
-        return await self._writer.try_append(
-            self._db, user_id, conversation_id, prepared, now=utcnow()
+        return await self._writer.append_alone(
+            self._db,
+            user_id,
+            conversation_id,
+            prepared,
+            use=use,
+            lease_id=None if lease is None else lease.id,
+            lease_expires_at=None if lease is None else lease.expires_at,
         )
 
     async def request_stop(self, user_id: str, conversation_id: str) -> bool:

@@ -115,8 +115,8 @@ class TurnStore:
         lease: dict[str, Any] = {"lease_id": turn_id, "lease_expires_at": lease_expires_at}
         if branch is None:  # the common start, from the head
             first, event = step(prepared[0][1])
-            [stored] = await self._append(
-                user_id, conversation_id, prepared, use=LeaseUse.TAKE, step=first, **lease
+            [stored] = await self._writer.append_alone(
+                self._db, user_id, conversation_id, prepared, use=LeaseUse.TAKE, step=first, **lease
             )
             return stored, event
 
@@ -165,8 +165,8 @@ class TurnStore:
         prepared = self._writer.prepare(messages)
         events = numbered_events(turn_id, named, first_seq)
         step = TurnStep(turn_id, events, first_event=first_seq)
-        stored = await self._append(
-            user_id, conversation_id, prepared,
+        stored = await self._writer.append_alone(
+            self._db, user_id, conversation_id, prepared,
             use=LeaseUse.HOLD, lease_id=turn_id, lease_expires_at=lease_expires_at, step=step,
         )  # fmt: skip
         return stored, events
@@ -234,31 +234,16 @@ class TurnStore:
             ),
             idempotency_key=idempotency_key,
         )
-        stored = await self._append(
-            user_id, conversation_id, prepared, use=LeaseUse.RELEASE, lease_id=turn_id, step=step
+        stored = await self._writer.append_alone(
+            self._db,
+            user_id,
+            conversation_id,
+            prepared,
+            use=LeaseUse.RELEASE,
+            lease_id=turn_id,
+            step=step,
         )
         return result, stored, sent
-
-    async def _append(
-        self,
-        user_id: str,
-        conversation_id: str,
-        prepared: Sequence[tuple[ChatMessage, str, int]],
-        **append: Any,
-    ) -> list[Message]:
-        """`Writer.append` as one statement outside a transaction (on PostgreSQL, one
-        round trip); where that stores nothing, the full unit says why (a conversation
-        gone, a lease lost or held) or, for a dead turn's lease, takes it over first."""
-        stored = await self._writer.try_append(
-            self._db, user_id, conversation_id, prepared, now=utcnow(), **append
-        )
-        if stored is None:
-            stored = await self._db.write(
-                lambda conn: self._writer.append(
-                    conn, user_id, conversation_id, prepared, now=utcnow(), **append
-                )
-            )
-        return stored
 
     async def renew(
         self, user_id: str, conversation_id: str, turn_id: str, *, expires_at: datetime
