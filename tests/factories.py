@@ -83,9 +83,12 @@ def examples(count: int) -> int:
 async def count_statements(engine: Engine) -> AsyncIterator[list[str]]:
     """Collect the SQL statements sent through `engine`'s pool (BEGIN, COMMIT and PRAGMA
     not included); the list is complete on leaving the block (see `_sent`)."""
-    async with _sent(engine) as sent:
-        yield (statements := [])
-    statements += [s for s in sent if not s.lstrip().upper().startswith(_NOT_STATEMENTS)]
+
+    def statement(sql: str) -> str | None:
+        return None if sql.lstrip().upper().startswith(_NOT_STATEMENTS) else sql
+
+    async with _sent(engine, statement) as sent:
+        yield sent
 
 
 @asynccontextmanager
@@ -98,18 +101,21 @@ async def count_round_trips(engine: Engine) -> AsyncIterator[list[str]]:
     Counted on a warm connection: the first use of a statement on a PostgreSQL connection
     also prepares it (one more round trip), which later uses skip.
     """
-    async with _sent(engine) as sent:
-        yield (trips := [])
-    trips += [" ".join(s.split()[:3]) for s in sent if not s.startswith("PRAGMA")]
+
+    def trip(sql: str) -> str | None:
+        return None if sql.startswith("PRAGMA") else " ".join(sql.split()[:3])
+
+    async with _sent(engine, trip) as sent:
+        yield sent
 
 
 _NOT_STATEMENTS: Final = ("BEGIN", "COMMIT", "PRAGMA")
 
 
 @asynccontextmanager
-async def _sent(engine: Engine) -> AsyncIterator[list[str]]:
+async def _sent(engine: Engine, entry: Callable[[str], str | None]) -> AsyncIterator[list[str]]:
     """Every statement sent through `engine`'s pool, and "BEGIN" and "COMMIT" where a
-    transaction begins and commits.
+    transaction begins and commits, each as `entry` makes it (None: left out).
 
     Statements of units of work are seen as SQLAlchemy runs them; those `Connector.fetch`
     sends on the asyncpg connection itself, by asyncpg's query logger on each connection
@@ -119,24 +125,28 @@ async def _sent(engine: Engine) -> AsyncIterator[list[str]]:
     sent: list[str] = []
     logged: list[Any] = []
 
+    def add(sql: str) -> None:
+        if (shown := entry(sql)) is not None:
+            sent.append(shown)
+
     def transacts(conn: Any) -> bool:
         return bool(conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT")
 
     def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
-        sent.append(text)
+        add(text)
 
     def begin(conn: Any) -> None:
         if transacts(conn):
-            sent.append("BEGIN")
+            add("BEGIN")
 
     def commit(conn: Any) -> None:
         if transacts(conn):
-            sent.append("COMMIT")
+            add("COMMIT")
 
     def query(record: Any) -> None:
         # asyncpg logs the BEGIN and COMMIT that SQLAlchemy sends too: counted above.
         if record.query.split()[0].rstrip(";") not in ("BEGIN", "COMMIT", "ROLLBACK"):
-            sent.append(record.query)
+            add(record.query)
 
     def lent(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         # asyncpg's connection, under SQLAlchemy's adapter; sqlite3's has no logger.
